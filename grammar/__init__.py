@@ -1,0 +1,1 @@
+"""The kdlang grammar (``kd.lark``), shipped as package data of ``kdlang.grammar``."""

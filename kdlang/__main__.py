@@ -1,0 +1,3 @@
+from kdlang.cli import main
+
+main()
