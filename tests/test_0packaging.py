@@ -15,7 +15,11 @@ def test_every_python_package_folder_is_listed_in_pyproject():
     listed = set(config["packages"])
     mapping = config["package-dir"]
     found = set()
-    for top, name in (("kdlang", "kdlang"), ("runtime", "kdlang.runtime"), ("grammar", "kdlang.grammar")):
+    for top, name in (
+        ("kdlang", "kdlang"),
+        ("runtime", "kdlang.runtime"),
+        ("grammar", "kdlang.grammar"),
+    ):
         assert mapping[name] == top
         for init in (ROOT / top).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / top).parts

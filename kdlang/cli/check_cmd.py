@@ -1,0 +1,25 @@
+"""``kdlang check FILE...``: every mistake that can be found before any model is loaded."""
+
+from __future__ import annotations
+
+import typer
+
+from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics
+from kdlang.syntax.diagnostics import Severity
+
+
+def check(
+    files: list[str] = typer.Argument(..., help="Recipe files to check."),
+    fmt: str = typer.Option("text", "--format", help="text or json."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a setting: PATH=VALUE (e.g. distill.lr=1e-4)."
+    ),
+) -> None:
+    """Check recipes: syntax, settings, names, columns, templates, compatibility."""
+    from kdlang.check import check_files
+
+    check_format(fmt, ("text", "json"))
+    diagnostics, sources = check_files(files, overrides)
+    print_diagnostics(diagnostics, sources, fmt)
+    if any(d.severity is Severity.ERROR for d in diagnostics):
+        raise typer.Exit(EXIT_ERRORS)

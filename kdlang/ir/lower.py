@@ -1,0 +1,484 @@
+"""Lowering: the syntax tree of one file to its IR, with every error collected as a diagnostic.
+
+Each declaration's settings (call keywords and block settings alike) become neutral values
+(:mod:`kdlang.ir.values`) and are validated by the declaration's pydantic model; pydantic's
+errors are mapped back to the offending setting's span (:mod:`kdlang.ir.validation`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kdlang.ir import expr as ir_expr
+from kdlang.ir.recipe import Import, Recipe
+from kdlang.ir.sources import (
+    DATASET_KINDS,
+    DATASET_POSITIONAL,
+    MODEL_KINDS,
+    MODEL_POSITIONAL,
+    LoRA,
+    Prompt,
+    RecipeHeader,
+)
+from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule, KeepRule
+from kdlang.ir.training import LOSSES, Evaluate, Export, Metric, Train
+from kdlang.ir.validation import Fields, validate
+from kdlang.ir.values import CallValue, Percent, Ref, Transition
+from kdlang.syntax import ast
+from kdlang.syntax.diagnostics import Collector, suggestion
+from kdlang.syntax.span import Span
+
+NESTED_NODES = {"lora": LoRA}
+
+
+class Unlowerable(Exception):
+    """Raised inside value conversion; already reported."""
+
+
+def lower(module: ast.Module, errors: Collector) -> Recipe:
+    """The IR of ``module``. Errors go to ``errors``; declarations with errors are left out."""
+    recipe = Recipe(file=module.file)
+    lowering = _Lowering(errors)
+    for decl in module.decls:
+        try:
+            lowering.declaration(recipe, decl)
+        except Unlowerable:
+            continue
+    return recipe
+
+
+class _Lowering:
+    def __init__(self, errors: Collector):
+        self.errors = errors
+
+    # -- declarations ------------------------------------------------------------------------
+
+    def declaration(self, recipe: Recipe, decl: ast.Decl) -> None:
+        if isinstance(decl, ast.RecipeDecl):
+            if recipe.header is not None:
+                self.errors.error(
+                    "KD0111",
+                    "a second `recipe` header",
+                    decl.span,
+                    notes=[("the first is here", recipe.header.span)],
+                )
+                return
+            fields = self.fields(decl.block)
+            fields.add("title", decl.title.value, decl.title.span)
+            recipe.header = self.validated(RecipeHeader, fields, decl.span, decl.block.span)
+            return
+        if isinstance(decl, ast.ImportDecl):
+            recipe.imports.append(Import(path=decl.path.value, span=decl.path.span))
+            return
+        if isinstance(decl, ast.ExportDecl):
+            fields = self.fields(decl.block)
+            fields.add("train", Ref(name=decl.name, span=decl.name_span), decl.name_span)
+            fields.add("path", self.value(decl.path), decl.path.span, decl.path)
+            node = self.validated(Export, fields, decl.span, decl.name_span)
+            if node is not None:
+                recipe.exports.append(node)
+            return
+        assert isinstance(decl, ast.NamedDecl)
+        node, section = self.named(decl)
+        if node is None:
+            return
+        if decl.name in recipe.name_spans:
+            self.errors.error(
+                "KD0202",
+                f"`{decl.name}` is declared twice",
+                decl.name_span,
+                notes=[("first declared here", recipe.name_spans[decl.name])],
+            )
+            return
+        recipe.name_spans[decl.name] = decl.name_span
+        getattr(recipe, section)[decl.name] = node
+
+    def named(self, decl: ast.NamedDecl) -> tuple[Any, str]:
+        if isinstance(decl, ast.ModelDecl):
+            return self.constructed(
+                decl, decl.value, None, MODEL_KINDS, MODEL_POSITIONAL, "model"
+            ), "models"
+        if isinstance(decl, ast.DatasetDecl):
+            return self.constructed(
+                decl, decl.value, decl.block, DATASET_KINDS, DATASET_POSITIONAL, "dataset"
+            ), "datasets"
+        if isinstance(decl, ast.PromptDecl):
+            return self.prompt(decl), "prompts"
+        if isinstance(decl, ast.StageDecl):
+            return self.stage(decl), "stages"
+        if isinstance(decl, ast.TrainDecl):
+            return self.train(decl), "trains"
+        if isinstance(decl, ast.EvalDecl):
+            return self.evaluate(decl), "evals"
+        raise AssertionError(type(decl))
+
+    def constructed(self, decl, value, block, kinds, positional, what):
+        if not isinstance(value, ast.Call):
+            self.errors.error(
+                "KD0107",
+                f"a {what} is made by a call such as " + " or ".join(f"`{k}(...)`" for k in kinds),
+                value.span,
+            )
+            return None
+        if value.name not in kinds:
+            self.errors.error(
+                "KD0107",
+                f"unknown {what} kind `{value.name}`",
+                value.func.span,
+                help=suggestion(value.name, kinds) or f"{what}s: " + ", ".join(kinds),
+            )
+            return None
+        fields = self.fields(block, call=value, positional=positional[value.name])
+        return self.validated(kinds[value.name], fields, decl.span, decl.name_span)
+
+    def prompt(self, decl: ast.PromptDecl):
+        if not isinstance(decl.value, ast.String):
+            self.errors.error(
+                "KD0103", "a prompt is a string (usually triple-quoted)", decl.value.span
+            )
+            return None
+        text = decl.value
+        return Prompt(
+            text=text.value,
+            origin=text.content_start,
+            raw=text.is_raw,
+            span=decl.span,
+            spans={"text": text.span},
+        )
+
+    def stage(self, decl: ast.StageDecl):
+        op = decl.op
+        cls = STAGE_OPERATORS.get(op.name)
+        if cls is None:
+            help_text = suggestion(op.name, STAGE_OPERATORS)
+            if op.name == "evaluate":
+                help_text = "`evaluate` makes an `eval` declaration: eval NAME = evaluate(model, data) { ... }"
+            self.errors.error(
+                "KD0101",
+                f"unknown stage operator `{op.name}`",
+                op.func.span,
+                help=help_text or "operators: " + ", ".join(STAGE_OPERATORS),
+            )
+            return None
+        fields = self.fields(
+            decl.block,
+            call=op,
+            positional=("input",),
+            allow=_FILTER_STMTS if op.name == "filter" else (),
+        )
+        if op.name == "filter":
+            fields.add("rules", self.rules(decl.block), decl.block.span if decl.block else op.span)
+        return self.validated(cls, fields, decl.span, decl.name_span)
+
+    def train(self, decl: ast.TrainDecl):
+        fields = self.fields(decl.block, allow=(ast.LossStmt,))
+        losses = [
+            loss
+            for stmt in decl.block.stmts
+            if isinstance(stmt, ast.LossStmt)
+            if (loss := self.loss(stmt)) is not None
+        ]
+        loss_lines = [s for s in decl.block.stmts if isinstance(s, ast.LossStmt)]
+        if not loss_lines:
+            self.errors.error(
+                "KD0105",
+                f"train `{decl.name}` has no `loss` line",
+                decl.name_span,
+                help="add e.g. `loss sft weight 1.0`",
+            )
+            return None
+        if len(losses) != len(loss_lines):
+            return None
+        fields.add("losses", losses, decl.block.span)
+        return self.validated(Train, fields, decl.span, decl.name_span)
+
+    def loss(self, stmt: ast.LossStmt):
+        cls = LOSSES.get(stmt.name)
+        if cls is None:
+            self.errors.error(
+                "KD0108",
+                f"unknown loss `{stmt.name}`",
+                stmt.name_span,
+                help=suggestion(stmt.name, LOSSES) or "losses: " + ", ".join(LOSSES),
+            )
+            return None
+        fields = Fields()
+        if stmt.args is not None:
+            if stmt.args.args:
+                self.errors.error(
+                    "KD0112",
+                    f"loss `{stmt.name}` takes keyword options only, e.g. `loss jsd(beta = 0.5)`",
+                    stmt.args.args[0].span,
+                )
+                return None
+            self.keywords(fields, stmt.args)
+        fields.add("name", stmt.name, stmt.name_span)
+        fields.add("weight", self.value(stmt.weight), stmt.weight.span, stmt.weight)
+        if stmt.temperature is not None:
+            if "temperature" in fields.values:
+                self.errors.error("KD0106", "temperature given twice", stmt.temperature.span)
+            fields.add(
+                "temperature", self.value(stmt.temperature), stmt.temperature.span, stmt.temperature
+            )
+        return self.validated(cls, fields, stmt.span, stmt.name_span)
+
+    def evaluate(self, decl: ast.EvalDecl):
+        op = decl.op
+        if op.name != "evaluate":
+            self.errors.error(
+                "KD0101",
+                f"unknown eval operator `{op.name}`",
+                op.func.span,
+                help='did you mean "evaluate"?'
+                if op.name in STAGE_OPERATORS or suggestion(op.name, ["evaluate"])
+                else None,
+            )
+            return None
+        fields = self.fields(
+            decl.block, call=op, positional=("model", "data"), allow=(ast.MetricStmt,)
+        )
+        metrics = []
+        for stmt in decl.block.stmts if decl.block else []:
+            if isinstance(stmt, ast.MetricStmt):
+                name = stmt.name or _metric_name(stmt.expr)
+                metrics.append(Metric(name=name, expr=self.expression(stmt.expr), span=stmt.span))
+        fields.add("metrics", metrics, decl.block.span if decl.block else op.span)
+        return self.validated(Evaluate, fields, decl.span, decl.name_span)
+
+    # -- blocks --------------------------------------------------------------------------------
+
+    def fields(
+        self, block: ast.Block | None, call: ast.Call | None = None, positional=(), allow=()
+    ) -> Fields:
+        fields = Fields()
+        if call is not None:
+            if len(call.args) > len(positional):
+                extra = call.args[len(positional)]
+                self.errors.error(
+                    "KD0112",
+                    f"`{call.name}` takes {len(positional)} positional argument(s): "
+                    + ", ".join(positional),
+                    extra.span,
+                )
+            elif len(call.args) < len(positional) and not any(
+                k.name in positional for k in call.kwargs
+            ):
+                self.errors.error(
+                    "KD0112",
+                    f"`{call.name}` needs " + ", ".join(positional[len(call.args) :]),
+                    call.span,
+                )
+            for name, arg in zip(positional, call.args, strict=False):
+                fields.add(name, self.value(arg), arg.span, arg)
+            self.keywords(fields, call)
+        for stmt in block.stmts if block else []:
+            if isinstance(stmt, ast.Setting):
+                if stmt.key in fields.values:
+                    self.errors.error(
+                        "KD0106",
+                        f"`{stmt.key}` is set twice",
+                        stmt.key_span,
+                        notes=[("first set here", fields.key_spans[stmt.key])],
+                    )
+                    continue
+                fields.add(
+                    stmt.key, self.value(stmt.value), stmt.value.span, stmt.value, stmt.key_span
+                )
+            elif not isinstance(stmt, allow):
+                self.errors.error(
+                    "KD0109",
+                    f"`{_stmt_word(stmt)}` is not allowed here",
+                    stmt.span,
+                    help=_where_allowed(stmt),
+                )
+        return fields
+
+    def keywords(self, fields: Fields, call: ast.Call) -> None:
+        for kw in call.kwargs:
+            if kw.name in fields.values:
+                self.errors.error("KD0106", f"`{kw.name}` is given twice", kw.span)
+                continue
+            fields.add(kw.name, self.value(kw.value), kw.value.span, kw.value, kw.span)
+
+    def rules(self, block: ast.Block | None) -> list:
+        rules = []
+        for stmt in block.stmts if block else []:
+            if isinstance(stmt, ast.KeepStmt):
+                rules.append(KeepRule(condition=self.expression(stmt.condition), span=stmt.span))
+            elif isinstance(stmt, ast.DedupStmt):
+                fields = Fields()
+                fields.add("column", stmt.column, stmt.column_span)
+                self.method(fields, stmt.method, ("exact", "minhash"), "method")
+                node = self.validated(DedupRule, fields, stmt.span, stmt.column_span)
+                rules.append(node) if node is not None else None
+            elif isinstance(stmt, ast.DecontaminateStmt):
+                fields = Fields()
+                fields.add("column", stmt.column, stmt.column_span)
+                fields.add(
+                    "against",
+                    Ref(name=stmt.against.dotted, span=stmt.against.span),
+                    stmt.against.span,
+                )
+                if stmt.method is not None:
+                    self.method(fields, stmt.method, ("ngram",), None)
+                node = self.validated(DecontaminateRule, fields, stmt.span, stmt.column_span)
+                rules.append(node) if node is not None else None
+        return rules
+
+    def method(
+        self, fields: Fields, expr: ast.Expr, names: tuple[str, ...], key: str | None
+    ) -> None:
+        """``by exact`` / ``by minhash(threshold = 0.9)`` / ``by ngram(n = 13)``."""
+        name = (
+            expr.dotted
+            if isinstance(expr, ast.Ref)
+            else expr.name
+            if isinstance(expr, ast.Call)
+            else None
+        )
+        if name not in names:
+            self.errors.error(
+                "KD0103",
+                "expected " + " or ".join(f"`{n}`" for n in names),
+                expr.span,
+                help=suggestion(name, names) if name else None,
+            )
+            return
+        if key:
+            fields.add(key, name, expr.span)
+        if isinstance(expr, ast.Call):
+            for arg in expr.args:
+                self.errors.error("KD0112", f"`{name}` takes keyword arguments", arg.span)
+            for kw in expr.kwargs:
+                fields.add(
+                    "ngram" if (name, kw.name) == ("ngram", "n") else kw.name,
+                    self.value(kw.value),
+                    kw.value.span,
+                    kw.value,
+                    kw.span,
+                )
+
+    def validated(self, cls, fields: Fields, span: Span, subject: Span):
+        return validate(cls, fields, span, subject, self.errors)
+
+    # -- values ----------------------------------------------------------------------------------
+
+    def value(self, node: ast.Expr) -> Any:
+        """A neutral value (see :mod:`kdlang.ir.values`) for a setting's expression."""
+        if isinstance(node, ast.String | ast.Number | ast.Bool):
+            return node.value
+        if isinstance(node, ast.Null):
+            return None
+        if isinstance(node, ast.Percent):
+            return Percent(fraction=node.value)
+        if isinstance(node, ast.Ref):
+            return Ref(name=node.dotted, span=node.span)
+        if isinstance(node, ast.ListExpr):
+            return [self.value(item) for item in node.items]
+        if isinstance(node, ast.MapExpr):
+            return {entry.key: self.value(entry.value) for entry in node.entries}
+        if isinstance(node, ast.Transition):
+            return Transition(start=self.value(node.start), end=self.value(node.end))
+        if isinstance(node, ast.Call):
+            if node.name in NESTED_NODES:
+                fields = Fields()
+                self.keywords(fields, node)
+                for arg in node.args:
+                    self.errors.error("KD0112", f"`{node.name}` takes keyword arguments", arg.span)
+                return validate(
+                    NESTED_NODES[node.name], fields, node.span, node.func.span, self.errors
+                )
+            return CallValue(
+                name=node.name,
+                args=tuple(self.value(a) for a in node.args),
+                kwargs={k.name: self.value(k.value) for k in node.kwargs},
+                span=node.span,
+            )
+        folded = _fold(node)
+        if folded is not None:
+            return folded
+        self.errors.error(
+            "KD0103", "an expression is not allowed in a setting; give a value", node.span
+        )
+        raise Unlowerable
+
+    def expression(self, node: ast.Expr):
+        """The expression-language IR of a ``keep`` condition or a ``metric``."""
+        span = node.span
+        if isinstance(node, ast.String | ast.Number | ast.Bool):
+            return ir_expr.Lit(value=node.value, span=span)
+        if isinstance(node, ast.Percent):
+            return ir_expr.Lit(value=node.value, span=span)
+        if isinstance(node, ast.Null):
+            return ir_expr.Lit(value=None, span=span)
+        if isinstance(node, ast.Ref):
+            if len(node.parts) > 1:
+                self.errors.error(
+                    "KD0103",
+                    f"`{node.dotted}`: expressions name columns, which have no parts",
+                    node.span,
+                )
+                raise Unlowerable
+            return ir_expr.Column(name=node.parts[0], span=span)
+        if isinstance(node, ast.Call):
+            return ir_expr.Apply(
+                func=node.name,
+                args=[self.expression(a) for a in node.args],
+                kwargs={k.name: self.expression(k.value) for k in node.kwargs},
+                span=span,
+            )
+        if isinstance(node, ast.Binary):
+            return ir_expr.BinOp(
+                op=node.op,
+                left=self.expression(node.left),
+                right=self.expression(node.right),
+                span=span,
+            )
+        if isinstance(node, ast.Unary):
+            return ir_expr.UnOp(op=node.op, operand=self.expression(node.operand), span=span)
+        if isinstance(node, ast.ListExpr):
+            return ir_expr.Seq(items=[self.expression(i) for i in node.items], span=span)
+        if isinstance(node, ast.Range):
+            return ir_expr.Between(
+                low=self.expression(node.low), high=self.expression(node.high), span=span
+            )
+        self.errors.error("KD0103", "maps and `->` have no meaning in an expression", node.span)
+        raise Unlowerable
+
+
+_FILTER_STMTS = (ast.KeepStmt, ast.DedupStmt, ast.DecontaminateStmt)
+
+
+def _fold(node: ast.Expr) -> float | int | None:
+    """Constant arithmetic in settings (``lr = 3e-4 * 2``)."""
+    if isinstance(node, ast.Number):
+        return node.value
+    if isinstance(node, ast.Unary) and node.op == "-":
+        inner = _fold(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, ast.Binary) and node.op in "+-*/":
+        left, right = _fold(node.left), _fold(node.right)
+        if left is None or right is None or (node.op == "/" and right == 0):
+            return None
+        return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[node.op]
+    return None
+
+
+def _metric_name(node: ast.Expr) -> str:
+    return node.name if isinstance(node, ast.Call) else "metric"
+
+
+def _stmt_word(stmt: ast.Stmt) -> str:
+    return {
+        ast.LossStmt: "loss",
+        ast.KeepStmt: "keep",
+        ast.DedupStmt: "dedup",
+        ast.DecontaminateStmt: "decontaminate",
+        ast.MetricStmt: "metric",
+    }[type(stmt)]
+
+
+def _where_allowed(stmt: ast.Stmt) -> str:
+    word = _stmt_word(stmt)
+    where = {"loss": "`train` blocks", "metric": "`eval` blocks"}.get(word, "`filter` stages")
+    return f"`{word}` lines belong in {where}"

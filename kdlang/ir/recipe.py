@@ -1,0 +1,82 @@
+"""The IR of one recipe file: its declarations by name, in source order."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from kdlang.ir.sources import Dataset, Model, Prompt, RecipeHeader
+from kdlang.ir.stages import Stage
+from kdlang.ir.training import Evaluate, Export, Train
+from kdlang.syntax.span import Span
+
+
+class Import(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    path: str
+    span: Span = Field(exclude=True, repr=False)
+
+
+class Recipe(BaseModel):
+    """Every declaration of a file. Names are unique across models, datasets, prompts, stages,
+    trains and evals; ``exports`` refer to trains."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    file: str
+    header: RecipeHeader | None = None
+    imports: list[Import] = Field(default_factory=list)
+    models: dict[str, Model] = Field(default_factory=dict)
+    datasets: dict[str, Dataset] = Field(default_factory=dict)
+    prompts: dict[str, Prompt] = Field(default_factory=dict)
+    stages: dict[str, Stage] = Field(default_factory=dict)
+    trains: dict[str, Train] = Field(default_factory=dict)
+    evals: dict[str, Evaluate] = Field(default_factory=dict)
+    exports: list[Export] = Field(default_factory=list)
+    name_spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
+
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "models",
+        "datasets",
+        "prompts",
+        "stages",
+        "trains",
+        "evals",
+    )
+
+    def lookup(self, name: str) -> tuple[str, Any] | None:
+        """(section, node) of a declared name, or None."""
+        for section in self.SECTIONS:
+            table = getattr(self, section)
+            if name in table:
+                return section, table[name]
+        return None
+
+    def names(self) -> list[str]:
+        return [name for section in self.SECTIONS for name in getattr(self, section)]
+
+    @property
+    def seed(self) -> int:
+        return self.header.seed if self.header else 0
+
+    @property
+    def title(self) -> str:
+        if self.header:
+            return self.header.title
+        stem = self.file.rsplit("/", 1)[-1]
+        return stem[:-3] if stem.endswith(".kd") else stem
+
+
+def strip_spans(value: Any) -> Any:
+    """A recipe's meaning: its dump with positions removed (spans are excluded from dumps)."""
+    if isinstance(value, BaseModel):
+        return strip_spans(value.model_dump(mode="python"))
+    if isinstance(value, dict):
+        return {
+            k: strip_spans(v) for k, v in value.items() if k not in ("span", "spans", "name_spans")
+        }
+    if isinstance(value, list | tuple):
+        return [strip_spans(v) for v in value]
+    return value

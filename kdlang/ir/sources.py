@@ -1,0 +1,184 @@
+"""IR of the recipe header and of the declarations that bring things in: models, datasets,
+prompts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, SecretStr, Str, StrOrEnv, Symbol
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class RecipeHeader(Node):
+    """``recipe "name" { ... }``: settings that apply to the whole recipe."""
+
+    kind: Literal["recipe"] = "recipe"
+    title: Str
+    seed: Int = Field(
+        0, ge=0, description="Seed of every random choice (sampling, shuffling, init)."
+    )
+    description: Str | None = Field(None, description="One line shown in reports and model cards.")
+
+
+class LoRA(Node):
+    """``lora(r = 8, alpha = 16, dropout = 0.05, target_modules = [...])``: train adapters via peft."""
+
+    kind: Literal["lora"] = "lora"
+    r: Int = Field(8, ge=1, description="Adapter rank.")
+    alpha: Float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[Str] | None = Field(
+        None, description="Module names to adapt; default: peft's choice for the architecture."
+    )
+    merge: Bool = Field(
+        True,
+        description="On export, merge the adapters into the weights (else save the adapter alone).",
+    )
+
+
+class HFModel(Node):
+    """``hf("path-or-hub-id", ...)``: a transformers causal LM. White-box: logits available."""
+
+    kind: Literal["hf"] = "hf"
+    path: Str = Field(description="Local folder (relative to the recipe) or hub id.")
+    revision: Str | None = Field(
+        None, description="Hub revision (commit, tag, branch); pinned in fingerprints."
+    )
+    dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], Symbol] = Field(
+        "auto", description="Weights dtype: auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    device: Annotated[Literal["auto", "cpu", "cuda"], Symbol] = Field(
+        "auto", description="Where the model runs."
+    )
+    batch_size: Int = Field(
+        16, ge=1, description="Sequences per forward pass when generating or scoring."
+    )
+    lora: LoRA | None = Field(
+        None, description="Train LoRA adapters instead of all weights (students)."
+    )
+    trust_remote_code: Bool = Field(False, description="Allow the model's own code from the hub.")
+    chat_template: Annotated[Literal["auto", "none"], Symbol] = Field(
+        "auto",
+        description="auto: apply the tokenizer's chat template when it has one; none: plain text.",
+    )
+
+
+class OpenAIModel(Node):
+    """``openai("model-name", base_url = ..., api_key = env("KEY"))``: any OpenAI-compatible server.
+
+    Black-box: text, and top-k log-probs where the server returns them.
+    """
+
+    kind: Literal["openai"] = "openai"
+    model: Str = Field(description="Model name as the server knows it.")
+    base_url: StrOrEnv | None = Field(
+        None,
+        description="Server URL (vLLM, TGI, llama.cpp, Ollama, a hosted API); default: the client's.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description='Secret key, only as env("NAME"): never stored, logged or hashed by value.',
+    )
+    concurrency: Int = Field(8, ge=1, description="Requests in flight at once.")
+    timeout: Float = Field(
+        60.0, gt=0, description="Seconds before a request is abandoned and retried."
+    )
+    max_retries: Int = Field(
+        6,
+        ge=0,
+        description="Retries of a failed request (429 honours Retry-After; 5xx, timeouts, malformed bodies back off).",
+    )
+    chat: Bool = Field(True, description="Use the chat-completions endpoint (else completions).")
+
+
+MODEL_KINDS: dict[str, type[Node]] = {"hf": HFModel, "openai": OpenAIModel}
+MODEL_POSITIONAL = {"hf": ("path",), "openai": ("model",)}
+
+Model = Annotated[HFModel | OpenAIModel, Field(discriminator="kind")]
+
+
+class DataCommon(Node):
+    columns: list[ColumnName] | None = Field(
+        None, description="Columns of the data; read from local files when omitted."
+    )
+    limit: PositiveInt | None = Field(
+        None, description="Keep only the first N rows (after shuffling)."
+    )
+    shuffle: Bool = Field(False, description="Shuffle rows with the recipe seed.")
+
+
+class JsonlData(DataCommon):
+    """``jsonl("path")``: one JSON object per line."""
+
+    kind: Literal["jsonl"] = "jsonl"
+    path: Str
+
+
+class CsvData(DataCommon):
+    """``csv("path")``: a header row, then rows."""
+
+    kind: Literal["csv"] = "csv"
+    path: Str
+
+
+class ParquetData(DataCommon):
+    """``parquet("path")``."""
+
+    kind: Literal["parquet"] = "parquet"
+    path: Str
+
+
+class HFData(DataCommon):
+    """``hf("id-or-local-path", split = "train", config = ...)`` through ``datasets.load_dataset``."""
+
+    kind: Literal["hf"] = "hf"
+    id: Str
+    split: Str = "train"
+    config: Str | None = None
+    revision: Str | None = None
+
+
+class InlineData(DataCommon):
+    """``inline([{question: "...", answer: "..."}, ...])``: rows written in the recipe."""
+
+    kind: Literal["inline"] = "inline"
+    rows: list[dict[str, Any]] = Field(min_length=1)
+
+
+DATASET_KINDS: dict[str, type[Node]] = {
+    "jsonl": JsonlData,
+    "csv": CsvData,
+    "parquet": ParquetData,
+    "hf": HFData,
+    "inline": InlineData,
+}
+DATASET_POSITIONAL = {
+    "jsonl": ("path",),
+    "csv": ("path",),
+    "parquet": ("path",),
+    "hf": ("id",),
+    "inline": ("rows",),
+}
+
+Dataset = Annotated[
+    JsonlData | CsvData | ParquetData | HFData | InlineData, Field(discriminator="kind")
+]
+
+
+class Prompt(Node):
+    """``prompt NAME = "..."`` (usually triple-quoted): a jinja2 template rendered per row,
+    sandboxed, with undefined variables as errors."""
+
+    kind: Literal["prompt"] = "prompt"
+    text: Str
+    origin: tuple[int, int] = Field(
+        (1, 1),
+        exclude=True,
+        description="(line, column) of the text's first character in its file.",
+    )
+    raw: bool = Field(
+        True, exclude=True, description="Whether the literal was raw (positions map 1:1)."
+    )

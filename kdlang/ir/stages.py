@@ -1,0 +1,199 @@
+"""IR of the data stages: ``stage NAME = OPERATOR(input) { settings }``.
+
+One class per operator, named by its DSL word; :data:`STAGE_OPERATORS` is the registry the
+lowering, the checker, the planner and the runtime all key on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from kdlang.ir.expr import Expr
+from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, RefField, Str, Symbol
+
+Temperature = Annotated[float, Field(ge=0.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+
+
+class Generating(Node):
+    """Settings shared by every operator that asks a model to write text."""
+
+    temperature: Temperature = Field(1.0, description="Sampling temperature; 0 = greedy.")
+    top_p: TopP = Field(1.0, description="Nucleus sampling mass.")
+    max_tokens: Int = Field(256, ge=1, description="Most new tokens per generation.")
+    stop: list[Str] | None = Field(
+        None, description="Strings that end a generation (not included)."
+    )
+
+
+class LabelStage(Generating):
+    """``label(input)``: the teacher answers each row through a prompt; adds ``output``.
+
+    With ``samples = n`` each row yields n rows (one per sample, ``sample`` column = 0..n-1).
+    Naming the student as ``teacher`` gives self-knowledge distillation (STaR, ReST).
+    """
+
+    op: Literal["label"] = "label"
+    input: RefField
+    teacher: RefField = Field(description="The model that writes (a `model` declaration).")
+    prompt: RefField = Field(description="The prompt rendered for each row.")
+    system: Str | RefField | None = Field(
+        None, description="System prompt (Orca-style explanation tuning)."
+    )
+    samples: Int = Field(1, ge=1, description="Generations per row.")
+    output: ColumnName = Field("output", description="Name of the column the generations go to.")
+
+
+class ExpandStage(Generating):
+    """``expand(seeds)``: new inputs written from seed demonstrations.
+
+    ``method = self_instruct``: each request shows ``demos`` items sampled from the seeds and
+    asks for one more; ``n`` new items in all, malformed or duplicate ones rejected.
+    ``method = evol_instruct``: each seed is rewritten ``rounds`` times by in-depth
+    (constraints, deepening, concretising, more reasoning) and in-breadth (new topic) evolution.
+    """
+
+    op: Literal["expand"] = "expand"
+    input: RefField
+    teacher: RefField
+    method: Annotated[Literal["self_instruct", "evol_instruct"], Symbol] = "self_instruct"
+    column: ColumnName = Field(
+        description="The column holding the seed items (instructions, questions)."
+    )
+    n: Int = Field(100, ge=1, description="New items to produce (self_instruct).")
+    demos: Int = Field(
+        3, ge=1, description="Seed demonstrations shown per request (self_instruct)."
+    )
+    rounds: Int = Field(1, ge=1, description="Evolution rounds per seed (evol_instruct).")
+    prompt: RefField | None = Field(
+        None, description="Own generation prompt (variables: demos, item, operation)."
+    )
+    keep_seeds: Bool = Field(True, description="Keep the seed rows in the output.")
+
+
+class CurateStage(Generating):
+    """``curate(topics)``: data written from meta-information, topics x templates (UltraChat, GLAN).
+
+    Each input row (e.g. a topic and a template) is rendered through ``prompt`` and the teacher
+    writes ``per_item`` items for it; each becomes a row with the ``output`` column.
+    """
+
+    op: Literal["curate"] = "curate"
+    input: RefField
+    teacher: RefField
+    prompt: RefField
+    per_item: Int = Field(1, ge=1, description="Items written per input row.")
+    output: ColumnName = "output"
+
+
+class JudgeStage(Generating):
+    """``judge(input)``: a model scores each row with a rubric prompt; adds a numeric column.
+
+    The judge's answer is parsed for the first number (or ``Score: N``); rows whose judgement
+    cannot be parsed, or falls outside ``scale``, are counted and dropped.
+    """
+
+    op: Literal["judge"] = "judge"
+    input: RefField
+    judge: RefField = Field(description="The judging model.")
+    prompt: RefField = Field(description="The rubric prompt.")
+    output: ColumnName = Field("score", description="The numeric column added.")
+    scale: list[Float] = Field(
+        [1.0, 10.0], min_length=2, max_length=2, description="[lowest, highest] valid score."
+    )
+    temperature: Temperature = 0.0
+    max_tokens: Int = Field(64, ge=1)
+
+
+class PairsStage(Node):
+    """``pairs(scored)``: preference pairs from several scored responses per prompt.
+
+    Groups rows by ``group``; in each group the best-scored ``response`` becomes ``chosen`` and
+    the worst ``rejected`` (ties and margins below ``min_margin`` give no pair). Output columns:
+    the group column(s) kept as ``prompt`` context, ``chosen``, ``rejected``, ``margin``.
+    """
+
+    op: Literal["pairs"] = "pairs"
+    input: RefField
+    group: ColumnName = Field(description="Column identifying the prompt the responses answer.")
+    response: ColumnName = Field(description="Column holding a response.")
+    score: ColumnName = Field("score", description="Column holding the response's score.")
+    min_margin: Float = Field(0.0, ge=0)
+
+
+class KeepRule(Node):
+    """``keep EXPR``: rows where EXPR is true stay."""
+
+    rule: Literal["keep"] = "keep"
+    condition: Expr
+
+
+class DedupRule(Node):
+    """``dedup COLUMN by exact`` or ``by minhash(threshold = 0.9, num_perm = 128, ngram = 5)``."""
+
+    rule: Literal["dedup"] = "dedup"
+    column: ColumnName
+    method: Literal["exact", "minhash"] = "exact"
+    threshold: Float = Field(0.9, gt=0, le=1)
+    num_perm: Int = Field(128, ge=16)
+    ngram: Int = Field(5, ge=1)
+
+
+class DecontaminateRule(Node):
+    """``decontaminate COLUMN against DATASET [by ngram(n = 13)]``: drops rows sharing an n-gram
+    of words with the same column of another dataset (typically the held-out set)."""
+
+    rule: Literal["decontaminate"] = "decontaminate"
+    column: ColumnName
+    against: RefField
+    ngram: Int = Field(13, ge=1)
+
+
+FilterRule = Annotated[KeepRule | DedupRule | DecontaminateRule, Field(discriminator="rule")]
+
+
+class FilterStage(Node):
+    """``filter(input) { keep ... dedup ... decontaminate ... }``: rules applied in order."""
+
+    op: Literal["filter"] = "filter"
+    input: RefField
+    rules: list[FilterRule] = Field(min_length=1)
+
+
+class TeacherLogitsStage(Node):
+    """``teacher_logits(data)``: caches the teacher's top-k next-token log-probs on every target
+    token (prompt + target), so training can run without the teacher (offline logit KD)."""
+
+    op: Literal["teacher_logits"] = "teacher_logits"
+    input: RefField
+    teacher: RefField
+    prompt: RefField
+    target: ColumnName = Field(description="Column holding the text the student will learn.")
+    top_k: Int = Field(32, ge=1, description="Log-probs kept per token.")
+    max_length: Int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")
+
+
+STAGE_OPERATORS: dict[str, type[Node]] = {
+    "label": LabelStage,
+    "expand": ExpandStage,
+    "curate": CurateStage,
+    "judge": JudgeStage,
+    "pairs": PairsStage,
+    "filter": FilterStage,
+    "teacher_logits": TeacherLogitsStage,
+}
+
+Stage = Annotated[
+    LabelStage
+    | ExpandStage
+    | CurateStage
+    | JudgeStage
+    | PairsStage
+    | FilterStage
+    | TeacherLogitsStage,
+    Field(discriminator="op"),
+]
+
+__all__ = ["STAGE_OPERATORS", "Float", "Stage"]

@@ -1,0 +1,165 @@
+"""IR of learning and measuring: ``train`` blocks and their ``loss`` lines, ``eval``, ``export``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from kdlang.ir.expr import Expr
+from kdlang.ir.values import (
+    Bool,
+    ColumnName,
+    Float,
+    Int,
+    LRSchedule,
+    LRScheduleField,
+    Node,
+    RefField,
+    Scheduled,
+    Str,
+    Symbol,
+)
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
+"""Token-level divergences between softened teacher and student distributions (DESIGN.md)."""
+
+
+class LossBase(Node):
+    weight: Scheduled = Field(description="Multiplier of the term; a number or a schedule.")
+
+
+class SFTLoss(LossBase):
+    """``loss sft weight W``: cross-entropy on the target tokens (sequence-level KD)."""
+
+    name: Literal["sft"] = "sft"
+
+
+class DivergenceLoss(LossBase):
+    """``loss forward_kl|reverse_kl|jsd|tvd|skew_kl|skew_rkl[(beta = .., alpha = ..)] weight W
+    [temperature T]``: token-level KD against the teacher's distribution (online or cached)."""
+
+    name: Literal["forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl"]
+    temperature: Scheduled = Field(1.0, description="Softening temperature of both distributions.")
+    beta: Scheduled = Field(0.5, description="jsd: mixture weight; 0 = forward KL, 1 = reverse KL.")
+    alpha: Scheduled = Field(0.1, description="skew_kl / skew_rkl: skew of the mixture.")
+    temperature_scale: Bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
+
+
+class HiddenLoss(LossBase):
+    """``loss hidden_mse|hidden_cosine(layers = [[s, t], ...]) weight W``: match hidden states of
+    chosen student/teacher layers, through a learned linear projection when widths differ."""
+
+    name: Literal["hidden_mse", "hidden_cosine"]
+    layers: list[Annotated[list[Int], Field(min_length=2, max_length=2)]] = Field(min_length=1)
+
+
+class DPOLoss(LossBase):
+    """``loss dpo(beta = 0.1) weight W``: direct preference optimisation on chosen/rejected pairs,
+    the reference model being the initial student."""
+
+    name: Literal["dpo"] = "dpo"
+    beta: Float = Field(0.1, gt=0)
+
+
+LOSSES: dict[str, type[LossBase]] = {
+    "sft": SFTLoss,
+    **dict.fromkeys(DIVERGENCES, DivergenceLoss),
+    "hidden_mse": HiddenLoss,
+    "hidden_cosine": HiddenLoss,
+    "dpo": DPOLoss,
+}
+
+Loss = Annotated[SFTLoss | DivergenceLoss | HiddenLoss | DPOLoss, Field(discriminator="name")]
+
+
+class Train(Node):
+    """``train NAME { ... }``: the student learns from ``data`` with the listed losses."""
+
+    kind: Literal["train"] = "train"
+    student: RefField = Field(description="The model trained (an `hf` model).")
+    teacher: RefField | None = Field(
+        None, description="Online white-box teacher for token-level losses and on-policy sampling."
+    )
+    data: RefField = Field(
+        description="Training rows: a dataset or stage (a `teacher_logits` stage gives cached top-k teacher log-probs)."
+    )
+    prompt: RefField | None = Field(
+        None, description="Template of the input part; its tokens get no loss."
+    )
+    target: ColumnName = Field("output", description="Column holding the text the student learns.")
+    losses: list[
+        Annotated[SFTLoss | DivergenceLoss | HiddenLoss | DPOLoss, Field(discriminator="name")]
+    ] = Field(min_length=1)
+    epochs: Int = Field(
+        1, ge=1, description="Passes over the data (ignored when max_steps is set)."
+    )
+    max_steps: Int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    batch: Int = Field(8, ge=1, description="Sequences per optimizer step (after accumulation).")
+    grad_accum: Int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: Float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    lr_schedule: LRScheduleField = Field(
+        LRSchedule(kind="constant"),
+        description="constant, linear(warmup = ..) or cosine(warmup = .., min_ratio = ..).",
+    )
+    weight_decay: Float = Field(0.0, ge=0)
+    betas: list[Float] = Field([0.9, 0.999], min_length=2, max_length=2)
+    clip: Float | None = Field(1.0, gt=0, description="Gradient-norm clipping; null disables.")
+    max_length: Int = Field(
+        512, ge=8, description="Longest prompt + target in tokens (longer rows are truncated)."
+    )
+    on_policy: Scheduled = Field(
+        0.0, description="GKD λ: probability that a batch's targets are sampled from the student."
+    )
+    sample_temperature: Float = Field(
+        1.0, gt=0, description="Temperature of on-policy student samples."
+    )
+    max_new_tokens: Int = Field(128, ge=1, description="Longest on-policy student sample.")
+    loss_path: Annotated[Literal["auto", "materialized", "fused_linear"], Symbol] = Field(
+        "auto",
+        description="How token-level losses get logits: auto picks fused_linear when N x V logits would be large.",
+    )
+    precision: Annotated[Literal["auto", "fp32", "bf16"], Symbol] = Field(
+        "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU."
+    )
+    compile: Bool = Field(False, description="torch.compile the student.")
+    checkpoint_every: Int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
+    log_every: Int = Field(10, ge=1)
+    seed: Int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
+
+
+class Metric(Node):
+    """``metric [NAME =] EXPR``: a per-row expression averaged over the dataset."""
+
+    name: Str
+    expr: Expr
+
+
+class Evaluate(Node):
+    """``eval NAME = evaluate(model_or_train, dataset) { prompt = .. metric ... }``.
+
+    The model generates for each row (the column ``output`` holds its text) and every metric is
+    averaged. ``perplexity(target_column)`` is a metric computed by scoring instead.
+    """
+
+    op: Literal["evaluate"] = "evaluate"
+    model: RefField = Field(description="A `train` (its student after training) or a `model`.")
+    data: RefField
+    prompt: RefField
+    metrics: list[Metric] = Field(min_length=1)
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    max_tokens: Int = Field(128, ge=1)
+    limit: Int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
+
+
+class Export(Node):
+    """``export TRAIN to "path" { ... }``: ``save_pretrained`` of the trained student + tokenizer
+    and a model card generated from the recipe."""
+
+    kind: Literal["export"] = "export"
+    train: RefField
+    path: Str
+    merge_lora: Bool = Field(
+        True, description="Merge LoRA adapters into the weights (else save the adapter)."
+    )
+    card: Bool = Field(True, description="Write README.md (model card) next to the weights.")

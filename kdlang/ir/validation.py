@@ -1,0 +1,177 @@
+"""Validating settings with pydantic and reporting failures as positioned diagnostics.
+
+pydantic knows the types, defaults and ranges of every setting; this module makes its errors
+speak kdlang: the offending setting's span, a code (KD0102 unknown setting, KD0103 wrong type,
+KD0104 out of range, KD0105 missing, KD0110 bad schedule) and a "did you mean" where one fits.
+A raw pydantic error never reaches a user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from kdlang.ir.values import describe
+from kdlang.syntax import ast
+from kdlang.syntax.diagnostics import Collector, suggestion
+from kdlang.syntax.span import Span
+
+_RANGE = {
+    "greater_than": ("gt", ">"),
+    "greater_than_equal": ("ge", ">="),
+    "less_than": ("lt", "<"),
+    "less_than_equal": ("le", "<="),
+}
+_TYPE_NAMES = {
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a map",
+    "model_type": "a call such as lora(...)",
+    "model_attributes_type": "a call such as lora(...)",
+    "kd_reference": "the name of a declaration",
+    "is_instance_of": "a different kind of value",
+}
+_INTERNAL = {"span", "spans", "kind", "op", "name", "rule"}
+
+
+@dataclass
+class Fields:
+    """Settings of one declaration, with where each came from."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    spans: dict[str, Span] = field(default_factory=dict)
+    key_spans: dict[str, Span] = field(default_factory=dict)
+    exprs: dict[str, ast.Expr] = field(default_factory=dict)
+
+    def add(
+        self,
+        key: str,
+        value: Any,
+        span: Span,
+        expr: ast.Expr | None = None,
+        key_span: Span | None = None,
+    ):
+        self.values[key] = value
+        self.spans[key] = span
+        self.key_spans[key] = key_span or span
+        if expr is not None:
+            self.exprs[key] = expr
+
+
+def validate(cls, fields: Fields, span: Span, subject: Span, errors: Collector):
+    """``cls`` built from ``fields``, or None after reporting every problem to ``errors``."""
+    try:
+        return cls.model_validate({**fields.values, "span": span, "spans": dict(fields.spans)})
+    except ValidationError as failure:
+        reported: set[str] = set()
+        for error in failure.errors(include_url=False):
+            loc = error["loc"]
+            key = str(loc[0]) if loc else ""
+            if key in reported:
+                continue  # one message per setting, even when a union tried several branches
+            reported.add(key)
+            _report(cls, key, loc[1:], error, fields, subject, errors)
+        return None
+
+
+def _report(
+    cls, key: str, path: tuple, error: dict, fields: Fields, subject: Span, errors: Collector
+) -> None:
+    kind = error["type"]
+    what = _label(cls)
+    if kind == "extra_forbidden":
+        known = [name for name in cls.model_fields if name not in _INTERNAL]
+        errors.error(
+            "KD0102",
+            f"unknown setting `{key}` for {what}",
+            fields.key_spans.get(key, subject),
+            help=suggestion(key, known) or "settings: " + ", ".join(known),
+        )
+        return
+    if kind == "missing":
+        errors.error("KD0105", f"{what} needs `{key}`", subject, help=_field_help(cls, key))
+        return
+    span = _locate(fields.exprs.get(key), path) or fields.spans.get(key, subject)
+    value = error.get("input")
+    if kind in _RANGE:
+        ctx_key, sign = _RANGE[kind]
+        bound = (error.get("ctx") or {}).get(ctx_key)
+        errors.error(
+            "KD0104",
+            f"`{key}` must be {sign} {bound}, got {value!r}",
+            span,
+            help=_field_help(cls, key),
+        )
+        return
+    if kind in ("too_short", "too_long"):
+        ctx = error.get("ctx") or {}
+        errors.error(
+            "KD0104",
+            f"`{key}`: {error['msg'].lower()}",
+            span,
+            help=f"expected {ctx.get('min_length', ctx.get('max_length'))} item(s)"
+            if ctx
+            else None,
+        )
+        return
+    if kind == "kd_schedule":
+        errors.error("KD0110", error["msg"], span)
+        return
+    if kind == "literal_error":
+        expected = (error.get("ctx") or {}).get("expected", "")
+        options = [part.strip(" '") for part in expected.replace(" or ", ", ").split(",")]
+        got = value if isinstance(value, str) else getattr(value, "name", None)
+        errors.error(
+            "KD0103",
+            f"`{key}` must be one of {expected}, got {describe(value)}",
+            span,
+            help=suggestion(got, options) if isinstance(got, str) else None,
+        )
+        return
+    expected = _TYPE_NAMES.get(kind)
+    message = (
+        f"`{key}` expects {expected}, got {describe(value)}"
+        if expected
+        else f"`{key}`: {error['msg']}"
+    )
+    if kind.startswith("kd_"):
+        message = f"`{key}`: {error['msg']}"
+    errors.error("KD0103", message, span, help=_field_help(cls, key))
+
+
+def _label(cls) -> str:
+    for attr in ("op", "kind", "rule", "name"):
+        info = cls.model_fields.get(attr)
+        if info is not None and isinstance(info.default, str):
+            noun = {"op": "operator", "rule": "rule"}.get(attr, "")
+            return f"`{info.default}`" + (f" {noun}" if noun else "")
+    return f"`{cls.__name__}`"
+
+
+def _field_help(cls, key: str) -> str | None:
+    info = cls.model_fields.get(key)
+    return info.description if info is not None and info.description else None
+
+
+def _locate(expr: ast.Expr | None, path: tuple) -> Span | None:
+    """The span of the part of ``expr`` that pydantic's error path names."""
+    node = expr
+    for step in path:
+        if isinstance(node, ast.ListExpr) and isinstance(step, int) and step < len(node.items):
+            node = node.items[step]
+        elif isinstance(node, ast.MapExpr) and isinstance(step, str):
+            entry = next((e for e in node.entries if e.key == step), None)
+            if entry is None:
+                break
+            node = entry.value
+        elif isinstance(node, ast.Call) and isinstance(step, str) and node.kwarg(step) is not None:
+            node = node.kwarg(step).value
+        else:
+            break
+    return node.span if node is not None else None

@@ -1,0 +1,274 @@
+"""Parsing ``.kd`` text into the positioned syntax tree (:mod:`kdlang.syntax.ast`).
+
+Syntax errors become :class:`~kdlang.syntax.diagnostics.Diagnostic` values (see
+:mod:`kdlang.syntax.syntax_errors`); a ``VisitError`` raised inside the tree transformer is
+unwrapped so that semantic errors found while building the tree keep their positions.
+"""
+
+from __future__ import annotations
+
+from lark import Token, Transformer, v_args
+from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
+
+from kdlang.syntax import ast
+from kdlang.syntax.diagnostics import Collector, DiagnosticError
+from kdlang.syntax.grammar import parser as lark_parser
+from kdlang.syntax.span import Span
+from kdlang.syntax.strings import decode_string
+from kdlang.syntax.syntax_errors import syntax_diagnostic
+
+DECLARATION_KEYWORDS = frozenset(
+    ["recipe", "import", "model", "dataset", "prompt", "stage", "train", "eval", "export"]
+)
+KEYWORDS = frozenset(
+    [
+        "recipe",
+        "import",
+        "model",
+        "dataset",
+        "prompt",
+        "stage",
+        "train",
+        "eval",
+        "export",
+        "to",
+        "loss",
+        "weight",
+        "temperature",
+        "keep",
+        "dedup",
+        "by",
+        "decontaminate",
+        "against",
+        "metric",
+        "and",
+        "or",
+        "not",
+        "in",
+        "true",
+        "false",
+        "null",
+    ]
+)
+
+
+def parse(source: str, file: str = "<string>") -> ast.Module:
+    """Parse a whole file. Raises :class:`DiagnosticError` on any syntax error."""
+    comments: list[ast.Comment] = []
+    parser = lark_parser()
+
+    def keyword_as_name(error: UnexpectedToken) -> bool:
+        # LALR merges look-aheads, so the contextual lexer may offer a keyword where the parser,
+        # once it has reduced, only accepts a name (`prompt = solve` inside a block). Re-read it.
+        if not isinstance(error, UnexpectedToken):
+            return False
+        token = error.token
+        if token.type == "NAME" or token.value not in KEYWORDS or "NAME" not in error.accepts:
+            return False
+        # A declaration keyword is a name only when a setting follows (`prompt = solve`); at the
+        # start of a declaration it means a block above was left open, reported as such.
+        if token.value in DECLARATION_KEYWORDS and not source[token.end_pos :].lstrip().startswith(
+            "="
+        ):
+            return False
+        error.interactive_parser.feed_token(Token.new_borrow_pos("NAME", token.value, token))
+        return True
+
+    try:
+        tree = parser.parse(source, on_error=keyword_as_name)
+    except UnexpectedInput as error:
+        raise DiagnosticError([syntax_diagnostic(error, source, file)]) from None
+    for token in parser.lex(source, dont_ignore=True):
+        if token.type == "COMMENT":
+            comments.append(ast.Comment(str(token).rstrip(), Span.of_token(file, token)))
+    builder = _TreeBuilder(file)
+    try:
+        decls = builder.transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, DiagnosticError):
+            raise error.orig_exc from None
+        raise
+    builder.errors.raise_if_errors()
+    return ast.Module(file=file, source=source, decls=decls, comments=comments)
+
+
+def parse_expression(source: str, file: str = "<expr>") -> ast.Expr:
+    """Parse a single expression (used by ``--set path=value``)."""
+    module = parse(f"prompt __value__ = {source}", file)
+    decl = module.decls[0]
+    assert isinstance(decl, ast.PromptDecl)
+    return decl.value
+
+
+@v_args(meta=True)
+class _TreeBuilder(Transformer):
+    def __init__(self, file: str):
+        super().__init__(visit_tokens=False)
+        self.file = file
+        self.errors = Collector()
+
+    def _span(self, meta) -> Span:
+        return Span.of_meta(self.file, meta)
+
+    def _tok(self, token: Token) -> Span:
+        return Span.of_token(self.file, token)
+
+    # -- declarations ------------------------------------------------------------------------
+
+    def start(self, meta, children):
+        return list(children)
+
+    def recipe_decl(self, meta, c):
+        return ast.RecipeDecl(self._span(meta), "recipe", self._string(c[0]), c[1])
+
+    def import_decl(self, meta, c):
+        return ast.ImportDecl(self._span(meta), "import", self._string(c[0]))
+
+    def model_decl(self, meta, c):
+        return ast.ModelDecl(self._span(meta), "model", str(c[0]), self._tok(c[0]), c[1])
+
+    def dataset_decl(self, meta, c):
+        return ast.DatasetDecl(self._span(meta), "dataset", str(c[0]), self._tok(c[0]), c[1], c[2])
+
+    def prompt_decl(self, meta, c):
+        return ast.PromptDecl(self._span(meta), "prompt", str(c[0]), self._tok(c[0]), c[1])
+
+    def stage_decl(self, meta, c):
+        return ast.StageDecl(self._span(meta), "stage", str(c[0]), self._tok(c[0]), c[1], c[2])
+
+    def train_decl(self, meta, c):
+        return ast.TrainDecl(self._span(meta), "train", str(c[0]), self._tok(c[0]), c[1])
+
+    def eval_decl(self, meta, c):
+        return ast.EvalDecl(self._span(meta), "eval", str(c[0]), self._tok(c[0]), c[1], c[2])
+
+    def export_decl(self, meta, c):
+        return ast.ExportDecl(self._span(meta), "export", str(c[0]), self._tok(c[0]), c[1], c[2])
+
+    # -- statements --------------------------------------------------------------------------
+
+    def block(self, meta, c):
+        return ast.Block(self._span(meta), list(c))
+
+    def setting(self, meta, c):
+        return ast.Setting(self._span(meta), str(c[0]), self._tok(c[0]), c[1])
+
+    def loss_stmt(self, meta, c):
+        name, args, weight, temperature = c
+        call = None
+        if args is not None:
+            positional, keywords, span = args
+            func = ast.Ref(self._tok(name), (str(name),))
+            call = ast.Call(self._tok(name).to(span), func, positional, keywords)
+        return ast.LossStmt(self._span(meta), str(name), self._tok(name), call, weight, temperature)
+
+    def loss_temperature(self, meta, c):
+        return c[0]
+
+    def keep_stmt(self, meta, c):
+        return ast.KeepStmt(self._span(meta), c[0])
+
+    def dedup_stmt(self, meta, c):
+        return ast.DedupStmt(self._span(meta), str(c[0]), self._tok(c[0]), c[1])
+
+    def decontaminate_stmt(self, meta, c):
+        return ast.DecontaminateStmt(self._span(meta), str(c[0]), self._tok(c[0]), c[1], c[2])
+
+    def metric_stmt(self, meta, c):
+        name = c[0]
+        return ast.MetricStmt(
+            self._span(meta), str(name) if name else None, self._tok(name) if name else None, c[1]
+        )
+
+    # -- expressions -------------------------------------------------------------------------
+
+    def or_op(self, meta, c):
+        return ast.Binary(self._span(meta), "or", c[0], c[1])
+
+    def and_op(self, meta, c):
+        return ast.Binary(self._span(meta), "and", c[0], c[1])
+
+    def not_op(self, meta, c):
+        return ast.Unary(self._span(meta), "not", c[1])
+
+    def compare(self, meta, c):
+        return ast.Binary(self._span(meta), str(c[1]), c[0], c[2])
+
+    def not_in(self, meta, c):
+        return ast.Binary(self._span(meta), "not in", c[0], c[3])
+
+    def range(self, meta, c):
+        return ast.Range(self._span(meta), c[0], c[1])
+
+    def binary(self, meta, c):
+        return ast.Binary(self._span(meta), str(c[1]), c[0], c[2])
+
+    def neg(self, meta, c):
+        operand = c[1]
+        if isinstance(operand, ast.Number | ast.Percent):
+            # Fold `-3` into a literal so that values like `-1` stay literals in the IR.
+            raw = "-" + operand.raw
+            return type(operand)(self._span(meta), -operand.value, raw)
+        return ast.Unary(self._span(meta), "-", operand)
+
+    def call(self, meta, c):
+        func, (positional, keywords, _span) = c
+        return ast.Call(self._span(meta), func, positional, keywords)
+
+    def call_args(self, meta, c):
+        positional, keywords = [], []
+        for arg in c:
+            if arg is None:
+                continue
+            (keywords if isinstance(arg, ast.Keyword) else positional).append(arg)
+        return positional, keywords, self._span(meta)
+
+    def kwarg(self, meta, c):
+        return ast.Keyword(str(c[0]), c[1], self._span(meta))
+
+    def transition(self, meta, c):
+        return ast.Transition(self._span(meta), c[0], c[1])
+
+    def dotted(self, meta, c):
+        return ast.Ref(self._span(meta), tuple(str(t) for t in c))
+
+    def ref(self, meta, c):
+        return c[0]
+
+    def list(self, meta, c):
+        return ast.ListExpr(self._span(meta), [x for x in c if x is not None])
+
+    def map(self, meta, c):
+        return ast.MapExpr(self._span(meta), [x for x in c if x is not None])
+
+    def map_entry(self, meta, c):
+        key = c[0]
+        value = self._string(key).value if key.type == "STRING" else str(key)
+        return ast.MapEntry(value, str(key), c[1], self._span(meta))
+
+    def string(self, meta, c):
+        return self._string(c[0])
+
+    def percent(self, meta, c):
+        raw = str(c[0])
+        return ast.Percent(self._span(meta), float(raw[:-1]) / 100.0, raw)
+
+    def float(self, meta, c):
+        return ast.Number(self._span(meta), float(c[0]), str(c[0]))
+
+    def int(self, meta, c):
+        return ast.Number(self._span(meta), int(c[0]), str(c[0]))
+
+    def true(self, meta, c):
+        return ast.Bool(self._span(meta), True)
+
+    def false(self, meta, c):
+        return ast.Bool(self._span(meta), False)
+
+    def null(self, meta, c):
+        return ast.Null(self._span(meta))
+
+    def _string(self, token: Token) -> ast.String:
+        span = self._tok(token)
+        value, is_raw, triple = decode_string(str(token), span, self.errors)
+        return ast.String(span, value, str(token), is_raw, triple)

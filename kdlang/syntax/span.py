@@ -1,0 +1,41 @@
+"""Source positions. Every syntax-tree and IR node carries a :class:`Span`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """A region of a source file: 1-based lines and columns, ``end_column`` exclusive."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    @classmethod
+    def point(cls, file: str, line: int, column: int) -> Span:
+        return cls(file, line, column, line, column + 1)
+
+    @classmethod
+    def of_token(cls, file: str, token) -> Span:
+        """The span of a Lark token (which knows its own end)."""
+        return cls(file, token.line, token.column, token.end_line, token.end_column)
+
+    @classmethod
+    def of_meta(cls, file: str, meta) -> Span:
+        """The span of a Lark rule, from ``propagate_positions`` metadata."""
+        if getattr(meta, "empty", True):
+            return cls(file, 1, 1, 1, 1)
+        return cls(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def to(self, other: Span) -> Span:
+        """The smallest span covering ``self`` and ``other``."""
+        first = min(self, other)
+        last = max(self, other, key=lambda s: (s.end_line, s.end_column))
+        return Span(self.file, first.line, first.column, last.end_line, last.end_column)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
