@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from kdlang.cli import check_cmd, explain_cmd, fmt_cmd
+from kdlang.cli import check_cmd, explain_cmd, fmt_cmd, plan_cmd
 
 app = typer.Typer(
     name="kdlang",
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.command("check")(check_cmd.check)
 app.command("fmt")(fmt_cmd.fmt)
 app.command("explain")(explain_cmd.explain)
+app.command("plan")(plan_cmd.plan)
+app.command("lock")(plan_cmd.lock)
 
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
 

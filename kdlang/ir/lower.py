@@ -81,8 +81,10 @@ class _Lowering:
         assert isinstance(decl, ast.NamedDecl)
         node, section = self.named(decl)
         if node is None:
+            recipe.broken.setdefault(decl.name, section)
+            recipe.name_spans.setdefault(decl.name, decl.name_span)
             return
-        if decl.name in recipe.name_spans:
+        if decl.name in recipe.name_spans and decl.name not in recipe.broken:
             self.errors.error(
                 "KD0202",
                 f"`{decl.name}` is declared twice",
@@ -90,6 +92,7 @@ class _Lowering:
                 notes=[("first declared here", recipe.name_spans[decl.name])],
             )
             return
+        recipe.broken.pop(decl.name, None)
         recipe.name_spans[decl.name] = decl.name_span
         getattr(recipe, section)[decl.name] = node
 
@@ -167,17 +170,26 @@ class _Lowering:
             allow=_FILTER_STMTS if op.name == "filter" else (),
         )
         if op.name == "filter":
-            fields.add("rules", self.rules(decl.block), decl.block.span if decl.block else op.span)
+            lines = (
+                [s for s in decl.block.stmts if isinstance(s, _FILTER_STMTS)] if decl.block else []
+            )
+            if not lines:
+                self.errors.error(
+                    "KD0105",
+                    f"filter `{decl.name}` has no rule",
+                    decl.name_span,
+                    help="add `keep EXPR`, `dedup COLUMN by exact` or "
+                    "`decontaminate COLUMN against DATASET` lines in its block",
+                )
+                fields.reported.add("rules")
+            rules = self.rules(decl.block)
+            if len(rules) != len(lines):
+                fields.reported.add("rules")  # each failed rule is reported already
+            fields.add("rules", rules, decl.block.span if decl.block else op.span)
         return self.validated(cls, fields, decl.span, decl.name_span)
 
     def train(self, decl: ast.TrainDecl):
         fields = self.fields(decl.block, allow=(ast.LossStmt,))
-        losses = [
-            loss
-            for stmt in decl.block.stmts
-            if isinstance(stmt, ast.LossStmt)
-            if (loss := self.loss(stmt)) is not None
-        ]
         loss_lines = [s for s in decl.block.stmts if isinstance(s, ast.LossStmt)]
         if not loss_lines:
             self.errors.error(
@@ -186,9 +198,26 @@ class _Lowering:
                 decl.name_span,
                 help="add e.g. `loss sft weight 1.0`",
             )
-            return None
-        if len(losses) != len(loss_lines):
-            return None
+            fields.reported.add("losses")
+        losses, first_line = [], {}
+        for stmt in loss_lines:
+            if stmt.name in first_line:
+                # Terms are addressed by name (`--set distill.loss.sft.weight=...`).
+                self.errors.error(
+                    "KD0106",
+                    f"loss `{stmt.name}` appears twice",
+                    stmt.name_span,
+                    notes=[("first given here", first_line[stmt.name])],
+                    help="combine the two lines into one term with the summed weight",
+                )
+                fields.reported.add("losses")
+                continue
+            first_line[stmt.name] = stmt.name_span
+            loss = self.loss(stmt)
+            if loss is None:
+                fields.reported.add("losses")  # reported already
+            else:
+                losses.append(loss)
         fields.add("losses", losses, decl.block.span)
         return self.validated(Train, fields, decl.span, decl.name_span)
 
@@ -242,6 +271,14 @@ class _Lowering:
             if isinstance(stmt, ast.MetricStmt):
                 name = stmt.name or _metric_name(stmt.expr)
                 metrics.append(Metric(name=name, expr=self.expression(stmt.expr), span=stmt.span))
+        if not metrics:
+            self.errors.error(
+                "KD0105",
+                f"eval `{decl.name}` has no `metric` line",
+                decl.name_span,
+                help="add e.g. `metric exact_match(output, answer)` in its block",
+            )
+            fields.reported.add("metrics")
         fields.add("metrics", metrics, decl.block.span if decl.block else op.span)
         return self.validated(Evaluate, fields, decl.span, decl.name_span)
 
@@ -263,11 +300,13 @@ class _Lowering:
             elif len(call.args) < len(positional) and not any(
                 k.name in positional for k in call.kwargs
             ):
+                missing = positional[len(call.args) :]
                 self.errors.error(
                     "KD0112",
-                    f"`{call.name}` needs " + ", ".join(positional[len(call.args) :]),
+                    f"`{call.name}` needs " + ", ".join(missing),
                     call.span,
                 )
+                fields.reported.update(missing)
             for name, arg in zip(positional, call.args, strict=False):
                 fields.add(name, self.value(arg), arg.span, arg)
             self.keywords(fields, call)

@@ -36,6 +36,9 @@ class Recipe(BaseModel):
     evals: dict[str, Evaluate] = Field(default_factory=dict)
     exports: list[Export] = Field(default_factory=list)
     name_spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
+    broken: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
+    """Names declared with errors (already reported), by section: references to them are not
+    reported again."""
 
     SECTIONS: ClassVar[tuple[str, ...]] = (
         "models",

@@ -16,17 +16,21 @@ from kdlang.ir.values import (
     LRScheduleField,
     Node,
     RefField,
-    Scheduled,
     Str,
     Symbol,
+    scheduled_within,
 )
+
+NonNegative = scheduled_within(ge=0.0)
+Positive = scheduled_within(gt=0.0)
+Fraction = scheduled_within(ge=0.0, le=1.0)
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
 """Token-level divergences between softened teacher and student distributions (DESIGN.md)."""
 
 
 class LossBase(Node):
-    weight: Scheduled = Field(description="Multiplier of the term; a number or a schedule.")
+    weight: NonNegative = Field(description="Multiplier of the term; a number or a schedule.")
 
 
 class SFTLoss(LossBase):
@@ -40,9 +44,9 @@ class DivergenceLoss(LossBase):
     [temperature T]``: token-level KD against the teacher's distribution (online or cached)."""
 
     name: Literal["forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl"]
-    temperature: Scheduled = Field(1.0, description="Softening temperature of both distributions.")
-    beta: Scheduled = Field(0.5, description="jsd: mixture weight; 0 = forward KL, 1 = reverse KL.")
-    alpha: Scheduled = Field(0.1, description="skew_kl / skew_rkl: skew of the mixture.")
+    temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
+    beta: Fraction = Field(0.5, description="jsd: mixture weight; 0 = forward KL, 1 = reverse KL.")
+    alpha: Fraction = Field(0.1, description="skew_kl / skew_rkl: skew of the mixture.")
     temperature_scale: Bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
 
 
@@ -108,7 +112,7 @@ class Train(Node):
     max_length: Int = Field(
         512, ge=8, description="Longest prompt + target in tokens (longer rows are truncated)."
     )
-    on_policy: Scheduled = Field(
+    on_policy: Fraction = Field(
         0.0, description="GKD λ: probability that a batch's targets are sampled from the student."
     )
     sample_temperature: Float = Field(

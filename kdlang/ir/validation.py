@@ -37,6 +37,13 @@ _TYPE_NAMES = {
     "kd_reference": "the name of a declaration",
     "is_instance_of": "a different kind of value",
 }
+_CLASS_NAMES = {
+    "Percent": "a percentage",
+    "Schedule": "a number or a schedule such as linear(0.0 -> 1.0)",
+    "LRSchedule": "constant, linear(...) or cosine(...)",
+    "EnvRef": 'env("NAME")',
+    "LoRA": "lora(...)",
+}
 _INTERNAL = {"span", "spans", "kind", "op", "name", "rule"}
 
 
@@ -48,6 +55,8 @@ class Fields:
     spans: dict[str, Span] = field(default_factory=dict)
     key_spans: dict[str, Span] = field(default_factory=dict)
     exprs: dict[str, ast.Expr] = field(default_factory=dict)
+    reported: set[str] = field(default_factory=set)
+    """Settings whose problem is already reported: validation stays silent about them."""
 
     def add(
         self,
@@ -69,15 +78,27 @@ def validate(cls, fields: Fields, span: Span, subject: Span, errors: Collector):
     try:
         return cls.model_validate({**fields.values, "span": span, "spans": dict(fields.spans)})
     except ValidationError as failure:
-        reported: set[str] = set()
+        by_key: dict[str, list[dict]] = {}
         for error in failure.errors(include_url=False):
             loc = error["loc"]
             key = str(loc[0]) if loc else ""
-            if key in reported:
-                continue  # one message per setting, even when a union tried several branches
-            reported.add(key)
-            _report(cls, key, loc[1:], error, fields, subject, errors)
+            if key not in fields.reported:
+                by_key.setdefault(key, []).append(error)
+        for key, found in by_key.items():
+            # One message per setting, even when a union tried several branches: the most
+            # specific one (a union of `30%` and a step count fails both ways for `0`).
+            error = min(found, key=_specificity)
+            _report(cls, key, error["loc"][1:], error, fields, subject, errors)
         return None
+
+
+def _specificity(error: dict) -> int:
+    kind = error["type"]
+    if kind.startswith("kd_"):
+        return 0
+    if kind in _RANGE or kind in ("too_short", "too_long"):
+        return 1
+    return 2
 
 
 def _report(
@@ -104,7 +125,7 @@ def _report(
         bound = (error.get("ctx") or {}).get(ctx_key)
         errors.error(
             "KD0104",
-            f"`{key}` must be {sign} {bound}, got {value!r}",
+            f"`{_innermost(key, path)}` must be {sign} {bound}, got {_show(value)}",
             span,
             help=_field_help(cls, key),
         )
@@ -135,6 +156,9 @@ def _report(
         )
         return
     expected = _TYPE_NAMES.get(kind)
+    if kind in ("model_type", "model_attributes_type"):
+        class_name = (error.get("ctx") or {}).get("class_name", "")
+        expected = _CLASS_NAMES.get(class_name, expected)
     message = (
         f"`{key}` expects {expected}, got {describe(value)}"
         if expected
@@ -143,6 +167,25 @@ def _report(
     if kind.startswith("kd_"):
         message = f"`{key}`: {error['msg']}"
     errors.error("KD0103", message, span, help=_field_help(cls, key))
+
+
+def _innermost(key: str, path: tuple) -> str:
+    """The setting an error is about: ``warmup`` in ``lr_schedule = cosine(warmup = 0)``.
+
+    pydantic's error paths also name union branches (``constrained-int``, ``Percent``); only
+    field names (lower-case identifiers that are no type name) count."""
+    name = key
+    for step in path:
+        is_field = isinstance(step, str) and step.isidentifier() and step.islower()
+        if is_field and step not in ("int", "float", "str", "bool"):
+            name = step
+    return name
+
+
+def _show(value: Any) -> str:
+    if hasattr(value, "fraction"):
+        return f"{value.fraction * 100:g}%"
+    return repr(value)
 
 
 def _label(cls) -> str:

@@ -121,7 +121,18 @@ def _secret(value: Any) -> Any:
     return value
 
 
-SecretStr = Annotated[EnvRef, BeforeValidator(_secret)]
+def _secret_only(value: Any) -> Any:
+    value = _secret(value)
+    if isinstance(value, str):
+        raise PydanticCustomError(
+            "kd_secret",
+            'a secret is never written into a recipe; read it from the environment: env("NAME")',
+            {},
+        )
+    return value
+
+
+SecretStr = Annotated[EnvRef, BeforeValidator(_secret_only)]
 StrOrEnv = Annotated[Str | EnvRef, BeforeValidator(_secret)]
 
 
@@ -248,6 +259,15 @@ def _is_number(value: Any) -> bool:
 
 Scheduled = Annotated[Float | Schedule, BeforeValidator(_schedule)]
 """A number, or a schedule of numbers over training."""
+
+
+def scheduled_within(
+    *, gt: float | None = None, ge: float | None = None, le: float | None = None
+) -> Any:
+    """A number within bounds, or a schedule. A constant out of bounds is an error here
+    (KD0104); whether a schedule stays within them is checked later (KD0305)."""
+    number = Annotated[float, Strict(), Field(gt=gt, ge=ge, le=le)]
+    return Annotated[number | Schedule, BeforeValidator(_schedule)]
 
 
 def bounds(value: float | Schedule) -> tuple[float, float]:

@@ -20,6 +20,7 @@ from kdlang.syntax.syntax_errors import syntax_diagnostic
 DECLARATION_KEYWORDS = frozenset(
     ["recipe", "import", "model", "dataset", "prompt", "stage", "train", "eval", "export"]
 )
+STATEMENT_KEYWORDS = frozenset(["loss", "keep", "dedup", "decontaminate", "metric"])
 KEYWORDS = frozenset(
     [
         "recipe",
@@ -66,10 +67,16 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
         if token.type == "NAME" or token.value not in KEYWORDS or "NAME" not in error.accepts:
             return False
         # A declaration keyword is a name only when a setting follows (`prompt = solve`); at the
-        # start of a declaration it means a block above was left open, reported as such.
-        if token.value in DECLARATION_KEYWORDS and not source[token.end_pos :].lstrip().startswith(
-            "="
-        ):
+        # start of a declaration it means a block above was left open, reported as such. A
+        # statement keyword starting a line starts a statement: `weight` left without its value
+        # before the next `loss` line is a missing value, not a reference to `loss`.
+        rest = source[token.end_pos :].lstrip(" \t")
+        sets = rest.startswith("=") and not rest.startswith("==")
+        if token.value in DECLARATION_KEYWORDS and not sets:
+            return False
+        line_start = source.rfind("\n", 0, token.start_pos) + 1
+        first_on_line = not source[line_start : token.start_pos].strip()
+        if token.value in STATEMENT_KEYWORDS and first_on_line and not sets:
             return False
         error.interactive_parser.feed_token(Token.new_borrow_pos("NAME", token.value, token))
         return True

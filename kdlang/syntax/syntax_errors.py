@@ -80,6 +80,26 @@ _VALUE_STARTS = {
     "FALSE",
     "NULL",
 }
+_STATEMENT_KEYWORDS = {"LOSS", "KEEP", "DEDUP", "DECONTAMINATE", "METRIC"}
+# Tokens that an expression must follow.
+_NEEDS_VALUE = {
+    "EQUAL",
+    "WEIGHT",
+    "TEMPERATURE",
+    "KEEP",
+    "METRIC",
+    "BY",
+    "COLON",
+    "COMPARE",
+    "PLUS",
+    "MINUS",
+    "MUL_OP",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "__ANON_0",
+}
 _OPENERS = {"LBRACE": "RBRACE", "LSQB": "RSQB", "LPAR": "RPAR"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
 
@@ -105,12 +125,20 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
                 _token_span(file, opener),
                 help=f"add the matching `{_pair(opener.value)}`",
             )
-        if expected & _VALUE_STARTS:
+        if expected & (_VALUE_STARTS - {"NAME"}):
             return Diagnostic("KD0008", "missing value at end of file", after_previous)
         return Diagnostic(
             "KD0002", "unexpected end of file", after_previous, help=_expected_help(expected)
         )
 
+    left_empty = _value_left_empty(tokens, token)
+    if left_empty is not None:
+        return Diagnostic(
+            "KD0008",
+            f"missing value after `{left_empty.value}`",
+            _after(file, left_empty),
+            help="give a value: a string, number, list, name or call",
+        )
     if token.type in _DECLARATION_KEYWORDS and token.column == 1:
         opener = _unclosed_opener([t for t in tokens if t.end_pos <= token.start_pos])
         if opener is not None:
@@ -120,7 +148,8 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
                 _token_span(file, opener),
                 help=f"add the matching `{_pair(opener.value)}` before line {token.line}",
             )
-    if token.type == "EQUAL" and previous is not None and previous.type == "NAME":
+    # `samples =` left empty reads the next setting's name (or keyword: `prompt`) as its value.
+    if token.type == "EQUAL" and previous is not None and previous.value.isidentifier():
         before = _previous_token(tokens, previous)
         if before is not None and before.type == "EQUAL":
             return Diagnostic(
@@ -129,6 +158,30 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
                 _after(file, before),
                 help="give a value: a string, number, list, name or call",
             )
+    if token.type in _CLOSERS and token.type not in expected:
+        opener = _unclosed_opener([t for t in tokens if t.end_pos <= token.start_pos])
+        if opener is not None and _OPENERS[opener.type] != token.type:
+            return Diagnostic(
+                "KD0004",
+                f"unclosed `{opener.value}`: `{token.value}` on line {token.line} does not close it",
+                _token_span(file, opener),
+                help=f"add the matching `{_pair(opener.value)}` before that `{token.value}`",
+            )
+    separator = _missing_separator(tokens, token, expected)
+    if separator is not None:
+        return Diagnostic(
+            "KD0002",
+            f"missing `,` between {separator}",
+            after_previous,
+            help=f"separate {separator} with commas",
+        )
+    if _keyword_setting_without_equals(tokens, token, expected):
+        return Diagnostic(
+            "KD0005",
+            "missing `=`",
+            _after(file, token),
+            help=f"write `{token.value} = ...` to give the setting its value",
+        )
     code = _matching_example(error)
     if code == "KD0006" and token.type != "COMMA":
         code = None
@@ -171,7 +224,7 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
             at,
             help="remove it, or add the opening bracket it was meant to close",
         )
-    found = "a name" if token.type == "NAME" else f"`{token.value}`"
+    found = f"name `{token.value}`" if token.type == "NAME" else f"`{token.value}`"
     return Diagnostic("KD0002", f"unexpected {found}", at, help=_expected_help(expected))
 
 
@@ -193,12 +246,73 @@ def _bad_character(error: UnexpectedCharacters, source: str, file: str) -> Diagn
             help=f"close it with {quote}"
             + ("" if len(quote) == 3 else '; use """...""" for text over several lines'),
         )
+    if char == "`":
+        return Diagnostic(
+            "KD0001",
+            "unexpected character '`'",
+            Span.point(file, error.line, error.column),
+            help="strings are quoted with \" or ', not backticks",
+        )
     return Diagnostic(
         "KD0001",
         f"unexpected character `{char}`",
         Span.point(file, error.line, error.column),
-        help=_expected_help(set(error.allowed or ())),
+        help="remove it, or put it inside a string",
     )
+
+
+def _value_left_empty(tokens: list[Token], token: Token) -> Token | None:
+    """The token whose value is missing, when the next line's statement keyword was read as it.
+
+    After `weight` (or `=`, `keep`, `and` ...) the parser reads a name as the value, so in
+    `loss sft weight` + newline + `loss kl weight 1` the second `loss` becomes the weight and the
+    error surfaces later, at `weight`. A statement keyword that starts its line and follows a
+    token still waiting for its value on an earlier line shows what happened."""
+    before = [t for t in tokens if t.end_pos <= token.start_pos]
+    for index in range(len(before) - 1, 0, -1):
+        word = before[index]
+        if word.type in _STATEMENT_KEYWORDS and _first_on_line(before, index):
+            waiting = before[index - 1]
+            return waiting if waiting.type in _NEEDS_VALUE else None
+    return None
+
+
+def _first_on_line(tokens: list[Token], index: int) -> bool:
+    return index == 0 or tokens[index - 1].end_line < tokens[index].line
+
+
+def _missing_separator(tokens: list[Token], token: Token, expected: set[str]) -> str | None:
+    """What lacks a comma, when a value follows a value inside brackets: `f(a b)`, `[a b]`."""
+    if "COMMA" not in expected or token.type not in _VALUE_STARTS | {"MINUS"}:
+        return None
+    before = [t for t in tokens if t.end_pos <= token.start_pos]
+    opener = _unclosed_opener(before)
+    if opener is None:
+        return None
+    if opener.type == "LPAR":
+        return "arguments"
+    if opener.type == "LSQB":
+        return "list items"
+    previous = _previous_token(before, opener)
+    if previous is not None and previous.type in {"EQUAL", "COMMA", "LPAR", "LSQB", "COLON"}:
+        return "map entries"
+    return None
+
+
+def _keyword_setting_without_equals(tokens: list[Token], token: Token, expected: set[str]) -> bool:
+    """`prompt solve` inside a block: a keyword that names a setting, without its `=`.
+
+    The same keyword starting a declaration (`prompt solve = "..."`) after a block left open is
+    reported as the unclosed block instead."""
+    if token.type not in _DECLARATION_KEYWORDS - {"RECIPE", "IMPORT"} or "NAME" not in expected:
+        return False
+    after = [t for t in tokens if t.start_pos >= token.end_pos][:2]
+    if not after or after[0].type not in _VALUE_STARTS | {"MINUS"}:
+        return False
+    declares = (
+        after[0].type == "NAME" and len(after) > 1 and after[1].type in {"EQUAL", "LBRACE", "TO"}
+    )
+    return not declares
 
 
 def _matching_example(error: UnexpectedInput) -> str | None:
@@ -220,8 +334,14 @@ def _classify(token: Token, expected: set[str], previous: Token | None) -> str |
         "WEIGHT",
         "TEMPERATURE",
         "KEEP",
+        "METRIC",
+        "BY",
         "COLON",
     }:
+        return "KD0008"
+    # Only where an expression must come does the parser accept a string: no value follows a
+    # value directly. So this is an operator, `in`, `not` ... left without its operand.
+    if "STRING" in expected and token.type not in _VALUE_STARTS:
         return "KD0008"
     if token.type in _CLOSERS and not (expected & {token.type}):
         return "KD0010"

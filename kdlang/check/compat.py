@@ -1,0 +1,175 @@
+"""Compatibility between teachers, students, data and losses, checked before anything loads.
+
+Token-level losses need the teacher's distribution: an online white-box (``hf``) teacher, or a
+``teacher_logits`` stage's cached top-k. The teacher and the student must then share a
+vocabulary (compared from local tokenizer files; for hub models the runtime checks it before
+the first step). ``on_policy`` needs an online teacher; ``dpo`` needs pairs (see schemas);
+every scheduled value must stay in its setting's range over the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from kdlang.check.program import Program
+from kdlang.ir import stages as st
+from kdlang.ir import training as tr
+from kdlang.ir.sources import HFModel
+from kdlang.ir.values import Schedule, bounds
+from kdlang.syntax.diagnostics import Collector
+
+TOKEN_LEVEL = set(tr.DIVERGENCES)
+HIDDEN = {"hidden_mse", "hidden_cosine"}
+
+# (setting, lowest, highest, lowest allowed inclusive?)
+RANGES = {
+    "weight": (0.0, None, True),
+    "temperature": (0.0, None, False),
+    "beta": (0.0, 1.0, True),
+    "alpha": (0.0, 1.0, True),
+    "on_policy": (0.0, 1.0, True),
+}
+
+
+def cached_logits_stage(program: Program, data_name: str) -> st.TeacherLogitsStage | None:
+    """The ``teacher_logits`` stage whose cache a train reads, if its data is one."""
+    stage = program.recipe.stages.get(data_name)
+    return stage if isinstance(stage, st.TeacherLogitsStage) else None
+
+
+def check_compat(program: Program, errors: Collector) -> None:
+    recipe = program.recipe
+    for train in recipe.trains.values():
+        _check_ranges(train, errors)
+        student = recipe.models.get(train.student.name)
+        if student is not None and not isinstance(student, HFModel):
+            errors.error(
+                "KD0204",
+                "the student must be an `hf` model (kdlang trains transformers models)",
+                train.student.span,
+            )
+        teacher = recipe.models.get(train.teacher.name) if train.teacher else None
+        cached = cached_logits_stage(program, train.data.name)
+        names = {loss.name for loss in train.losses}
+        token_losses = [loss for loss in train.losses if loss.name in TOKEN_LEVEL]
+        if train.teacher is not None and teacher is not None and not isinstance(teacher, HFModel):
+            for loss in train.losses:
+                if loss.name in TOKEN_LEVEL | HIDDEN:
+                    errors.error(
+                        "KD0301",
+                        f"`{loss.name}` needs the teacher's logits, but `{train.teacher.name}` is a "
+                        "black-box `openai` model",
+                        loss.span,
+                        help="use `loss sft` on the teacher's text, or cache top-k log-probs with a "
+                        "`teacher_logits` stage where the server returns them",
+                    )
+        elif token_losses and teacher is None and cached is None:
+            errors.error(
+                "KD0301",
+                f"`{token_losses[0].name}` needs a teacher distribution, and this train has none",
+                token_losses[0].span,
+                help="set `teacher = ...` (an hf model) or train on a `teacher_logits` stage's output",
+            )
+        if names & HIDDEN and not isinstance(teacher, HFModel):
+            loss = next(x for x in train.losses if x.name in HIDDEN)
+            errors.error(
+                "KD0306",
+                f"`{loss.name}` compares hidden states and needs an online `hf` teacher",
+                loss.span,
+                help="set `teacher = ...` to an hf model",
+            )
+        if cached is not None and teacher is None:
+            for loss in token_losses:
+                beta_high = bounds(loss.beta)[1] if loss.name == "jsd" else 0.0
+                if loss.name == "reverse_kl" or beta_high >= 1.0:
+                    errors.error(
+                        "KD0307",
+                        f"`{loss.name}` is infinite against a cached top-k teacher "
+                        "(no teacher mass outside its k ids)",
+                        loss.span,
+                        help="use forward_kl, jsd with beta < 1, tvd, skew_kl or skew_rkl, or an online teacher",
+                    )
+        on_policy_high = bounds(train.on_policy)[1]
+        if on_policy_high > 0 and (not isinstance(teacher, HFModel) or not token_losses):
+            errors.error(
+                "KD0303",
+                "`on_policy` samples from the student and needs an online `hf` teacher and a "
+                "token-level loss to score the samples",
+                train.spans.get("on_policy", train.span),
+            )
+        if (token_losses or names & HIDDEN) and isinstance(student, HFModel):
+            vocab_teacher = (
+                teacher if isinstance(teacher, HFModel) else _stage_teacher(program, cached)
+            )
+            if isinstance(vocab_teacher, HFModel):
+                _check_vocab(program, student, vocab_teacher, train, errors)
+
+
+def _stage_teacher(program: Program, stage: st.TeacherLogitsStage | None):
+    return program.recipe.models.get(stage.teacher.name) if stage is not None else None
+
+
+def _check_ranges(train: tr.Train, errors: Collector) -> None:
+    checks = [("on_policy", train.on_policy, train)]
+    for loss in train.losses:
+        checks.append(("weight", loss.weight, loss))
+        for field in ("temperature", "beta", "alpha"):
+            if hasattr(loss, field) and not (field == "beta" and isinstance(loss, tr.DPOLoss)):
+                checks.append((field, getattr(loss, field), loss))
+    for field, value, node in checks:
+        low, high, inclusive = RANGES[field]
+        least, most = bounds(value)
+        too_low = least < low if inclusive else least <= low
+        too_high = high is not None and most > high
+        if not (too_low or too_high):
+            continue
+        allowed = f"{'>=' if inclusive else '>'} {low}" + (
+            f" and <= {high}" if high is not None else ""
+        )
+        span = node.spans.get(field, node.span)
+        if isinstance(value, Schedule):
+            errors.error(
+                "KD0305",
+                f"the `{field}` schedule goes from {value.start:g} to {value.end:g}, but `{field}` "
+                f"must stay {allowed}",
+                span,
+            )
+        else:
+            errors.error("KD0104", f"`{field}` must be {allowed}, got {value:g}", span)
+
+
+def _check_vocab(
+    program: Program, student: HFModel, teacher: HFModel, train: tr.Train, errors: Collector
+) -> None:
+    a = _vocab_digest(program.resolve(student.span.file, student.path))
+    b = _vocab_digest(program.resolve(teacher.span.file, teacher.path))
+    if a is None or b is None or a == b:
+        return  # not both local: the runtime compares the loaded tokenizers before the first step
+    errors.error(
+        "KD0302",
+        f"the student `{train.student.name}` and the teacher do not share a vocabulary",
+        train.student.span,
+        notes=[("teacher declared here", teacher.span)],
+        help="token-level losses need one tokenizer; use sequence-level KD (`loss sft`) across families",
+    )
+
+
+def _vocab_digest(folder: Path) -> str | None:
+    """A digest of a local model's token -> id table, read from its tokenizer files."""
+    if not folder.is_dir():
+        return None
+    tokenizer_json = folder / "tokenizer.json"
+    if tokenizer_json.is_file():
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        vocab = (data.get("model") or {}).get("vocab")
+        added = sorted((t["content"], t["id"]) for t in data.get("added_tokens", []))
+        if isinstance(vocab, list):  # unigram: [token, score] pairs
+            vocab = {entry[0]: i for i, entry in enumerate(vocab)}
+        payload = json.dumps([sorted((vocab or {}).items()), added])
+        return hashlib.sha256(payload.encode()).hexdigest()
+    vocab_json = folder / "vocab.json"
+    if vocab_json.is_file():
+        return hashlib.sha256(vocab_json.read_bytes()).hexdigest()
+    return None

@@ -1,0 +1,99 @@
+"""Reading the columns of local data files at check time (never the whole file)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+SAMPLE_LINES = 50
+
+
+class UnreadableData(Exception):
+    """The file exists but its columns cannot be read; the message says why."""
+
+
+def value_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, list):
+        return "list"
+    return "any"
+
+
+def columns_of_rows(rows: list[dict]) -> dict[str, str]:
+    """Column -> type over some rows; a column whose rows disagree is ``any``."""
+    types: dict[str, str] = {}
+    for row in rows:
+        for key, value in row.items():
+            kind = "any" if value is None else value_type(value)
+            if key not in types or types[key] == kind:
+                types[key] = kind if key not in types or value is not None else types[key]
+            elif {types[key], kind} <= {"int", "float"}:
+                types[key] = "float"
+            else:
+                types[key] = "any"
+    return types
+
+
+def read_columns(kind: str, path: Path) -> dict[str, str]:
+    """Columns of a local ``jsonl``, ``csv`` or ``parquet`` file. Raises FileNotFoundError or
+    :class:`UnreadableData`."""
+    if not path.is_file():
+        raise FileNotFoundError(str(path))
+    if kind == "jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise UnreadableData(f"line {number} is not JSON: {error.msg}") from None
+                if not isinstance(row, dict):
+                    raise UnreadableData(f"line {number} is not a JSON object")
+                rows.append(row)
+                if len(rows) >= SAMPLE_LINES:
+                    break
+        if not rows:
+            raise UnreadableData("the file has no rows")
+        return columns_of_rows(rows)
+    if kind == "csv":
+        with path.open(encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), None)
+        if not header:
+            raise UnreadableData("the file has no header row")
+        return dict.fromkeys(header, "str")
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet as pq  # only for parquet inputs
+        except ImportError:
+            raise UnreadableData("reading parquet needs pyarrow") from None
+        try:
+            schema = pq.read_schema(path)
+        except Exception as error:  # pyarrow raises several types for bad files
+            raise UnreadableData(str(error)) from None
+        return {name: _arrow_type(str(schema.field(name).type)) for name in schema.names}
+    raise UnreadableData(f"cannot read columns of a {kind} source")
+
+
+def _arrow_type(name: str) -> str:
+    if name.startswith(("int", "uint")):
+        return "int"
+    if name.startswith(("float", "double", "halffloat")):
+        return "float"
+    if name in ("string", "large_string"):
+        return "str"
+    if name == "bool":
+        return "bool"
+    if name.startswith(("list", "large_list")):
+        return "list"
+    return "any"

@@ -1,0 +1,125 @@
+"""Loading a recipe with its imports into one :class:`Program`.
+
+``import "common.kd"`` makes every declaration of that file (except its ``recipe`` header and
+its ``export`` lines) visible in the importing file. Paths in a file — imports, data files,
+local models — are relative to that file's folder. Import cycles (KD0203), missing files
+(KD0402) and names declared twice across files (KD0202, with both places) are diagnostics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kdlang.ir import lower
+from kdlang.ir.recipe import Recipe
+from kdlang.syntax import ast
+from kdlang.syntax.diagnostics import Collector, DiagnosticError
+from kdlang.syntax.parser import parse
+
+
+@dataclass
+class Program:
+    """A checked-to-be recipe: its declarations (imports merged in) and where they came from."""
+
+    recipe: Recipe
+    root: str
+    sources: dict[str, str] = field(default_factory=dict)
+    modules: dict[str, ast.Module] = field(default_factory=dict)
+    schemas: dict[str, dict[str, str] | None] = field(default_factory=dict)
+
+    def base_dir(self, span_file: str) -> Path:
+        return Path(span_file).parent
+
+    def resolve(self, span_file: str, path: str) -> Path:
+        """A path written in ``span_file``, relative to that file's folder."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir(span_file) / candidate
+
+
+def load_program(
+    path: str, errors: Collector, overrides=None, source: str | None = None
+) -> Program | None:
+    """Parse and lower ``path`` and, recursively, its imports. None if the root cannot parse."""
+    program = Program(recipe=Recipe(file=path), root=path)
+    loaded = _load(path, program, errors, [], overrides, source)
+    return program if loaded else None
+
+
+def _load(
+    path: str, program: Program, errors: Collector, stack: list[str], overrides, source=None
+) -> bool:
+    if source is None:
+        try:
+            source = Path(path).read_text(encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as error:
+            raise _Missing(str(error)) from None
+    program.sources[path] = source
+    try:
+        module = parse(source, path)
+    except DiagnosticError as failure:
+        errors.extend(failure.diagnostics)
+        return False
+    if overrides is not None and not stack:
+        overrides.apply(module, program, errors)
+    program.modules[path] = module
+    for decl in module.decls:
+        if not isinstance(decl, ast.ImportDecl):
+            continue
+        target = (
+            str(Path(path).parent / decl.path.value)
+            if not Path(decl.path.value).is_absolute()
+            else decl.path.value
+        )
+        target = _normal(target)
+        chain = [*stack, _normal(path)]
+        if target in chain:
+            cycle = " -> ".join([*chain[chain.index(target) :], target])
+            errors.error("KD0203", f"import cycle: {cycle}", decl.path.span)
+            continue
+        if target in program.modules:
+            continue
+        try:
+            _load(target, program, errors, chain, overrides)
+        except _Missing:
+            errors.error(
+                "KD0402",
+                f"imported file not found: {decl.path.value}",
+                decl.path.span,
+                help=f"looked for {target} (imports are relative to the importing file)",
+            )
+    imported = lower(module, errors)
+    _merge(program.recipe, imported, is_root=not stack, errors=errors)
+    return True
+
+
+class _Missing(Exception):
+    pass
+
+
+def _normal(path: str) -> str:
+    return str(Path(path))
+
+
+def _merge(into: Recipe, part: Recipe, is_root: bool, errors: Collector) -> None:
+    if is_root:
+        into.header = part.header
+        into.exports.extend(part.exports)
+        into.file = part.file
+    into.imports.extend(part.imports)
+    for name, section in part.broken.items():
+        into.broken.setdefault(name, section)
+        into.name_spans.setdefault(name, part.name_spans[name])
+    for section in Recipe.SECTIONS:
+        table = getattr(part, section)
+        for name, node in table.items():
+            if name in into.name_spans:
+                errors.error(
+                    "KD0202",
+                    f"`{name}` is declared twice",
+                    part.name_spans[name],
+                    notes=[("first declared here", into.name_spans[name])],
+                )
+                continue
+            getattr(into, section)[name] = node
+            into.name_spans[name] = part.name_spans[name]

@@ -1,0 +1,221 @@
+"""Built-in functions of the expression language: signature and implementation side by side.
+
+The checker reads the signatures (argument and return types) to type-check ``keep`` and
+``metric`` expressions before any row exists; the runtime calls the implementations on rows.
+Every function is total on its declared types: a failed ``extract`` or ``int`` gives ``null``
+rather than an exception, so one odd row never stops a run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+# Types: "str", "int", "float", "bool", "list", "null", "any"; "num" = int or float.
+NUMERIC = frozenset({"int", "float"})
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    params: tuple[tuple[str, frozenset[str]], ...]
+    returns: str
+    impl: Callable[..., Any]
+    doc: str
+    optional: int = 0  # how many trailing params may be omitted
+    pattern_arg: int | None = None  # index of an argument that must be a valid regular expression
+
+    @property
+    def arity(self) -> tuple[int, int]:
+        return len(self.params) - self.optional, len(self.params)
+
+
+def _t(*names: str) -> frozenset[str]:
+    expanded: set[str] = set()
+    for name in names:
+        expanded |= NUMERIC if name == "num" else {name}
+    return frozenset(expanded)
+
+
+@lru_cache(maxsize=512)
+def _regex(pattern: str) -> re.Pattern:
+    return re.compile(pattern, re.MULTILINE)
+
+
+def _extract(text: str, pattern: str, group: int = 1) -> str | None:
+    match = _regex(pattern).search(text)
+    if match is None:
+        return None
+    try:
+        value = match.group(group if match.re.groups >= group else 0)
+    except IndexError:
+        return None
+    return value.strip() if value is not None else None
+
+
+def _to_int(value: Any) -> int | None:
+    try:
+        number = float(str(value).strip().replace(",", ""))
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        number = float(str(value).strip().replace(",", ""))
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _normalize(text: Any) -> str:
+    return " ".join(str(text).split()).lower() if text is not None else ""
+
+
+def _items(text: Any) -> list[str]:
+    return sorted(re.split(r"[\s,]+", str(text).strip())) if text not in (None, "") else []
+
+
+def _numeric_equal(a: Any, b: Any, tolerance: float = 1e-6) -> bool:
+    x, y = _to_float(a), _to_float(b)
+    return x is not None and y is not None and abs(x - y) <= tolerance * max(1.0, abs(y))
+
+
+_FUNCTIONS = [
+    Function(
+        "len", (("x", _t("str", "list")),), "int", len, "Length of a string (characters) or a list."
+    ),
+    Function("lower", (("s", _t("str")),), "str", str.lower, "Lower-cased string."),
+    Function("upper", (("s", _t("str")),), "str", str.upper, "Upper-cased string."),
+    Function(
+        "strip",
+        (("s", _t("str")),),
+        "str",
+        str.strip,
+        "String without leading/trailing whitespace.",
+    ),
+    Function(
+        "contains",
+        (("s", _t("str")), ("part", _t("str"))),
+        "bool",
+        lambda s, p: p in s,
+        "Whether `part` occurs in `s`.",
+    ),
+    Function(
+        "startswith",
+        (("s", _t("str")), ("prefix", _t("str"))),
+        "bool",
+        str.startswith,
+        "Whether `s` starts with `prefix`.",
+    ),
+    Function(
+        "endswith",
+        (("s", _t("str")), ("suffix", _t("str"))),
+        "bool",
+        str.endswith,
+        "Whether `s` ends with `suffix`.",
+    ),
+    Function(
+        "matches",
+        (("s", _t("str")), ("pattern", _t("str"))),
+        "bool",
+        lambda s, p: _regex(p).search(s) is not None,
+        "Whether the regular expression `pattern` matches anywhere in `s` (multiline: ^ and $ match at line ends).",
+        pattern_arg=1,
+    ),
+    Function(
+        "extract",
+        (("s", _t("str")), ("pattern", _t("str")), ("group", _t("int"))),
+        "str",
+        _extract,
+        "The first match's group (default 1, or the whole match if the pattern has no group), stripped; null if no match.",
+        optional=1,
+        pattern_arg=1,
+    ),
+    Function(
+        "count",
+        (("s", _t("str")), ("part", _t("str"))),
+        "int",
+        str.count,
+        "Non-overlapping occurrences of `part` in `s`.",
+    ),
+    Function(
+        "words",
+        (("s", _t("str")),),
+        "int",
+        lambda s: len(s.split()),
+        "Number of whitespace-separated words.",
+    ),
+    Function(
+        "lines", (("s", _t("str")),), "int", lambda s: len(s.splitlines()), "Number of lines."
+    ),
+    Function(
+        "int",
+        (("x", _t("str", "num")),),
+        "int",
+        _to_int,
+        "Integer value of a string or number; null if it is not one.",
+    ),
+    Function(
+        "float",
+        (("x", _t("str", "num")),),
+        "float",
+        _to_float,
+        "Number value of a string; null if it is not one.",
+    ),
+    Function(
+        "str",
+        (("x", _t("any")),),
+        "str",
+        lambda x: "" if x is None else str(x),
+        "Text of any value (null = empty).",
+    ),
+    Function("abs", (("x", _t("num")),), "float", abs, "Absolute value."),
+    Function(
+        "round",
+        (("x", _t("num")), ("digits", _t("int"))),
+        "float",
+        round,
+        "Rounded number.",
+        optional=1,
+    ),
+    Function("min", (("a", _t("num")), ("b", _t("num"))), "float", min, "Smaller of two numbers."),
+    Function("max", (("a", _t("num")), ("b", _t("num"))), "float", max, "Larger of two numbers."),
+    Function(
+        "exact_match",
+        (("a", _t("any")), ("b", _t("any"))),
+        "bool",
+        lambda a, b: a is not None and b is not None and _normalize(a) == _normalize(b),
+        "Equality after trimming, collapsing whitespace and lower-casing; false if either is null.",
+    ),
+    Function(
+        "set_equal",
+        (("a", _t("any")), ("b", _t("any"))),
+        "bool",
+        lambda a, b: a is not None and b is not None and _items(a) == _items(b),
+        "Whether two whitespace- or comma-separated item lists hold the same items in any order.",
+    ),
+    Function(
+        "numeric_equal",
+        (("a", _t("any")), ("b", _t("any")), ("tolerance", _t("num"))),
+        "bool",
+        _numeric_equal,
+        "Whether both parse as numbers equal within a relative tolerance (default 1e-6).",
+        optional=1,
+    ),
+    Function(
+        "is_null", (("x", _t("any")),), "bool", lambda x: x is None, "Whether the value is null."
+    ),
+]
+
+FUNCTIONS: dict[str, Function] = {f.name: f for f in _FUNCTIONS}
+
+SCORED_METRICS = {
+    "perplexity": "Perplexity of the model on a target column: exp(mean token NLL). Metric lines only."
+}
+"""Metrics computed by scoring rather than per-row expressions."""

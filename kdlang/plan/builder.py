@@ -1,0 +1,279 @@
+"""Building the execution plan of a checked program.
+
+The plan is the DAG of datasets, stages, trains, evals and exports in execution order; each node
+has its operator, inputs, canonical parameters, output columns, fingerprint, estimates, and its
+status against the cache (``cached`` / ``will run``) with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdlang.check.names import upstream
+from kdlang.check.program import Program
+from kdlang.ir.recipe import Recipe
+from kdlang.ir.sources import HFData, HFModel, InlineData, OpenAIModel
+from kdlang.ir.values import Ref
+from kdlang.plan import estimates as est
+from kdlang.plan.fingerprint import CODE_VERSIONS, canonical, file_hash, fingerprint, folder_hash
+from kdlang.plan.store import Store
+
+
+@dataclass
+class PlanNode:
+    name: str
+    kind: str  # dataset | stage | train | eval | export
+    op: str
+    inputs: list[str]
+    node: Any
+    fingerprint: str = ""
+    components: dict = field(default_factory=dict)
+    columns: dict[str, str] | None = None
+    estimate: est.Estimate = field(default_factory=est.Estimate)
+    status: str = "will run"
+    reason: str = ""
+    lock: str | None = None
+
+
+@dataclass
+class Plan:
+    program: Program
+    nodes: list[PlanNode]
+    cache: str
+
+    def node(self, name: str) -> PlanNode:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.program.recipe
+
+
+def build_plan(program: Program, cache: str | None = None) -> Plan:
+    """The plan of a program that passed :func:`kdlang.check.check_program`."""
+    store = Store(cache or ".kdcache")
+    builder = _Builder(program)
+    nodes = builder.build()
+    index = store.read_index(program.recipe.title)
+    for node in nodes:
+        if store.is_cached(node.fingerprint):
+            node.status, node.reason = "cached", ""
+        else:
+            node.status = "will run"
+            node.reason = explain_change(node, index.get(node.name), store)
+    return Plan(program, nodes, str(store.root))
+
+
+def explain_change(node: PlanNode, previous: dict | None, store: Store) -> str:
+    """Why a node is not cached: what differs from the last fingerprint recorded under its name."""
+    if previous is None:
+        return "never run"
+    if previous.get("fingerprint") == node.fingerprint:
+        return "its output is no longer in the cache"
+    old, new = previous.get("components", {}), node.components
+    if old.get("code") != new.get("code") or old.get("op") != new.get("op"):
+        return f"kdlang's code for `{node.op}` changed"
+    if old.get("seed") != new.get("seed"):
+        return f"seed changed: {old.get('seed')} -> {new.get('seed')}"
+    if old.get("files") != new.get("files"):
+        changed = [
+            p
+            for p in set(old.get("files", {})) | set(new.get("files", {}))
+            if old.get("files", {}).get(p) != new.get("files", {}).get(p)
+        ]
+        return "input file changed: " + ", ".join(sorted(changed))
+    path = _first_difference(old.get("params"), new.get("params"), ())
+    if path is None:
+        return "changed"
+    where = ".".join(str(p) for p in path)
+    if "upstream" in path:
+        return f"upstream `{path[0]}` changed"
+    if "template" in path:
+        return f"prompt of `{path[0]}` changed"
+    if "model" in path:
+        return f"model of `{path[0]}` changed"
+    old_value, new_value = _at(old.get("params"), path), _at(new.get("params"), path)
+    if isinstance(old_value, dict | list) or isinstance(new_value, dict | list):
+        return f"`{where}` changed"
+    return f"`{where}` changed: {old_value!r} -> {new_value!r}"
+
+
+def _first_difference(a: Any, b: Any, path: tuple) -> tuple | None:
+    if a == b:
+        return None
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            found = _first_difference(a.get(key), b.get(key), (*path, key))
+            if found is not None:
+                return found
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_difference(x, y, (*path, i))
+            if found is not None:
+                return found
+    return path
+
+
+def _at(value: Any, path: tuple) -> Any:
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+class _Builder:
+    def __init__(self, program: Program):
+        self.program = program
+        self.recipe = program.recipe
+        self.fingerprints: dict[str, str] = {}
+        self.rows: dict[str, tuple[int | None, bool]] = {}
+
+    def build(self) -> list[PlanNode]:
+        nodes: list[PlanNode] = []
+        for name in self.order():
+            section, decl = self.recipe.lookup(name)
+            nodes.append(self.make(name, section, decl))
+        for position, export in enumerate(self.recipe.exports):
+            nodes.append(
+                self.make(
+                    f"export:{export.train.name}" + (f":{position}" if position else ""),
+                    "exports",
+                    export,
+                )
+            )
+        return nodes
+
+    def order(self) -> list[str]:
+        """Datasets, stages, trains and evals, each after what it reads (source order otherwise)."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in seen or self.recipe.lookup(name) is None:
+                return
+            seen.add(name)
+            for parent in upstream(self.recipe, name):
+                visit(parent)
+            order.append(name)
+
+        for section in ("datasets", "stages", "trains", "evals"):
+            for name in getattr(self.recipe, section):
+                visit(name)
+        return order
+
+    def make(self, name: str, section: str, decl) -> PlanNode:
+        kind = {
+            "datasets": "dataset",
+            "stages": "stage",
+            "trains": "train",
+            "evals": "eval",
+            "exports": "export",
+        }[section]
+        op = {"dataset": "dataset", "train": "train", "export": "export"}.get(kind) or decl.op
+        inputs = [ref.name for ref in self.upstream_refs(decl)]
+        node = PlanNode(name=name, kind=kind, op=op, inputs=inputs, node=decl)
+        files: dict[str, str] = {}
+        if kind == "dataset" and not isinstance(decl, InlineData):
+            local = self.program.resolve(
+                decl.span.file, decl.id if isinstance(decl, HFData) else decl.path
+            )
+            if local.is_file():
+                files[local.name] = file_hash(local)
+            elif local.is_dir():
+                files[local.name] = folder_hash(local)
+        node.components = {
+            "op": op,
+            "code": CODE_VERSIONS[op],
+            "params": canonical(decl, self.resolve),
+            "seed": self.recipe.seed,
+            "files": files,
+        }
+        node.fingerprint = fingerprint(node.components)
+        self.fingerprints[name] = node.fingerprint
+        node.columns = self.program.schemas.get(name) if kind in ("dataset", "stage") else None
+        node.estimate = self.estimate(name, kind, decl)
+        return node
+
+    def upstream_refs(self, decl) -> list[Ref]:
+        refs = []
+        for setting in ("input", "data", "against", "model", "train"):
+            ref = getattr(decl, setting, None)
+            if (
+                isinstance(ref, Ref)
+                and self.recipe.lookup(ref.name)
+                and self.recipe.lookup(ref.name)[0] in ("datasets", "stages", "trains")
+            ):
+                refs.append(ref)
+        for rule in getattr(decl, "rules", []):
+            ref = getattr(rule, "against", None)
+            if isinstance(ref, Ref):
+                refs.append(ref)
+        return refs
+
+    def resolve(self, ref: Ref) -> Any:
+        """What a reference contributes to a fingerprint: content, never the name."""
+        found = self.recipe.lookup(ref.name)
+        if found is None:
+            return {"unresolved": ref.name}
+        section, target = found
+        if section == "prompts":
+            return {"template": target.text}
+        if section == "models":
+            return {"model": self.model_identity(target)}
+        return {"upstream": self.fingerprints.get(ref.name, ref.name)}
+
+    def model_identity(self, model) -> dict:
+        if isinstance(model, OpenAIModel):
+            base = model.base_url
+            return {
+                "kind": "openai",
+                "model": model.model,
+                "chat": model.chat,
+                "base_url": {"env": base.env} if hasattr(base, "env") else base,
+            }
+        assert isinstance(model, HFModel)
+        settings = canonical(model, self.resolve)
+        settings.pop("batch_size", None)
+        folder = self.program.resolve(model.span.file, model.path)
+        if folder.is_dir():
+            settings.pop("path")
+            settings["content"] = folder_hash(folder)
+        return settings
+
+    def estimate(self, name: str, kind: str, decl) -> est.Estimate:
+        if kind == "dataset":
+            path = None
+            if not isinstance(decl, InlineData | HFData):
+                path = self.program.resolve(decl.span.file, decl.path)
+            rows = est.dataset_rows(decl, path)
+            self.rows[name] = (rows, False)
+            return est.Estimate(rows=rows)
+        if kind == "stage":
+            rows, upper = self.rows.get(decl.input.name, (None, False))
+            estimate = est.stage_estimate(decl, rows, upper)
+            self.rows[name] = (estimate.rows, estimate.rows_upper_bound)
+            return estimate
+        if kind == "train":
+            rows, upper = self.rows.get(decl.data.name, (None, False))
+            student = self.recipe.models.get(decl.student.name)
+            folder = (
+                self.program.resolve(student.span.file, student.path)
+                if isinstance(student, HFModel)
+                else None
+            )
+            return est.train_estimate(decl, rows, upper, est.vocab_size(student, folder))
+        if kind == "eval":
+            rows, upper = self.rows.get(decl.data.name, (None, False))
+            if rows is not None and decl.limit:
+                rows = min(rows, decl.limit)
+            calls = rows
+            return est.Estimate(
+                rows=rows,
+                rows_upper_bound=upper,
+                generations=calls,
+                generated_tokens_max=calls * decl.max_tokens if calls is not None else None,
+            )
+        return est.Estimate()
