@@ -19,9 +19,10 @@ def test_every_python_package_folder_is_listed_in_pyproject():
         ("kdlang", "kdlang"),
         ("runtime", "kdlang.runtime"),
         ("grammar", "kdlang.grammar"),
+        ("recipes", "kdlang.recipes"),
     ):
         assert mapping[name] == top
-        for init in (ROOT / top).rglob("__init__.py"):
+        for init in (ROOT / top).glob("**/__init__.py"):
             rel = init.parent.relative_to(ROOT / top).parts
             found.add(".".join((name, *rel)))
     assert found == listed

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from kdlang.cli import check_cmd, explain_cmd, fmt_cmd, plan_cmd
+from kdlang.cli import check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd
 
 app = typer.Typer(
     name="kdlang",
@@ -20,6 +20,7 @@ app.command("fmt")(fmt_cmd.fmt)
 app.command("explain")(explain_cmd.explain)
 app.command("plan")(plan_cmd.plan)
 app.command("lock")(plan_cmd.lock)
+app.command("run")(run_cmd.run)
 
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics
+from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics, read_source
 from kdlang.syntax.diagnostics import Severity
 
 
@@ -16,9 +16,11 @@ def check(
     ),
 ) -> None:
     """Check recipes: syntax, settings, names, columns, templates, compatibility."""
+    check_format(fmt, ("text", "json"))
+    for path in files:
+        read_source(path)  # a file that cannot be read is a usage error (exit 2), not a finding
     from kdlang.check import check_files
 
-    check_format(fmt, ("text", "json"))
     diagnostics, sources = check_files(files, overrides)
     print_diagnostics(diagnostics, sources, fmt)
     if any(d.severity is Severity.ERROR for d in diagnostics):

@@ -59,7 +59,7 @@ class _Lowering:
                 self.errors.error(
                     "KD0111",
                     "a second `recipe` header",
-                    decl.span,
+                    decl.span.to(decl.title.span),
                     notes=[("the first is here", recipe.header.span)],
                 )
                 return
@@ -297,13 +297,16 @@ class _Lowering:
                     + ", ".join(positional),
                     extra.span,
                 )
+                fields.missing_explained = True
             elif len(call.args) < len(positional) and not any(
                 k.name in positional for k in call.kwargs
             ):
                 missing = positional[len(call.args) :]
                 self.errors.error(
                     "KD0112",
-                    f"`{call.name}` needs " + ", ".join(missing),
+                    f"`{call.name}` needs its "
+                    + ", ".join(f"`{m}`" for m in missing)
+                    + " argument",
                     call.span,
                 )
                 fields.reported.update(missing)

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kdlang.ir.training import LossBase
 from kdlang.ir.values import describe
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, suggestion
@@ -57,6 +58,9 @@ class Fields:
     exprs: dict[str, ast.Expr] = field(default_factory=dict)
     reported: set[str] = field(default_factory=set)
     """Settings whose problem is already reported: validation stays silent about them."""
+    missing_explained: bool = False
+    """A missing setting is explained by an error already reported (an extra positional
+    argument was probably meant as it)."""
 
     def add(
         self,
@@ -82,8 +86,9 @@ def validate(cls, fields: Fields, span: Span, subject: Span, errors: Collector):
         for error in failure.errors(include_url=False):
             loc = error["loc"]
             key = str(loc[0]) if loc else ""
-            if key not in fields.reported:
-                by_key.setdefault(key, []).append(error)
+            if key in fields.reported or (fields.missing_explained and error["type"] == "missing"):
+                continue
+            by_key.setdefault(key, []).append(error)
         for key, found in by_key.items():
             # One message per setting, even when a union tried several branches: the most
             # specific one (a union of `30%` and a step count fails both ways for `0`).
@@ -105,7 +110,7 @@ def _report(
     cls, key: str, path: tuple, error: dict, fields: Fields, subject: Span, errors: Collector
 ) -> None:
     kind = error["type"]
-    what = _label(cls)
+    what = _label(cls, fields)
     if kind == "extra_forbidden":
         known = [name for name in cls.model_fields if name not in _INTERNAL]
         errors.error(
@@ -188,7 +193,9 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _label(cls) -> str:
+def _label(cls, fields: Fields) -> str:
+    if issubclass(cls, LossBase) and isinstance(fields.values.get("name"), str):
+        return f"loss `{fields.values['name']}`"
     for attr in ("op", "kind", "rule", "name"):
         info = cls.model_fields.get(attr)
         if info is not None and isinstance(info.default, str):

@@ -98,7 +98,6 @@ _NEEDS_VALUE = {
     "OR",
     "NOT",
     "IN",
-    "__ANON_0",
 }
 _OPENERS = {"LBRACE": "RBRACE", "LSQB": "RSQB", "LPAR": "RPAR"}
 _CLOSERS = {v: k for k, v in _OPENERS.items()}
@@ -114,7 +113,7 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
     at = _token_span(file, token) if token is not None and token.type != "$END" else None
     previous = _previous_token(tokens, token)
     after_previous = _after(file, previous) if previous is not None else Span.point(file, 1, 1)
-    expected = set(getattr(error, "expected", set()) or set())
+    expected = _accepted(error)
 
     if token is None or token.type == "$END":
         opener = _unclosed_opener(tokens)
@@ -166,6 +165,16 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
                 f"unclosed `{opener.value}`: `{token.value}` on line {token.line} does not close it",
                 _token_span(file, opener),
                 help=f"add the matching `{_pair(opener.value)}` before that `{token.value}`",
+            )
+    if token.type == "NAME" and expected <= _DECLARATION_KEYWORDS | {"$END"}:
+        following = [t for t in tokens if t.start_pos >= token.end_pos][:1]
+        if following and following[0].type == "EQUAL":
+            return Diagnostic(
+                "KD0002",
+                f"setting `{token.value}` outside any block",
+                at,
+                help="settings belong inside a declaration's `{ ... }`; "
+                "check whether a `}` above closes its block too early",
             )
     separator = _missing_separator(tokens, token, expected)
     if separator is not None:
@@ -228,6 +237,21 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
     return Diagnostic("KD0002", f"unexpected {found}", at, help=_expected_help(expected))
 
 
+def _accepted(error: UnexpectedInput) -> set[str]:
+    """The terminals the parser would have accepted where it failed.
+
+    LALR merges look-aheads, so ``error.expected`` can list tokens that only fit elsewhere
+    (after a call, `}` or `]`); the interactive parser replays the pending reductions to give the
+    exact set."""
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        try:
+            return set(interactive.accepts())
+        except Exception:  # the merged set is still a fair description
+            pass
+    return set(getattr(error, "expected", set()) or set())
+
+
 def _bad_character(error: UnexpectedCharacters, source: str, file: str) -> Diagnostic:
     char = error.char
     line_text = source.splitlines()[error.line - 1] if source else ""
@@ -273,7 +297,8 @@ def _value_left_empty(tokens: list[Token], token: Token) -> Token | None:
         word = before[index]
         if word.type in _STATEMENT_KEYWORDS and _first_on_line(before, index):
             waiting = before[index - 1]
-            return waiting if waiting.type in _NEEDS_VALUE else None
+            needs_value = waiting.type in _NEEDS_VALUE or waiting.value in ("..", "->")
+            return waiting if needs_value else None
     return None
 
 
@@ -323,7 +348,7 @@ def _matching_example(error: UnexpectedInput) -> str | None:
 
 
 def _classify(token: Token, expected: set[str], previous: Token | None) -> str | None:
-    if "WEIGHT" in expected and "LPAR" in expected:
+    if "WEIGHT" in expected:  # only a `loss NAME` line waits for `weight`
         return "KD0009"
     if "EQUAL" in expected and token.type != "EQUAL" and token.type in _VALUE_STARTS | {"MINUS"}:
         return "KD0005"
@@ -341,7 +366,8 @@ def _classify(token: Token, expected: set[str], previous: Token | None) -> str |
         return "KD0008"
     # Only where an expression must come does the parser accept a string: no value follows a
     # value directly. So this is an operator, `in`, `not` ... left without its operand.
-    if "STRING" in expected and token.type not in _VALUE_STARTS:
+    ends_value = token.type in _CLOSERS or token.type == "COMMA" or token.value.isidentifier()
+    if "STRING" in expected and token.type not in _VALUE_STARTS and ends_value:
         return "KD0008"
     if token.type in _CLOSERS and not (expected & {token.type}):
         return "KD0010"

@@ -1,0 +1,34 @@
+"""Stage operators, one module each, named as the DSL word: ``STAGES[op](node, ctx, out)``
+writes the node's output into ``out`` and returns its manifest fields."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+_MODULES = {
+    "dataset": "dataset",
+    "label": "label",
+    "expand": "expand",
+    "curate": "curate",
+    "judge": "judge",
+    "pairs": "pairs",
+    "filter": "filter",
+    "teacher_logits": "teacher_logits",
+    "train": "train",
+    "evaluate": "evaluate",
+    "export": "export",
+}
+
+
+class _Registry(dict):
+    """Imports an operator's module the first time it is needed (torch only when used)."""
+
+    def __missing__(self, op: str):
+        if op not in _MODULES:
+            raise KeyError(f"no runtime for operator {op!r}")
+        runner = import_module(f"kdlang.runtime.stages.{_MODULES[op]}").run
+        self[op] = runner
+        return runner
+
+
+STAGES = _Registry()

@@ -1,0 +1,174 @@
+"""The content-addressed artifact cache (layout: :mod:`kdlang.plan.store`).
+
+Outputs are written into a private temporary folder and committed by one atomic rename into
+``artifacts/<fingerprint>/`` after their manifest is written and synced: a crash at any moment
+leaves either no artifact or a complete one, never a partial artifact that a later run would
+trust. Long stages append finished work to a :class:`ProgressLog` as they go, so a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from kdlang import __version__
+from kdlang.plan.store import MANIFEST, Store
+
+DATA_FILE = "data.arrow"
+
+
+class ArtifactCache(Store):
+    """A :class:`Store` that can also write."""
+
+    @contextmanager
+    def writing(self, fingerprint: str) -> Iterator[Path]:
+        """A fresh temporary folder for an artifact; removed if the block fails or is not
+        committed (an interrupted process leaves it under ``tmp/``, where ``gc`` finds it)."""
+        tmp = self.root / "tmp" / f"{fingerprint}.{uuid.uuid4().hex[:12]}"
+        tmp.mkdir(parents=True)
+        try:
+            yield tmp
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def commit(self, tmp: Path, fingerprint: str, manifest: dict[str, Any]) -> Path:
+        """Write the manifest, sync, and move ``tmp`` into place atomically."""
+        document = {
+            "fingerprint": fingerprint,
+            "kdlang_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **manifest,
+        }
+        if "content_hash" not in document:
+            document["content_hash"] = tree_hash(tmp)
+        with (tmp / MANIFEST).open("w", encoding="utf-8") as out:
+            json.dump(document, out, indent=1, sort_keys=True)
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_tree(tmp)
+        final = self.artifact(fingerprint)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not self.is_cached(fingerprint):  # an earlier, unreadable leftover: replace it
+                shutil.rmtree(final, ignore_errors=True)
+                os.rename(tmp, final)
+            # else: another process committed the same content first; ours is discarded
+        _fsync_dir(final.parent)
+        return final
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Manifests of every committed artifact, with their sizes on disk."""
+        out = []
+        folder = self.root / "artifacts"
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            manifest = self.manifest(path.name)
+            if manifest is not None:
+                manifest["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                out.append(manifest)
+        return out
+
+    def gc(self, keep: set[str]) -> tuple[int, int]:
+        """Delete artifacts and progress not in ``keep`` and every temporary leftover.
+        Returns (folders removed, bytes freed)."""
+        removed = freed = 0
+        for sub in ("artifacts", "progress", "tmp"):
+            folder = self.root / sub
+            for path in list(folder.iterdir()) if folder.is_dir() else []:
+                fingerprint = path.name.split(".")[0]
+                if sub != "tmp" and fingerprint in keep:
+                    continue
+                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed, freed
+
+
+class ProgressLog:
+    """Append-only record of finished work items (one JSON line each, synced).
+
+    A process killed mid-write leaves at most one truncated last line, which :meth:`load`
+    ignores; an item is done exactly when its line is complete.
+    """
+
+    def __init__(self, folder: Path, name: str = "progress.jsonl"):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        self._handle = None
+
+    def load(self) -> dict[int, Any]:
+        done: dict[int, Any] = {}
+        if not self.path.is_file():
+            return done
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break  # truncated by a crash
+                record = json.loads(line)
+                done[record["index"]] = record["value"]
+        return done
+
+    def append(self, index: int, value: Any) -> None:
+        if self._handle is None:
+            self._truncate_partial_line()
+            self._handle = self.path.open("ab")
+        self._handle.write(
+            json.dumps({"index": index, "value": value}, sort_keys=True).encode() + b"\n"
+        )
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _truncate_partial_line(self) -> None:
+        if not self.path.is_file():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+
+def tree_hash(folder: Path) -> str:
+    sha = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+        sha.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            for block in iter(lambda h=handle: h.read(1 << 20), b""):
+                sha.update(block)
+    return sha.hexdigest()
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,100 @@
+"""Data between stages: Arrow files written deterministically, read as ``datasets.Dataset``.
+
+A data artifact is one Arrow IPC stream file (``data.arrow``): the same rows always give the same
+bytes, so an artifact's content hash identifies its content, and a resumed run can be compared
+byte for byte with an uninterrupted one. Sources (``jsonl``, ``csv``, ``parquet``, ``hf``,
+``inline``) are read here too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from kdlang.runtime.cache import DATA_FILE
+
+__all__ = ["DATA_FILE", "load_source", "read_rows", "write_rows"]
+
+
+def write_rows(rows: list[dict[str, Any]], folder: Path, columns: list[str] | None = None) -> int:
+    """Write rows to ``folder/data.arrow``; returns the row count. ``columns`` fixes the order
+    (and keeps the columns of an empty result)."""
+    names = columns or (list(rows[0]) if rows else [])
+    for row in rows:
+        for key in row:
+            if key not in names:
+                names.append(key)
+    if rows:
+        table = pa.Table.from_pylist([{k: row.get(k) for k in names} for row in rows])
+    else:
+        table = pa.table({name: pa.array([], type=pa.string()) for name in names})
+    folder.mkdir(parents=True, exist_ok=True)
+    with (
+        pa.OSFile(str(folder / "data.arrow"), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)
+    return table.num_rows
+
+
+def read_rows(folder: Path) -> list[dict[str, Any]]:
+    with pa.memory_map(str(folder / "data.arrow"), "r") as source:
+        return pa.ipc.open_stream(source).read_all().to_pylist()
+
+
+def read_dataset(folder: Path):
+    """The artifact as a ``datasets.Dataset`` (memory-mapped)."""
+    from datasets import Dataset
+
+    return Dataset.from_file(str(folder / "data.arrow"))
+
+
+def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:
+    """The rows of a dataset declaration (IR node), shuffled and limited as it says."""
+    kind = data.kind
+    if kind == "inline":
+        rows = [dict(row) for row in data.rows]
+    elif kind == "jsonl":
+        rows = _read_jsonl(_local(base, data.path))
+    elif kind == "csv":
+        import csv
+
+        with _local(base, data.path).open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(_local(base, data.path)).to_pylist()
+    elif kind == "hf":
+        from datasets import load_dataset
+
+        local = base / data.id
+        source = str(local) if local.exists() else data.id
+        loaded = load_dataset(source, data.config, split=data.split, revision=data.revision)
+        rows = loaded.to_list()
+    else:
+        raise ValueError(f"unknown data source {kind!r}")
+    if data.columns:
+        rows = [{c: row.get(c) for c in data.columns} for row in rows]
+    if data.shuffle:
+        random.Random(seed).shuffle(rows)
+    if data.limit:
+        rows = rows[: data.limit]
+    return rows
+
+
+def _local(base: Path, path: str) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                rows.append(json.loads(line))
+    return rows

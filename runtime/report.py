@@ -1,0 +1,118 @@
+"""The run report: ``runs/<recipe>/report.md`` for people and ``report.json`` for tools."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kdlang import __version__
+
+
+def write_report(run) -> Path:
+    folder: Path = run.report_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    nodes = [_node_entry(r) for r in run.results]
+    evaluations = [
+        {
+            "name": r.name,
+            "model": r.manifest.get("model"),
+            "rows": r.manifest.get("rows"),
+            "metrics": r.manifest.get("metrics", {}),
+        }
+        for r in run.results
+        if r.op == "evaluate" and r.status in ("ran", "cached")
+    ]
+    pictures = []
+    for r in run.results:
+        for picture in r.manifest.get("pictures", []):
+            source = Path(r.output) / picture
+            if source.is_file():
+                target = folder / f"{r.name}-{Path(picture).name}"
+                shutil.copyfile(source, target)
+                pictures.append({"node": r.name, "file": target.name})
+    document = {
+        "kdlang": __version__,
+        "recipe": run.plan.recipe.title,
+        "file": run.plan.recipe.file,
+        "seed": run.plan.recipe.seed,
+        "ok": run.ok,
+        "nodes": nodes,
+        "evaluations": evaluations,
+        "pictures": pictures,
+    }
+    (folder / "report.json").write_text(
+        json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8"
+    )
+    (folder / "report.md").write_text(_markdown(document), encoding="utf-8")
+    return folder
+
+
+def _node_entry(result) -> dict[str, Any]:
+    stats = dict(result.stats or result.manifest.get("stats", {}))
+    return {
+        "name": result.name,
+        "op": result.op,
+        "status": result.status,
+        "seconds": round(result.seconds, 2),
+        "rows_in": stats.get("rows_in"),
+        "rows_out": result.manifest.get("rows"),
+        "teacher": stats.get("teacher"),
+        "dropped": stats.get("dropped"),
+        "stats": stats,
+        "fingerprint": result.fingerprint,
+        "output": result.output,
+        "error": result.error,
+    }
+
+
+def _markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        f"# Run report: {doc['recipe']}",
+        "",
+        f"Recipe `{doc['file']}`, seed {doc['seed']}, kdlang {doc['kdlang']}.",
+        "",
+    ]
+    if doc["evaluations"]:
+        metric_names = sorted({m for e in doc["evaluations"] for m in e["metrics"]})
+        lines += [
+            "## Evaluation",
+            "",
+            "| eval | model | rows | " + " | ".join(metric_names) + " |",
+            "|---|---|---|" + "---|" * len(metric_names),
+        ]
+        for e in doc["evaluations"]:
+            values = [_fmt(e["metrics"].get(m)) for m in metric_names]
+            lines.append(
+                f"| {e['name']} | {e['model']} | {e['rows']} | " + " | ".join(values) + " |"
+            )
+        lines.append("")
+    for picture in doc["pictures"]:
+        lines += [f"![{picture['node']}]({picture['file']})", ""]
+    lines += [
+        "## Stages",
+        "",
+        "| stage | op | status | rows in | rows out | time (s) | teacher | dropped |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for node in doc["nodes"]:
+        teacher = node["teacher"] or {}
+        teacher_text = ", ".join(f"{k} {v}" for k, v in teacher.items() if v) if teacher else ""
+        dropped = ", ".join(f"{k}: {v}" for k, v in (node["dropped"] or {}).items())
+        status = node["status"] + (f" ({node['error']})" if node["error"] else "")
+        lines.append(
+            f"| {node['name']} | {node['op']} | {status} | {_fmt(node['rows_in'])} | {_fmt(node['rows_out'])} "
+            f"| {node['seconds']} | {teacher_text} | {dropped} |"
+        )
+    lines += ["", "## Outputs", ""]
+    lines += [f"- `{n['name']}`: {n['output']}" for n in doc["nodes"] if n["output"]]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

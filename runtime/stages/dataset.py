@@ -1,0 +1,16 @@
+"""``dataset NAME = jsonl(...) | csv(...) | parquet(...) | hf(...) | inline(...)``: read a source
+into the cache, so every stage reads Arrow data and the source's content is pinned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlang.runtime.data import load_source, write_rows
+
+
+def run(node, ctx, out: Path) -> dict:
+    data = node.node
+    rows = load_source(data, ctx.program.base_dir(data.span.file), ctx.seed)
+    ctx.stats["rows_in"] = len(rows)
+    count = write_rows(rows, out, columns=list(node.columns) if node.columns else None)
+    return {"rows": count}

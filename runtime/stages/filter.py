@@ -1,0 +1,99 @@
+"""``filter(input) { keep EXPR  dedup COL by exact|minhash(..)  decontaminate COL against DATA }``.
+
+Rules apply in order; each one's dropped-row count goes to the run report. ``keep`` evaluates
+the typed expression language (never Python ``eval``). ``dedup by minhash`` keeps the first row
+of each group of near-duplicates (Jaccard similarity of word n-gram shingles, estimated with
+``datasketch``'s MinHash LSH at ``threshold``). ``decontaminate`` drops rows sharing any word
+``ngram`` with the same column of another dataset.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kdlang.runtime.data import write_rows
+
+from kdlang.expr import evaluate
+from kdlang.ir import stages as st
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text) -> list[str]:
+    return _WORD.findall(str(text).lower()) if text is not None else []
+
+
+def ngrams(text, n: int) -> set[tuple[str, ...]]:
+    tokens = words(text)
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def keep(rows, rule: st.KeepRule):
+    return [row for row in rows if evaluate(rule.condition, row) is True]
+
+
+def dedup_exact(rows, column: str):
+    seen, kept = set(), []
+    for row in rows:
+        key = " ".join(str(row.get(column)).split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(row)
+    return kept
+
+
+def dedup_minhash(rows, rule: st.DedupRule, seed: int):
+    from datasketch import MinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=rule.threshold, num_perm=rule.num_perm)
+    kept = []
+    for index, row in enumerate(rows):
+        signature = MinHash(num_perm=rule.num_perm, seed=seed)
+        for gram in ngrams(row.get(rule.column), rule.ngram) or {("",)}:
+            signature.update(" ".join(gram).encode("utf-8"))
+        if lsh.query(signature):
+            continue
+        lsh.insert(str(index), signature)
+        kept.append(row)
+    return kept
+
+
+def decontaminate(rows, rule: st.DecontaminateRule, reference_rows):
+    banned: set[tuple[str, ...]] = set()
+    for row in reference_rows:
+        banned |= ngrams(row.get(rule.column), rule.ngram)
+    return [row for row in rows if not (ngrams(row.get(rule.column), rule.ngram) & banned)]
+
+
+def describe(rule) -> str:
+    if isinstance(rule, st.KeepRule):
+        return f"keep #{rule.span.line}"
+    if isinstance(rule, st.DedupRule):
+        return f"dedup {rule.column} by {rule.method}"
+    return f"decontaminate {rule.column} against {rule.against.name}"
+
+
+def run(node, ctx, out: Path) -> dict:
+    stage = node.node
+    rows = ctx.rows(stage.input.name)
+    ctx.stats["rows_in"] = len(rows)
+    dropped: dict[str, int] = {}
+    for rule in stage.rules:
+        before = len(rows)
+        if isinstance(rule, st.KeepRule):
+            rows = keep(rows, rule)
+        elif isinstance(rule, st.DedupRule):
+            rows = (
+                dedup_exact(rows, rule.column)
+                if rule.method == "exact"
+                else dedup_minhash(rows, rule, ctx.seed)
+            )
+        else:
+            rows = decontaminate(rows, rule, ctx.rows(rule.against.name))
+        label = describe(rule)
+        dropped[label] = dropped.get(label, 0) + before - len(rows)
+    ctx.stats["dropped"] = dropped
+    return {"rows": write_rows(rows, out, columns=list(node.columns) if node.columns else None)}
