@@ -1,0 +1,228 @@
+"""Fused divergence on raw logits: launchers and the autograd Function.
+
+``divergence(student_logits, teacher_logits, spec)`` computes, in one launch, the
+per-position divergence of ``softmax(z_S/T)`` and ``softmax(z_T/T)`` and — when the
+student needs a gradient and the loss is reduced to a scalar — the gradient
+``d loss / d z_S`` itself, in the student's dtype. Backward then only multiplies it by
+``grad_output`` (a no-op launch when that is 1). With ``reduction="none"`` the gradient
+depends on a per-position ``grad_output``, so backward recomputes it in a second launch.
+
+Inputs are bf16, fp16 or fp32 of shape ``[..., V]`` with any row strides (see
+``layout.as_rows``); statistics and sums are fp32. The teacher is a constant: it gets no
+gradient. Positions whose label is ``ignore_index`` give loss 0 and gradient 0.
+
+Two kernels implement the same function (``divergence_split`` on GPUs, one read per
+entry; ``divergence_rows`` for the interpreter and as a reference layout); the
+``strategy`` argument picks one, for tests and tuning.
+
+Example::
+
+    spec = DivergenceSpec(mode=terms.MODES["forward_kl"], temperature=2.0)
+    loss = divergence(z_s, z_t, spec)          # token mean over all positions
+    loss.backward()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from . import terms
+from .divergence_rows import divergence_rows_kernel
+from .divergence_split import PART_FIELDS, divergence_split_kernel
+from .layout import Rows, as_rows, interpreting
+from .scale import scale_inplace
+
+
+@dataclass(frozen=True)
+class DivergenceSpec:
+    """What to compute: ``mode`` from ``terms.MODES``, ``weight`` is β (jsd) or α (skew)."""
+
+    mode: int
+    temperature: float = 1.0
+    weight: float = 0.5
+    ignore_index: int = -100
+    reduction: str = "token_mean"
+
+
+# Split-row kernel: (largest vocabulary, columns per program, warps), measured on an H100
+# (benchmarks/results); wider rows use the last entry.
+SPLIT_TABLE: tuple[tuple[int, int, int], ...] = (
+    (1024, 1024, 4),
+    (4096, 4096, 8),
+    (2**62, 4096, 8),
+)
+ROWS_BLOCK = 4096
+ROWS_WARPS = 8
+
+
+def split_config(width: int) -> tuple[int, int]:
+    """(chunk, num_warps) of the split-row kernel for rows of ``width`` entries."""
+    for limit, chunk, warps in SPLIT_TABLE:
+        if width <= limit:
+            return max(16, min(chunk, triton.next_power_of_2(width))), warps
+    raise AssertionError("unreachable")
+
+
+def _default_strategy(width: int) -> str:
+    if not interpreting():
+        return "split"
+    # The interpreter runs programs one after another: a row must be one chunk there.
+    return "split" if width <= split_config(width)[0] else "rows"
+
+
+def launch_divergence(
+    student: Rows,
+    teacher: Rows,
+    labels: torch.Tensor | None,
+    grad: torch.Tensor | None,
+    scale: torch.Tensor,
+    scale_stride: int,
+    spec: DivergenceSpec,
+    *,
+    strategy: str | None = None,
+    block: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
+    """Run one kernel over all rows; return the fp32 per-row divergence ``[n_rows]``.
+
+    ``grad`` (contiguous ``[n_rows, V]``, may alias a contiguous student) receives
+    ``scale[row·scale_stride] · d D_row / d z_S`` when given. ``block`` is the chunk
+    (split) or block (rows) width.
+    """
+    n_rows, width = student.n_rows, student.tensor.shape[-1]
+    device = student.tensor.device
+    if n_rows == 0:
+        return torch.zeros(0, dtype=torch.float32, device=device)
+    strategy = strategy or _default_strategy(width)
+    log_w1, log_w2 = terms.mixture_logs(spec.weight)
+    dummy = scale
+    common = dict(
+        V=width,
+        inner=student.inner,
+        zs_s_outer=student.s_outer,
+        zs_s_inner=student.s_inner,
+        zs_s_col=student.s_col,
+        zt_s_outer=teacher.s_outer,
+        zt_s_inner=teacher.s_inner,
+        zt_s_col=teacher.s_col,
+        scale_stride=scale_stride,
+        inv_t=1.0 / spec.temperature,
+        weight=float(spec.weight),
+        log_w1=log_w1,
+        log_w2=log_w2,
+        ignore_index=int(spec.ignore_index),
+        MODE=spec.mode,
+        HAS_LABELS=labels is not None,
+        WRITE_GRAD=grad is not None,
+    )
+    pointers = (
+        student.tensor,
+        teacher.tensor,
+        grad if grad is not None else dummy,
+    )
+    labels_arg = labels if labels is not None else dummy
+    if strategy == "rows":
+        loss = torch.empty(n_rows, dtype=torch.float32, device=device)
+        block = block or max(16, min(ROWS_BLOCK, triton.next_power_of_2(width)))
+        divergence_rows_kernel[(n_rows,)](
+            *pointers,
+            loss,
+            labels_arg,
+            scale,
+            BLOCK=block,
+            num_warps=num_warps or ROWS_WARPS,
+            **common,
+        )
+        return loss
+    if strategy != "split":
+        raise ValueError(f"unknown strategy {strategy!r}")
+    chunk, warps = split_config(width)
+    chunk = block or chunk
+    n_chunks = triton.cdiv(width, chunk)
+    if interpreting() and n_chunks > 1:
+        raise ValueError("the interpreter runs the split kernel with one chunk per row only")
+    part = torch.empty((n_rows, n_chunks, PART_FIELDS), dtype=torch.float32, device=device)
+    count = torch.zeros(n_rows, dtype=torch.int32, device=device)
+    divergence_split_kernel[(n_rows * n_chunks,)](
+        *pointers,
+        part,
+        count,
+        labels_arg,
+        scale,
+        CHUNK=chunk,
+        N_CHUNKS=n_chunks,
+        CHUNKS_POW2=triton.next_power_of_2(n_chunks),
+        num_warps=num_warps or warps,
+        **common,
+    )
+    return part[:, :, 4].sum(-1)
+
+
+def counted_positions(labels: torch.Tensor | None, n_rows: int, ignore_index: int, device):
+    """Number of counted positions as a device tensor (no host synchronization)."""
+    if labels is None:
+        return torch.full((), n_rows, dtype=torch.float32, device=device)
+    return (labels != ignore_index).sum().to(torch.float32)
+
+
+def reduce_rows(row_loss: torch.Tensor, count: torch.Tensor, reduction: str, lead_shape):
+    if reduction == "none":
+        return row_loss.view(lead_shape)
+    total = row_loss.sum()
+    if reduction == "sum":
+        return total
+    return total / count.clamp(min=1.0)
+
+
+class DivergenceFunction(torch.autograd.Function):
+    """Autograd wrapper: gradient written by the forward launch, scaled in backward."""
+
+    @staticmethod
+    def forward(ctx, student, teacher, labels, spec: DivergenceSpec, options: dict):
+        s_rows, t_rows = as_rows(student), as_rows(teacher.detach())
+        n_rows, width = s_rows.n_rows, student.shape[-1]
+        flat_labels = labels.reshape(-1) if labels is not None else None
+        count = counted_positions(flat_labels, n_rows, spec.ignore_index, student.device)
+        eager = ctx.needs_input_grad[0] and spec.reduction != "none"
+        grad = None
+        if eager:
+            grad = torch.empty((n_rows, width), dtype=student.dtype, device=student.device)
+        scale = (
+            1.0 / count.clamp(min=1.0) if spec.reduction == "token_mean" else torch.ones_like(count)
+        )
+        row_loss = launch_divergence(
+            s_rows, t_rows, flat_labels, grad, scale.reshape(1), 0, spec, **options
+        )
+        ctx.grad, ctx.shape, ctx.spec, ctx.options = grad, student.shape, spec, options
+        if ctx.needs_input_grad[0] and not eager:
+            ctx.save_for_backward(student, teacher.detach(), flat_labels)
+        return reduce_rows(row_loss, count, spec.reduction, student.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.grad is not None:
+            grad, ctx.grad = ctx.grad, None
+            scale_inplace(grad, grad_output.detach().to(torch.float32))
+            return grad.view(ctx.shape), None, None, None, None
+        student, teacher, labels = ctx.saved_tensors
+        s_rows, t_rows = as_rows(student), as_rows(teacher)
+        grad = torch.empty(
+            (s_rows.n_rows, student.shape[-1]), dtype=student.dtype, device=student.device
+        )
+        row_scale = grad_output.detach().reshape(-1).to(torch.float32).contiguous()
+        launch_divergence(s_rows, t_rows, labels, grad, row_scale, 1, ctx.spec, **ctx.options)
+        return grad.view(ctx.shape), None, None, None, None
+
+
+def divergence(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    spec: DivergenceSpec,
+    labels: torch.Tensor | None = None,
+    **options,
+) -> torch.Tensor:
+    """Fused divergence (see the module docstring); ``options`` go to ``launch_divergence``."""
+    return DivergenceFunction.apply(student_logits, teacher_logits, labels, spec, options)

@@ -1,0 +1,238 @@
+"""Fused divergence against a cached top-k (sparse) teacher.
+
+The teacher of a position is k (id, log-prob) pairs; its distribution is
+``q = softmax(logprobs / T)`` over those ids and 0 elsewhere. The student is the full row
+``p = softmax(z_S / T)``. The divergence is exact over the whole vocabulary: the k
+teacher entries use ``terms.divergence_terms``; every other entry has q = 0, where
+``ell = c_ell·p`` and ``pg = c_pg·p`` (``terms.outside_terms``), so with
+``P_in = Σ_k p[id_k]`` the row needs only
+
+    D = Σ_k ell_k + c_ell·(1 − P_in),      C = Σ_k pg_k + c_pg·(1 − P_in).
+
+One program per position: (1) online softmax statistics of the student row; (2) the
+teacher's log-normalizer over its k values; (3) the k entries, gathering the student
+logits at the ids; (4) when a gradient is written, ``p·(c_pg − C)/T·scale`` over the
+whole row, then — after a barrier — the k ids overwritten with ``(pg − p·C)/T·scale``.
+Ids must be distinct within a row.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from . import terms
+from .divergence import DivergenceSpec, counted_positions, reduce_rows
+from .layout import Rows, as_rows
+from .scale import scale_inplace
+from .terms import divergence_terms, online_softmax_finish, online_softmax_update
+
+
+@triton.jit
+def topk_divergence_kernel(
+    zs_ptr,
+    ids_ptr,
+    tlp_ptr,
+    grad_ptr,
+    loss_ptr,
+    labels_ptr,
+    scale_ptr,
+    V,
+    K,
+    inner,
+    zs_s_outer,
+    zs_s_inner,
+    zs_s_col,
+    scale_stride,
+    inv_t,
+    weight,
+    log_w1,
+    log_w2,
+    c_ell,
+    c_pg,
+    ignore_index,
+    MODE: tl.constexpr,
+    HAS_LABELS: tl.constexpr,
+    WRITE_GRAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    zs_row = zs_ptr + (row // inner) * zs_s_outer + (row % inner) * zs_s_inner
+    ids_row = ids_ptr + row * K
+    tlp_row = tlp_ptr + row * K
+    grad_row = grad_ptr + row * V
+    lanes = tl.arange(0, BLOCK)
+    klanes = tl.arange(0, BLOCK_K)
+    n_blocks = tl.cdiv(V, BLOCK)
+
+    if HAS_LABELS:  # noqa: SIM102 (constexpr test first: no label load is compiled without labels)
+        if tl.load(labels_ptr + row) == ignore_index:
+            if WRITE_GRAD:
+                for i in range(0, n_blocks):
+                    cols = i * BLOCK + lanes
+                    zero = tl.zeros([BLOCK], dtype=grad_ptr.dtype.element_ty)
+                    tl.store(grad_row + cols, zero, mask=cols < V)
+            tl.store(loss_ptr + row, 0.0)
+            return
+
+    m_s = tl.full([BLOCK], float("-inf"), tl.float32)
+    z_s = tl.zeros([BLOCK], tl.float32)
+    for i in range(0, n_blocks):
+        cols = i * BLOCK + lanes
+        x = tl.load(zs_row + cols * zs_s_col, mask=cols < V, other=float("-inf")).to(tl.float32)
+        m_s, z_s = online_softmax_update(m_s, z_s, x, inv_t)
+    top_s, log_z_s = online_softmax_finish(m_s, z_s, inv_t)
+
+    m_t = tl.full([BLOCK_K], float("-inf"), tl.float32)
+    z_t = tl.zeros([BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kmask = k0 + klanes < K
+        y = tl.load(tlp_row + k0 + klanes, mask=kmask, other=float("-inf")).to(tl.float32)
+        m_t, z_t = online_softmax_update(m_t, z_t, y, inv_t)
+    top_t, log_z_t = online_softmax_finish(m_t, z_t, inv_t)
+
+    ell_acc = tl.zeros([BLOCK_K], tl.float32)
+    pg_acc = tl.zeros([BLOCK_K], tl.float32)
+    p_acc = tl.zeros([BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        kmask = k0 + klanes < K
+        ids = tl.load(ids_row + k0 + klanes, mask=kmask, other=0).to(tl.int64)
+        y = tl.load(tlp_row + k0 + klanes, mask=kmask, other=float("-inf")).to(tl.float32)
+        x = tl.load(zs_row + ids * zs_s_col, mask=kmask, other=float("-inf")).to(tl.float32)
+        a = (x - top_s) * inv_t - log_z_s
+        b = (y - top_t) * inv_t - log_z_t
+        ell, pg = divergence_terms(a, b, MODE, weight, log_w1, log_w2)
+        ell_acc += tl.where(kmask, ell, 0.0)
+        pg_acc += tl.where(kmask, pg, 0.0)
+        p_acc += tl.where(kmask, tl.exp(a), 0.0)
+    p_out = tl.maximum(1.0 - tl.sum(p_acc, axis=0), 0.0)
+    tl.store(loss_ptr + row, tl.sum(ell_acc, axis=0) + c_ell * p_out)
+
+    if WRITE_GRAD:
+        c_sum = -1.0
+        if MODE != 0:
+            c_sum = tl.sum(pg_acc, axis=0) + c_pg * p_out
+        scale = tl.load(scale_ptr + row * scale_stride).to(tl.float32) * inv_t
+        for j in range(0, n_blocks):
+            cols = (n_blocks - 1 - j) * BLOCK + lanes
+            mask = cols < V
+            x = tl.load(zs_row + cols * zs_s_col, mask=mask, other=float("-inf")).to(tl.float32)
+            p = tl.exp((x - top_s) * inv_t - log_z_s)
+            grad = p * (c_pg - c_sum) * scale
+            tl.store(grad_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
+        # The teacher's entries overwrite what the row pass wrote there.
+        tl.debug_barrier()
+        for k0 in range(0, K, BLOCK_K):
+            kmask = k0 + klanes < K
+            ids = tl.load(ids_row + k0 + klanes, mask=kmask, other=0).to(tl.int64)
+            y = tl.load(tlp_row + k0 + klanes, mask=kmask, other=float("-inf")).to(tl.float32)
+            x = tl.load(zs_row + ids * zs_s_col, mask=kmask, other=float("-inf")).to(tl.float32)
+            a = (x - top_s) * inv_t - log_z_s
+            b = (y - top_t) * inv_t - log_z_t
+            ell, pg = divergence_terms(a, b, MODE, weight, log_w1, log_w2)
+            grad = (pg - tl.exp(a) * c_sum) * scale
+            tl.store(grad_row + ids, grad.to(grad_ptr.dtype.element_ty), mask=kmask)
+
+
+def launch_topk(
+    student: Rows,
+    ids: torch.Tensor,
+    logprobs: torch.Tensor,
+    labels: torch.Tensor | None,
+    grad: torch.Tensor | None,
+    scale: torch.Tensor,
+    scale_stride: int,
+    spec: DivergenceSpec,
+    *,
+    block: int | None = None,
+    block_k: int | None = None,
+    num_warps: int = 8,
+) -> torch.Tensor:
+    """Run the kernel over all rows (ids, logprobs: contiguous ``[n_rows, k]``)."""
+    n_rows, width = student.n_rows, student.tensor.shape[-1]
+    k = ids.shape[-1]
+    loss = torch.empty(n_rows, dtype=torch.float32, device=student.tensor.device)
+    if n_rows == 0:
+        return loss
+    log_w1, log_w2 = terms.mixture_logs(spec.weight)
+    c_ell, c_pg = terms.outside_terms(spec.mode, spec.weight)
+    topk_divergence_kernel[(n_rows,)](
+        student.tensor,
+        ids,
+        logprobs,
+        grad if grad is not None else scale,
+        loss,
+        labels if labels is not None else scale,
+        scale,
+        width,
+        k,
+        student.inner,
+        *student.strides,
+        scale_stride,
+        1.0 / spec.temperature,
+        float(spec.weight),
+        log_w1,
+        log_w2,
+        c_ell,
+        c_pg,
+        int(spec.ignore_index),
+        MODE=spec.mode,
+        HAS_LABELS=labels is not None,
+        WRITE_GRAD=grad is not None,
+        BLOCK=block or max(16, min(4096, triton.next_power_of_2(width))),
+        BLOCK_K=block_k or max(16, min(128, triton.next_power_of_2(k))),
+        num_warps=num_warps,
+    )
+    return loss
+
+
+class TopkDivergenceFunction(torch.autograd.Function):
+    """Autograd wrapper of the sparse-teacher kernel (same contract as the dense one)."""
+
+    @staticmethod
+    def forward(ctx, student, ids, logprobs, labels, spec: DivergenceSpec, options: dict):
+        rows = as_rows(student)
+        k = ids.shape[-1]
+        ids2 = ids.reshape(-1, k).contiguous()
+        lp2 = logprobs.detach().reshape(-1, k).contiguous()
+        flat_labels = labels.reshape(-1) if labels is not None else None
+        count = counted_positions(flat_labels, rows.n_rows, spec.ignore_index, student.device)
+        eager = ctx.needs_input_grad[0] and spec.reduction != "none"
+        grad = None
+        if eager:
+            grad = torch.empty(
+                (rows.n_rows, student.shape[-1]), dtype=student.dtype, device=student.device
+            )
+        if spec.reduction == "token_mean":
+            scale = 1.0 / count.clamp(min=1.0)
+        else:
+            scale = torch.ones_like(count)
+        row_loss = launch_topk(
+            rows, ids2, lp2, flat_labels, grad, scale.reshape(1), 0, spec, **options
+        )
+        ctx.grad, ctx.shape, ctx.spec, ctx.options = grad, student.shape, spec, options
+        if ctx.needs_input_grad[0] and not eager:
+            ctx.save_for_backward(student, ids2, lp2, flat_labels)
+        return reduce_rows(row_loss, count, spec.reduction, student.shape[:-1])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        if ctx.grad is not None:
+            grad, ctx.grad = ctx.grad, None
+            scale_inplace(grad, grad_output.detach().to(torch.float32))
+            return grad.view(ctx.shape), None, None, None, None, None
+        student, ids2, lp2, labels = ctx.saved_tensors
+        rows = as_rows(student)
+        grad = torch.empty(
+            (rows.n_rows, student.shape[-1]), dtype=student.dtype, device=student.device
+        )
+        row_scale = grad_output.detach().reshape(-1).to(torch.float32).contiguous()
+        launch_topk(rows, ids2, lp2, labels, grad, row_scale, 1, ctx.spec, **ctx.options)
+        return grad.view(ctx.shape), None, None, None, None, None
+
+
+def topk_divergence(student_logits, ids, logprobs, spec: DivergenceSpec, labels=None, **options):
+    """Fused divergence of the student logits against a top-k teacher (module docstring)."""
+    return TopkDivergenceFunction.apply(student_logits, ids, logprobs, labels, spec, options)
