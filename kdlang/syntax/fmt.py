@@ -15,6 +15,7 @@ from kdlang.syntax import ast
 from kdlang.syntax.parser import parse
 
 INDENT = "  "
+MAX_WIDTH = 100
 
 # Binding strength: higher binds tighter.
 _PREC = {
@@ -97,6 +98,8 @@ class _Printer:
 
     def declaration(self, decl: ast.Decl) -> None:
         head, block = _head(decl, self.expr)
+        if len(head) > MAX_WIDTH:
+            head, _ = _head(decl, lambda node: self.wrapped(node, ""))
         if block is None:
             self.emit(head, decl.span.end_line, "")
             return
@@ -113,14 +116,17 @@ class _Printer:
         previous_end = block.span.line
         for stmt in block.stmts:
             self.leading(stmt.span.line, inner, previous_end)
-            self.emit(self.statement(stmt), stmt.span.end_line, inner)
+            self.emit(self.statement(stmt, inner), stmt.span.end_line, inner)
             previous_end = stmt.span.end_line
         self.leading(block.span.end_line, inner, previous_end, closing=True)
         self.emit("}", block.span.end_line, indent)
 
-    def statement(self, stmt: ast.Stmt) -> str:
+    def statement(self, stmt: ast.Stmt, indent: str = INDENT) -> str:
         if isinstance(stmt, ast.Setting):
-            return f"{stmt.key} = {self.expr(stmt.value)}"
+            text = f"{stmt.key} = {self.expr(stmt.value)}"
+            if len(indent + text) > MAX_WIDTH:
+                text = f"{stmt.key} = {self.wrapped(stmt.value, indent)}"
+            return text
         if isinstance(stmt, ast.LossStmt):
             text = f"loss {stmt.name}"
             if stmt.args is not None:
@@ -188,6 +194,18 @@ class _Printer:
                 level,
             )
         raise AssertionError(type(node))
+
+    def wrapped(self, node: ast.Expr, indent: str) -> str:
+        """A call or list too long for one line: one argument or item per line."""
+        inner = indent + INDENT
+        if isinstance(node, ast.Call) and (node.args or node.kwargs):
+            parts = [self.expr(a) for a in node.args] + [
+                f"{k.name} = {self.expr(k.value)}" for k in node.kwargs
+            ]
+            return node.name + "(\n" + "".join(f"{inner}{p},\n" for p in parts) + indent + ")"
+        if isinstance(node, ast.ListExpr) and node.items:
+            return "[\n" + "".join(f"{inner}{self.expr(i)},\n" for i in node.items) + indent + "]"
+        return self.expr(node)
 
     def arguments(self, call: ast.Call) -> str:
         parts = [self.expr(a) for a in call.args]
