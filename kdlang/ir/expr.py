@@ -62,9 +62,6 @@ class Between(Node):
 
 Expr = Annotated[Union[Lit, Column, Apply, BinOp, UnOp, Seq, Between], Field(discriminator="kind")]  # noqa: UP007
 
-for _model in (Apply, BinOp, UnOp, Seq, Between):
-    _model.model_rebuild()
-
 
 def columns_used(expr: Any) -> list[Column]:
     """Every column an expression reads, in source order."""

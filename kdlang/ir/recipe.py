@@ -13,7 +13,7 @@ from kdlang.syntax.span import Span
 
 
 class Import(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
 
     path: str
     span: Span = Field(exclude=True, repr=False)
@@ -23,7 +23,7 @@ class Recipe(BaseModel):
     """Every declaration of a file. Names are unique across models, datasets, prompts, stages,
     trains and evals; ``exports`` refer to trains."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
 
     file: str
     header: RecipeHeader | None = None

@@ -31,7 +31,7 @@ Bool = Annotated[bool, Strict()]
 class Node(BaseModel):
     """Base of every IR node: closed (unknown fields are errors) and positioned."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
 
     span: Span = Field(exclude=True, repr=False)
     spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
@@ -40,7 +40,7 @@ class Node(BaseModel):
 class Ref(BaseModel):
     """A reference to a declaration by name (``teacher``, ``distill``)."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     name: str
     span: Span = Field(exclude=True, repr=False)
@@ -55,7 +55,7 @@ class EnvRef(BaseModel):
     Only the variable's name is stored, printed and hashed; its value never enters the IR.
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     env: str
     span: Span = Field(exclude=True, repr=False)
@@ -64,7 +64,7 @@ class EnvRef(BaseModel):
 class Percent(BaseModel):
     """``30%`` (``fraction`` = 0.3). As a duration: that fraction of the training run."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     fraction: float
 
@@ -72,7 +72,7 @@ class Percent(BaseModel):
 class CallValue(BaseModel):
     """A call in value position, before a field's type gives it meaning."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     name: str
     args: tuple[Any, ...] = ()
@@ -83,7 +83,7 @@ class CallValue(BaseModel):
 class Transition(BaseModel):
     """``a -> b`` inside a schedule call."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     start: Any
     end: Any
@@ -161,7 +161,7 @@ class Schedule(BaseModel):
     - ``warmup(v, over = D)``: 0 rising linearly to v over D, then v.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["constant", "linear", "cosine", "step", "warmup"]
     start: float
@@ -282,7 +282,7 @@ class LRSchedule(BaseModel):
     """Learning-rate shape: ``constant``, ``linear`` (decay to ``min_ratio``) or ``cosine``, each
     with an optional linear ``warmup`` (a percentage of the run or a step count)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["constant", "linear", "cosine"]
     warmup: Duration | None = None

@@ -26,4 +26,7 @@ def parser(strict: bool = False) -> Lark:
         propagate_positions=True,
         maybe_placeholders=True,
         strict=strict,
+        # The LALR tables are stored in the temp folder, keyed by the grammar's hash: building
+        # them takes longer than everything else `kdlang check` does.
+        cache=not strict,
     )
