@@ -60,6 +60,8 @@ def sample_next(
     """
     logits = logits.float()
     greedy = logits.argmax(dim=-1)
+    if not bool((temperature > 0).any()):
+        return greedy  # all-greedy batches (judges, T = 0 labels) skip the sort
     safe_t = torch.where(temperature > 0, temperature, torch.ones_like(temperature))
     probs = torch.softmax(logits / safe_t[:, None], dim=-1)
     sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
