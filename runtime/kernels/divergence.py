@@ -1,19 +1,17 @@
-"""Fused divergence on raw logits: launchers and the autograd Function.
+"""Fused divergence on raw logits: the launcher and the autograd Function.
 
 ``divergence(student_logits, teacher_logits, spec)`` computes, in one launch, the
 per-position divergence of ``softmax(z_S/T)`` and ``softmax(z_T/T)`` and — when the
 student needs a gradient and the loss is reduced to a scalar — the gradient
 ``d loss / d z_S`` itself, in the student's dtype. Backward then only multiplies it by
-``grad_output`` (a no-op launch when that is 1). With ``reduction="none"`` the gradient
-depends on a per-position ``grad_output``, so backward recomputes it in a second launch.
+``grad_output`` (a launch that returns at once when that is 1). With
+``reduction="none"`` the gradient depends on a per-position ``grad_output``, so backward
+recomputes it in a second launch.
 
 Inputs are bf16, fp16 or fp32 of shape ``[..., V]`` with any row strides (see
 ``layout.as_rows``); statistics and sums are fp32. The teacher is a constant: it gets no
-gradient. Positions whose label is ``ignore_index`` give loss 0 and gradient 0.
-
-Two kernels implement the same function (``divergence_split`` on GPUs, one read per
-entry; ``divergence_rows`` for the interpreter and as a reference layout); the
-``strategy`` argument picks one, for tests and tuning.
+gradient. Positions whose label is ``ignore_index`` give loss 0 and gradient 0. No step
+reads a value back to the host.
 
 Example::
 
@@ -29,9 +27,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from . import terms
-from .divergence_rows import divergence_rows_kernel
-from .divergence_split import PART_FIELDS, divergence_split_kernel
+from .divergence_kernel import PART_FIELDS, divergence_kernel
 from .layout import Rows, as_rows, interpreting
 from .scale import scale_inplace
 
@@ -47,30 +43,22 @@ class DivergenceSpec:
     reduction: str = "token_mean"
 
 
-# Split-row kernel: (largest vocabulary, columns per program, warps), measured on an H100
-# (benchmarks/results); wider rows use the last entry.
-SPLIT_TABLE: tuple[tuple[int, int, int], ...] = (
-    (1024, 1024, 4),
-    (4096, 4096, 8),
-    (2**62, 4096, 8),
+# (widest row, block, segment, warps): rows up to that width run with these; measured on
+# an H100 (benchmarks/results). A segment of 0 means one program per row.
+CONFIGS: tuple[tuple[int, int, int, int], ...] = (
+    (4096, 1024, 0, 4),
+    (16384, 2048, 0, 8),
+    (2**62, 2048, 8192, 8),
 )
-ROWS_BLOCK = 4096
-ROWS_WARPS = 8
 
 
-def split_config(width: int) -> tuple[int, int]:
-    """(chunk, num_warps) of the split-row kernel for rows of ``width`` entries."""
-    for limit, chunk, warps in SPLIT_TABLE:
-        if width <= limit:
-            return max(16, min(chunk, triton.next_power_of_2(width))), warps
+def kernel_config(width: int) -> tuple[int, int, int]:
+    """(block, segment, num_warps) for rows of ``width`` entries."""
+    for widest, block, segment, warps in CONFIGS:
+        if width <= widest:
+            block = max(16, min(block, triton.next_power_of_2(width)))
+            return block, segment or width, warps
     raise AssertionError("unreachable")
-
-
-def _default_strategy(width: int) -> str:
-    if not interpreting():
-        return "split"
-    # The interpreter runs programs one after another: a row must be one chunk there.
-    return "split" if width <= split_config(width)[0] else "rows"
 
 
 def launch_divergence(
@@ -82,81 +70,52 @@ def launch_divergence(
     scale_stride: int,
     spec: DivergenceSpec,
     *,
-    strategy: str | None = None,
     block: int | None = None,
+    segment: int | None = None,
     num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Run one kernel over all rows; return the fp32 per-row divergence ``[n_rows]``.
+    """Run the kernel over all rows; return the fp32 per-row divergence ``[n_rows]``.
 
-    ``grad`` (contiguous ``[n_rows, V]``, may alias a contiguous student) receives
-    ``scale[row·scale_stride] · d D_row / d z_S`` when given. ``block`` is the chunk
-    (split) or block (rows) width.
+    ``grad`` (contiguous ``[n_rows, V]``; it may be the contiguous student itself)
+    receives ``scale[row·scale_stride] · d D_row / d z_S`` when given. ``block``,
+    ``segment`` and ``num_warps`` override the tuned configuration (tests, tuning).
     """
     n_rows, width = student.n_rows, student.tensor.shape[-1]
     device = student.tensor.device
     if n_rows == 0:
         return torch.zeros(0, dtype=torch.float32, device=device)
-    strategy = strategy or _default_strategy(width)
-    log_w1, log_w2 = terms.mixture_logs(spec.weight)
-    dummy = scale
-    common = dict(
-        V=width,
-        inner=student.inner,
-        zs_s_outer=student.s_outer,
-        zs_s_inner=student.s_inner,
-        zs_s_col=student.s_col,
-        zt_s_outer=teacher.s_outer,
-        zt_s_inner=teacher.s_inner,
-        zt_s_col=teacher.s_col,
-        scale_stride=scale_stride,
-        inv_t=1.0 / spec.temperature,
-        weight=float(spec.weight),
-        log_w1=log_w1,
-        log_w2=log_w2,
-        ignore_index=int(spec.ignore_index),
+    tuned_block, tuned_segment, tuned_warps = kernel_config(width)
+    block = block or tuned_block
+    segment = min(segment or (width if interpreting() else tuned_segment), width)
+    n_seg = triton.cdiv(width, segment)
+    if interpreting() and n_seg > 1:
+        raise ValueError("the interpreter runs one program per row (segment >= V)")
+    part = torch.empty((n_rows, n_seg, PART_FIELDS), dtype=torch.float32, device=device)
+    count = torch.zeros(n_rows, dtype=torch.int32, device=device)
+    divergence_kernel[(n_rows * n_seg,)](
+        student.tensor,
+        teacher.tensor,
+        grad if grad is not None else scale,
+        part,
+        count,
+        labels if labels is not None else scale,
+        scale,
+        width,
+        student.inner,
+        *student.strides,
+        *teacher.strides,
+        scale_stride,
+        1.0 / spec.temperature,
+        float(spec.weight),
+        int(spec.ignore_index),
+        segment,
+        n_seg,
         MODE=spec.mode,
         HAS_LABELS=labels is not None,
         WRITE_GRAD=grad is not None,
-    )
-    pointers = (
-        student.tensor,
-        teacher.tensor,
-        grad if grad is not None else dummy,
-    )
-    labels_arg = labels if labels is not None else dummy
-    if strategy == "rows":
-        loss = torch.empty(n_rows, dtype=torch.float32, device=device)
-        block = block or max(16, min(ROWS_BLOCK, triton.next_power_of_2(width)))
-        divergence_rows_kernel[(n_rows,)](
-            *pointers,
-            loss,
-            labels_arg,
-            scale,
-            BLOCK=block,
-            num_warps=num_warps or ROWS_WARPS,
-            **common,
-        )
-        return loss
-    if strategy != "split":
-        raise ValueError(f"unknown strategy {strategy!r}")
-    chunk, warps = split_config(width)
-    chunk = block or chunk
-    n_chunks = triton.cdiv(width, chunk)
-    if interpreting() and n_chunks > 1:
-        raise ValueError("the interpreter runs the split kernel with one chunk per row only")
-    part = torch.empty((n_rows, n_chunks, PART_FIELDS), dtype=torch.float32, device=device)
-    count = torch.zeros(n_rows, dtype=torch.int32, device=device)
-    divergence_split_kernel[(n_rows * n_chunks,)](
-        *pointers,
-        part,
-        count,
-        labels_arg,
-        scale,
-        CHUNK=chunk,
-        N_CHUNKS=n_chunks,
-        CHUNKS_POW2=triton.next_power_of_2(n_chunks),
-        num_warps=num_warps or warps,
-        **common,
+        BLOCK=block,
+        SEG_POW2=max(2, triton.next_power_of_2(n_seg)),
+        num_warps=num_warps or tuned_warps,
     )
     return part[:, :, 4].sum(-1)
 

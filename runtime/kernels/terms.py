@@ -11,19 +11,20 @@ because ∂p_u/∂s_v = p_u (δ_uv − p_v). ``divergence_terms`` returns ``(ell
 block of entries; a constant added to ∂D/∂p_v cancels in ``pg − p·C``, so ``pg`` drops
 such constants. The gradient with respect to the raw logits is ``(pg − p·C) / T``.
 
-| mode        | ell_v                        | pg_v                          | C            |
-|-------------|------------------------------|-------------------------------|--------------|
-| forward_kl  | q (b − a)                    | −q                            | −1           |
-| reverse_kl  | p (a − b)                    | p (a − b)                     | D            |
-| jsd         | β q (b − lm) + (1−β) p (a − lm) | (1−β) p (a − lm)           | Σ pg         |
-| tvd         | ½ |p − q|                    | ½ p sign(p − q)               | Σ pg         |
-| skew_kl     | q (b − lr)                   | −(1−α) p q / r                | Σ pg         |
-| skew_rkl    | p (a − lr)                   | p (a − lr) − α p² / r         | Σ pg         |
+| mode        | ell_v                            | pg_v                      | C        |
+|-------------|----------------------------------|---------------------------|----------|
+| forward_kl  | q (b − a)                        | −q                        | −1       |
+| reverse_kl  | p (a − b)                        | p (a − b)                 | D        |
+| jsd         | β q (b − lm) + (1−β) p (a − lm)  | (1−β) p (a − lm)          | Σ pg     |
+| tvd         | ½ |p − q|                        | ½ p sign(p − q)           | Σ pg     |
+| skew_kl     | q (b − lr)                       | −(1−α) p q / r            | Σ pg     |
+| skew_rkl    | p (a − lr)                       | p (a − lr) − α p² / r     | Σ pg     |
 
-with lm = log(β q + (1−β) p) and r = α q + (1−α) p for skew_kl, r = α p + (1−α) q for
-skew_rkl (lr = log r). Terms weighted by a zero probability are exactly 0, so ``−inf``
-log-probabilities are safe. The mixtures are built from ``log_w1 = log(β or α)`` and
-``log_w2 = log(1 − β or 1 − α)``, passed in precomputed.
+with m = β q + (1−β) p, lm = log m; r = α q + (1−α) p for skew_kl and r = α p + (1−α) q
+for skew_rkl, lr = log r. The mixtures are formed in probability space (one log per
+entry instead of a log-add-exp): an entry whose p and q both underflow contributes
+nothing either way. Terms weighted by a zero probability are exactly 0, so ``−inf``
+log-probabilities are safe. ``weight`` is β (jsd) or α (skews).
 
 ``outside_terms`` gives the same two quantities for an entry where the teacher has no
 mass (q = 0), as multiples of p: ``ell = c_ell·p`` and ``pg = c_pg·p``. The sparse
@@ -59,13 +60,6 @@ def mode_needs_sum(mode: int) -> bool:
     return mode != FORWARD_KL
 
 
-def mixture_logs(weight: float) -> tuple[float, float]:
-    """(log w, log(1 − w)) with log 0 = −inf."""
-    log_w1 = math.log(weight) if weight > 0 else -math.inf
-    log_w2 = math.log1p(-weight) if weight < 1 else -math.inf
-    return log_w1, log_w2
-
-
 def outside_terms(mode: int, weight: float) -> tuple[float, float]:
     """(c_ell, c_pg) of an entry with q = 0: ell = c_ell·p, pg = c_pg·p.
 
@@ -86,18 +80,8 @@ def outside_terms(mode: int, weight: float) -> tuple[float, float]:
 
 
 @triton.jit
-def log_add_exp(x, y):
-    """log(e^x + e^y), exact when one or both are −inf."""
-    hi = tl.maximum(x, y)
-    hi_safe = tl.where(hi == float("-inf"), 0.0, hi)
-    return hi_safe + tl.log(tl.exp(x - hi_safe) + tl.exp(y - hi_safe))
-
-
-@triton.jit
-def divergence_terms(a, b, MODE: tl.constexpr, weight, log_w1, log_w2):
-    """(ell, pg) for blocks of student log-probs ``a`` and teacher log-probs ``b`` (fp32)."""
-    p = tl.exp(a)
-    q = tl.exp(b)
+def divergence_terms(a, b, p, q, MODE: tl.constexpr, weight):
+    """(ell, pg) for blocks of log-probs ``a``, ``b`` and probabilities ``p``, ``q`` (fp32)."""
     if MODE == 0:  # forward_kl
         ell = tl.where(q > 0, q * (b - a), 0.0)
         pg = -q
@@ -105,42 +89,31 @@ def divergence_terms(a, b, MODE: tl.constexpr, weight, log_w1, log_w2):
         ell = tl.where(p > 0, p * (a - b), 0.0)
         pg = ell
     elif MODE == 2:  # jsd
-        lm = log_add_exp(b + log_w1, a + log_w2)
-        t_part = tl.where(q > 0, q * (b - lm), 0.0)
+        lm = tl.log(weight * q + (1.0 - weight) * p)
         s_part = tl.where(p > 0, p * (a - lm), 0.0)
-        ell = weight * t_part + (1.0 - weight) * s_part
+        ell = weight * tl.where(q > 0, q * (b - lm), 0.0) + (1.0 - weight) * s_part
         pg = (1.0 - weight) * s_part
     elif MODE == 3:  # tvd
         ell = 0.5 * tl.abs(p - q)
-        sign = tl.where(p > q, 1.0, tl.where(p < q, -1.0, 0.0))
-        pg = 0.5 * p * sign
+        pg = tl.where(p > q, 0.5 * p, tl.where(p < q, -0.5 * p, 0.0))
     elif MODE == 4:  # skew_kl
-        lr = log_add_exp(b + log_w1, a + log_w2)
+        r = weight * q + (1.0 - weight) * p
         live = q > 0
-        ell = tl.where(live, q * (b - lr), 0.0)
-        pg = tl.where(live, -(1.0 - weight) * tl.exp(a + b - lr), 0.0)
+        ell = tl.where(live, q * (b - tl.log(r)), 0.0)
+        pg = tl.where(live, -(1.0 - weight) * (p * q / r), 0.0)
     else:  # skew_rkl
-        lr = log_add_exp(a + log_w1, b + log_w2)
+        r = weight * p + (1.0 - weight) * q
         live = p > 0
-        ell = tl.where(live, p * (a - lr), 0.0)
-        pg = ell - tl.where(live, weight * tl.exp(a + a - lr), 0.0)
+        ell = tl.where(live, p * (a - tl.log(r)), 0.0)
+        pg = ell - tl.where(live, weight * (p * p / r), 0.0)
     return ell, pg
 
 
 @triton.jit
-def online_softmax_update(m, z, x, inv_t):
-    """One step of a lane-wise online softmax of ``x·inv_t``: running max ``m`` (raw logit
-    units) and running Σ exp((x − m)·inv_t) ``z``; lanes that saw only −inf keep z = 0."""
-    m_new = tl.maximum(m, x)
+def softmax_block_update(m, z, x, inv_t):
+    """Fold a block ``x`` into a running softmax of ``x·inv_t``: max ``m`` (raw logit units)
+    and Σ exp((x − m)·inv_t) ``z``. One exp per entry; a block of only −inf adds 0."""
+    m_new = tl.maximum(m, tl.max(x, axis=0))
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    z = z * tl.exp((m - m_safe) * inv_t) + tl.exp((x - m_safe) * inv_t)
+    z = z * tl.exp((m - m_safe) * inv_t) + tl.sum(tl.exp((x - m_safe) * inv_t), axis=0)
     return m_new, z
-
-
-@triton.jit
-def online_softmax_finish(m, z, inv_t):
-    """Reduce lane-wise (m, z) to the row's (max, log Σ exp((x − max)·inv_t))."""
-    top = tl.max(m, axis=0)
-    top_safe = tl.where(top == float("-inf"), 0.0, top)
-    total = tl.sum(z * tl.exp((m - top_safe) * inv_t), axis=0)
-    return top_safe, tl.log(total)

@@ -9,7 +9,7 @@ teacher entries use ``terms.divergence_terms``; every other entry has q = 0, whe
 
     D = Σ_k ell_k + c_ell·(1 − P_in),      C = Σ_k pg_k + c_pg·(1 − P_in).
 
-One program per position: (1) online softmax statistics of the student row; (2) the
+One program per position: (1) softmax statistics of the student row; (2) the
 teacher's log-normalizer over its k values; (3) the k entries, gathering the student
 logits at the ids; (4) when a gradient is written, ``p·(c_pg − C)/T·scale`` over the
 whole row, then — after a barrier — the k ids overwritten with ``(pg − p·C)/T·scale``.
@@ -26,7 +26,7 @@ from . import terms
 from .divergence import DivergenceSpec, counted_positions, reduce_rows
 from .layout import Rows, as_rows
 from .scale import scale_inplace
-from .terms import divergence_terms, online_softmax_finish, online_softmax_update
+from .terms import divergence_terms, softmax_block_update
 
 
 @triton.jit
@@ -47,8 +47,6 @@ def topk_divergence_kernel(
     scale_stride,
     inv_t,
     weight,
-    log_w1,
-    log_w2,
     c_ell,
     c_pg,
     ignore_index,
@@ -77,21 +75,23 @@ def topk_divergence_kernel(
             tl.store(loss_ptr + row, 0.0)
             return
 
-    m_s = tl.full([BLOCK], float("-inf"), tl.float32)
-    z_s = tl.zeros([BLOCK], tl.float32)
+    m_s = tl.full([], float("-inf"), tl.float32)
+    z_s = tl.zeros([], tl.float32)
     for i in range(0, n_blocks):
         cols = i * BLOCK + lanes
         x = tl.load(zs_row + cols * zs_s_col, mask=cols < V, other=float("-inf")).to(tl.float32)
-        m_s, z_s = online_softmax_update(m_s, z_s, x, inv_t)
-    top_s, log_z_s = online_softmax_finish(m_s, z_s, inv_t)
+        m_s, z_s = softmax_block_update(m_s, z_s, x, inv_t)
+    top_s = tl.where(m_s == float("-inf"), 0.0, m_s)
+    log_z_s = tl.log(z_s)
 
-    m_t = tl.full([BLOCK_K], float("-inf"), tl.float32)
-    z_t = tl.zeros([BLOCK_K], tl.float32)
+    m_t = tl.full([], float("-inf"), tl.float32)
+    z_t = tl.zeros([], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kmask = k0 + klanes < K
         y = tl.load(tlp_row + k0 + klanes, mask=kmask, other=float("-inf")).to(tl.float32)
-        m_t, z_t = online_softmax_update(m_t, z_t, y, inv_t)
-    top_t, log_z_t = online_softmax_finish(m_t, z_t, inv_t)
+        m_t, z_t = softmax_block_update(m_t, z_t, y, inv_t)
+    top_t = tl.where(m_t == float("-inf"), 0.0, m_t)
+    log_z_t = tl.log(z_t)
 
     ell_acc = tl.zeros([BLOCK_K], tl.float32)
     pg_acc = tl.zeros([BLOCK_K], tl.float32)
@@ -103,10 +103,11 @@ def topk_divergence_kernel(
         x = tl.load(zs_row + ids * zs_s_col, mask=kmask, other=float("-inf")).to(tl.float32)
         a = (x - top_s) * inv_t - log_z_s
         b = (y - top_t) * inv_t - log_z_t
-        ell, pg = divergence_terms(a, b, MODE, weight, log_w1, log_w2)
+        p = tl.exp(a)
+        ell, pg = divergence_terms(a, b, p, tl.exp(b), MODE, weight)
         ell_acc += tl.where(kmask, ell, 0.0)
         pg_acc += tl.where(kmask, pg, 0.0)
-        p_acc += tl.where(kmask, tl.exp(a), 0.0)
+        p_acc += tl.where(kmask, p, 0.0)
     p_out = tl.maximum(1.0 - tl.sum(p_acc, axis=0), 0.0)
     tl.store(loss_ptr + row, tl.sum(ell_acc, axis=0) + c_ell * p_out)
 
@@ -131,8 +132,9 @@ def topk_divergence_kernel(
             x = tl.load(zs_row + ids * zs_s_col, mask=kmask, other=float("-inf")).to(tl.float32)
             a = (x - top_s) * inv_t - log_z_s
             b = (y - top_t) * inv_t - log_z_t
-            ell, pg = divergence_terms(a, b, MODE, weight, log_w1, log_w2)
-            grad = (pg - tl.exp(a) * c_sum) * scale
+            p = tl.exp(a)
+            ell, pg = divergence_terms(a, b, p, tl.exp(b), MODE, weight)
+            grad = (pg - p * c_sum) * scale
             tl.store(grad_row + ids, grad.to(grad_ptr.dtype.element_ty), mask=kmask)
 
 
@@ -156,7 +158,6 @@ def launch_topk(
     loss = torch.empty(n_rows, dtype=torch.float32, device=student.tensor.device)
     if n_rows == 0:
         return loss
-    log_w1, log_w2 = terms.mixture_logs(spec.weight)
     c_ell, c_pg = terms.outside_terms(spec.mode, spec.weight)
     topk_divergence_kernel[(n_rows,)](
         student.tensor,
@@ -173,8 +174,6 @@ def launch_topk(
         scale_stride,
         1.0 / spec.temperature,
         float(spec.weight),
-        log_w1,
-        log_w2,
         c_ell,
         c_pg,
         int(spec.ignore_index),

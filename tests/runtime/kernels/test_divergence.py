@@ -13,9 +13,9 @@ triton = pytest.importorskip("triton")
 
 from kdlang.runtime.kernels import terms  # noqa: E402
 from kdlang.runtime.kernels.divergence import DivergenceSpec, divergence  # noqa: E402
-from kdlang.runtime.kernels.divergence_rows import divergence_rows_kernel  # noqa: E402
-from kdlang.runtime.kernels.divergence_split import divergence_split_kernel  # noqa: E402
+from kdlang.runtime.kernels.divergence_kernel import divergence_kernel  # noqa: E402
 from kdlang.runtime.kernels.layout import as_rows  # noqa: E402
+from kdlang.runtime.kernels.topk import topk_divergence_kernel  # noqa: E402
 from kdlang.runtime.losses import distill_loss  # noqa: E402
 from kdlang.runtime.losses.distill import resolve_kind  # noqa: E402
 
@@ -23,10 +23,12 @@ from tests.runtime.losses.float64_reference import loss_and_grad  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
-STRATEGIES = [("rows", 64), ("split", None)]
+# (block, segment): one program per row walking blocks of 64, or one block per row; on a
+# GPU also rows cut into segments of 256 columns whose programs meet at the row's barrier.
+LAYOUTS = [(64, None), (2048, None)]
 if CUDA:
-    STRATEGIES.append(("split", 256))  # several programs per row, meeting at the barrier
-STRATEGY_IDS = ["rows", "split", "split-chunked"][: len(STRATEGIES)]
+    LAYOUTS.append((64, 256))
+LAYOUT_IDS = ["row-64", "row-2048", "seg-256"][: len(LAYOUTS)]
 WIDTHS = [1, 17, 1271]
 TEMPERATURES = [0.5, 1.0, 2.0]
 
@@ -51,27 +53,27 @@ def run(
     student,
     teacher,
     *,
-    strategy,
     block,
+    segment,
     temperature=1.0,
     labels=None,
     reduction="token_mean",
     grad_output=None,
     **params,
 ):
-    """(loss, grad) of the fused kernel for ``kind`` with the given strategy."""
+    """(loss, grad) of the fused kernel for ``kind`` with the given layout."""
     mode_kind, weight = resolve_kind(
         kind, params.get("beta", 0.5), params.get("alpha", 0.1), sparse=False
     )
     spec = DivergenceSpec(terms.MODES[mode_kind], temperature, weight, -100, reduction)
     z = student.clone().requires_grad_(True)
-    loss = divergence(z, teacher, spec, labels, strategy=strategy, block=block)
+    loss = divergence(z, teacher, spec, labels, block=block, segment=segment)
     weights = torch.ones_like(loss) if grad_output is None else grad_output
     (loss * weights).sum().backward()
     return loss, z.grad
 
 
-def check(kind, width, temperature, strategy, block, **params):
+def check(kind, width, temperature, block, segment, **params):
     zs, zt = random_logits(4, width), random_logits(4, width)
     labels = torch.randint(0, width, (4,), device=DEVICE)
     labels[2] = -100
@@ -79,8 +81,8 @@ def check(kind, width, temperature, strategy, block, **params):
         kind,
         zs,
         zt,
-        strategy=strategy,
         block=block,
+        segment=segment,
         temperature=temperature,
         labels=labels,
         **params,
@@ -94,43 +96,43 @@ def check(kind, width, temperature, strategy, block, **params):
 
 
 cases = pytest.mark.parametrize(
-    "width, temperature, strategy, block",
-    [(w, t, s, b) for w in WIDTHS for t in TEMPERATURES for (s, b) in STRATEGIES],
-    ids=[f"V{w}-T{t}-{i}" for w in WIDTHS for t in TEMPERATURES for i in STRATEGY_IDS],
+    "width, temperature, block, segment",
+    [(w, t, b, s) for w in WIDTHS for t in TEMPERATURES for (b, s) in LAYOUTS],
+    ids=[f"V{w}-T{t}-{i}" for w in WIDTHS for t in TEMPERATURES for i in LAYOUT_IDS],
 )
 
 
 @cases
-def test_forward_kl(width, temperature, strategy, block):
-    check("forward_kl", width, temperature, strategy, block)
+def test_forward_kl(width, temperature, block, segment):
+    check("forward_kl", width, temperature, block, segment)
 
 
 @cases
-def test_reverse_kl(width, temperature, strategy, block):
-    check("reverse_kl", width, temperature, strategy, block)
+def test_reverse_kl(width, temperature, block, segment):
+    check("reverse_kl", width, temperature, block, segment)
 
 
 @cases
 @pytest.mark.parametrize("beta", [0.0, 0.3, 1.0])
-def test_jsd(width, temperature, strategy, block, beta):
-    check("jsd", width, temperature, strategy, block, beta=beta)
+def test_jsd(width, temperature, block, segment, beta):
+    check("jsd", width, temperature, block, segment, beta=beta)
 
 
 @cases
-def test_tvd(width, temperature, strategy, block):
-    check("tvd", width, temperature, strategy, block)
-
-
-@cases
-@pytest.mark.parametrize("alpha", [0.1, 0.9])
-def test_skew_kl(width, temperature, strategy, block, alpha):
-    check("skew_kl", width, temperature, strategy, block, alpha=alpha)
+def test_tvd(width, temperature, block, segment):
+    check("tvd", width, temperature, block, segment)
 
 
 @cases
 @pytest.mark.parametrize("alpha", [0.1, 0.9])
-def test_skew_rkl(width, temperature, strategy, block, alpha):
-    check("skew_rkl", width, temperature, strategy, block, alpha=alpha)
+def test_skew_kl(width, temperature, block, segment, alpha):
+    check("skew_kl", width, temperature, block, segment, alpha=alpha)
+
+
+@cases
+@pytest.mark.parametrize("alpha", [0.1, 0.9])
+def test_skew_rkl(width, temperature, block, segment, alpha):
+    check("skew_rkl", width, temperature, block, segment, alpha=alpha)
 
 
 KINDS = [
@@ -142,27 +144,27 @@ KINDS = [
     ("skew_rkl", {"alpha": 0.9}),
 ]
 kinds = pytest.mark.parametrize("kind, params", KINDS, ids=[k for k, _ in KINDS])
-strategies = pytest.mark.parametrize("strategy, block", STRATEGIES, ids=STRATEGY_IDS)
+layouts = pytest.mark.parametrize("block, segment", LAYOUTS, ids=LAYOUT_IDS)
 
 
 @kinds
-@strategies
-def test_all_ignored_rows_give_zero_loss_and_zero_grad(kind, params, strategy, block):
+@layouts
+def test_all_ignored_rows_give_zero_loss_and_zero_grad(kind, params, block, segment):
     zs, zt = random_logits(3, 40), random_logits(3, 40)
     labels = torch.full((3,), -100, device=DEVICE)
-    loss, grad = run(kind, zs, zt, strategy=strategy, block=block, labels=labels, **params)
+    loss, grad = run(kind, zs, zt, block=block, segment=segment, labels=labels, **params)
     assert loss.item() == 0.0
     assert torch.equal(grad.cpu(), torch.zeros(3, 40))
 
 
 @kinds
-@strategies
-def test_masked_vocabulary(kind, params, strategy, block):
+@layouts
+def test_masked_vocabulary(kind, params, block, segment):
     zs, zt = random_logits(4, 300), random_logits(4, 300)
     for z in (zs, zt):
         z[:, 7:19] = -math.inf
         z[:, 256:] = -math.inf  # a whole column block of −inf
-    loss, grad = run(kind, zs, zt, strategy=strategy, block=block, temperature=2.0, **params)
+    loss, grad = run(kind, zs, zt, block=block, segment=segment, temperature=2.0, **params)
     ref, ref_grad = loss_and_grad(kind, zs.cpu(), zt.cpu(), temperature=2.0, **params)
     close(loss, ref)
     close(grad, ref_grad)
@@ -170,20 +172,20 @@ def test_masked_vocabulary(kind, params, strategy, block):
 
 
 @kinds
-@strategies
-def test_large_magnitude_logits(kind, params, strategy, block):
+@layouts
+def test_large_magnitude_logits(kind, params, block, segment):
     sign = torch.where(torch.rand(4, 200) < 0.5, 1.0, -1.0).double()
     zs = (sign * 1e4 + torch.randn(4, 200, dtype=torch.float64)).float().to(DEVICE)
     zt = (sign * 1e4 + torch.randn(4, 200, dtype=torch.float64)).float().to(DEVICE)
-    loss, grad = run(kind, zs, zt, strategy=strategy, block=block, temperature=0.5, **params)
+    loss, grad = run(kind, zs, zt, block=block, segment=segment, temperature=0.5, **params)
     ref, ref_grad = loss_and_grad(kind, zs.cpu(), zt.cpu(), temperature=0.5, **params)
     close(loss, ref)
     close(grad, ref_grad)
 
 
 @kinds
-@strategies
-def test_non_contiguous_inputs_are_read_in_place(kind, params, strategy, block):
+@layouts
+def test_non_contiguous_inputs_are_read_in_place(kind, params, block, segment):
     base_s = torch.randn(2, 6, 2 * 90, dtype=torch.float64).float().to(DEVICE)
     base_t = torch.randn(2, 7, 90, dtype=torch.float64).float().to(DEVICE)
     student = base_s[:, :-1, ::2]  # shifted positions, strided vocabulary
@@ -197,7 +199,7 @@ def test_non_contiguous_inputs_are_read_in_place(kind, params, strategy, block):
         kind, params.get("beta", 0.5), params.get("alpha", 0.1), sparse=False
     )
     spec = DivergenceSpec(terms.MODES[mode_kind], 2.0, weight)
-    loss = divergence(leaf[:, :-1, ::2], teacher, spec, labels, strategy=strategy, block=block)
+    loss = divergence(leaf[:, :-1, ::2], teacher, spec, labels, block=block, segment=segment)
     loss.backward()
     ref, ref_grad = loss_and_grad(
         kind, student.cpu(), teacher.cpu(), temperature=2.0, labels=labels.cpu(), **params
@@ -208,9 +210,9 @@ def test_non_contiguous_inputs_are_read_in_place(kind, params, strategy, block):
 
 
 @kinds
-@strategies
+@layouts
 @pytest.mark.parametrize("reduction", ["sum", "none"])
-def test_reductions_with_grad_output(kind, params, strategy, block, reduction):
+def test_reductions_with_grad_output(kind, params, block, segment, reduction):
     zs, zt = random_logits(5, 33), random_logits(5, 33)
     labels = torch.tensor([1, -100, 3, 4, 5], device=DEVICE)
     g = torch.rand(5, device=DEVICE) if reduction == "none" else torch.tensor(0.25, device=DEVICE)
@@ -218,8 +220,8 @@ def test_reductions_with_grad_output(kind, params, strategy, block, reduction):
         kind,
         zs,
         zt,
-        strategy=strategy,
         block=block,
+        segment=segment,
         labels=labels,
         reduction=reduction,
         grad_output=g,
@@ -274,20 +276,41 @@ def test_public_entry_point_on_three_dims():
 def test_kernels_run_in_the_interpreter_without_cuda():
     from triton.runtime.interpreter import InterpretedFunction
 
-    assert isinstance(divergence_rows_kernel, InterpretedFunction)
-    assert isinstance(divergence_split_kernel, InterpretedFunction)
+    assert isinstance(divergence_kernel, InterpretedFunction)
+    assert isinstance(topk_divergence_kernel, InterpretedFunction)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
-@pytest.mark.parametrize("strategy", ["rows", "split"])
+@pytest.mark.parametrize("segment", [2**20, 16384], ids=["row", "seg-16384"])
 @pytest.mark.parametrize("kind, params", [("forward_kl", {}), ("jsd", {"beta": 0.5})])
-def test_wide_rows(kind, params, strategy):
+def test_wide_rows(kind, params, segment):
     width = 262_147  # > 2^18, odd
     zs = random_logits(3, width, dtype=torch.bfloat16)
     zt = random_logits(3, width, dtype=torch.bfloat16)
-    loss, grad = run(kind, zs, zt, strategy=strategy, block=None, temperature=2.0, **params)
+    loss, grad = run(kind, zs, zt, block=None, segment=segment, temperature=2.0, **params)
     ref, ref_grad = loss_and_grad(kind, zs.cpu(), zt.cpu(), temperature=2.0, **params)
     close(loss, ref)
     err = (grad.cpu().double() - ref_grad).abs().max()
     assert err <= 2**-8 * ref_grad.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_no_step_synchronizes_with_the_host():
+    from kdlang.runtime.losses import fused_linear_distill_loss
+
+    zs, zt = random_logits(64, 40_000, dtype=torch.bfloat16), random_logits(64, 40_000)
+    labels = torch.randint(0, 40_000, (64,), device=DEVICE)
+    ids = torch.randint(0, 40_000, (64, 8), device=DEVICE)
+    x = torch.randn(64, 32, device=DEVICE, requires_grad=True)
+    w = torch.randn(999, 32, device=DEVICE, requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        z = zs.clone().requires_grad_(True)
+        (0.5 * distill_loss(z, zt.bfloat16(), "jsd", labels=labels)).backward()
+        distill_loss(z, teacher_topk=(ids, torch.zeros(64, 8, device=DEVICE))).backward()
+        fused_linear_distill_loss(x, w, x.detach(), w.detach(), "tvd", chunk_size=16).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
