@@ -59,7 +59,13 @@ class _Lowering:
                 self.errors.error(
                     "KD0111",
                     "a second `recipe` header",
-                    decl.span.to(decl.title.span),
+                    Span(
+                        decl.span.file,
+                        decl.span.line,
+                        decl.span.column,
+                        decl.title.span.end_line,
+                        decl.title.span.end_column,
+                    ),
                     notes=[("the first is here", recipe.header.span)],
                 )
                 return

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, Strict
 
 from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, SecretStr, Str, StrOrEnv, Symbol
 
-PositiveInt = Annotated[int, Field(ge=1)]
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 
 
 class RecipeHeader(Node):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, Strict
 
 from kdlang.ir.expr import Expr
 from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, RefField, Str, Symbol
 
-Temperature = Annotated[float, Field(ge=0.0)]
-TopP = Annotated[float, Field(gt=0.0, le=1.0)]
+Temperature = Annotated[float, Strict(), Field(ge=0.0)]
+TopP = Annotated[float, Strict(), Field(gt=0.0, le=1.0)]
 
 
 class Generating(Node):

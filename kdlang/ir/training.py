@@ -151,7 +151,7 @@ class Evaluate(Node):
     data: RefField
     prompt: RefField
     metrics: list[Metric] = Field(min_length=1)
-    temperature: Annotated[float, Field(ge=0)] = 0.0
+    temperature: Annotated[Float, Field(ge=0)] = 0.0
     max_tokens: Int = Field(128, ge=1)
     limit: Int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
 

@@ -28,7 +28,9 @@ _RANGE = {
 _TYPE_NAMES = {
     "int_type": "an integer",
     "int_from_float": "an integer",
+    "int_parsing": "an integer",
     "float_type": "a number",
+    "float_parsing": "a number",
     "string_type": "a string",
     "bool_type": "true or false",
     "list_type": "a list",
@@ -137,13 +139,14 @@ def _report(
         return
     if kind in ("too_short", "too_long"):
         ctx = error.get("ctx") or {}
+        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        bound = "at least" if kind == "too_short" else "at most"
         errors.error(
             "KD0104",
-            f"`{key}`: {error['msg'].lower()}",
+            f"`{_innermost(key, path)}` takes {bound} {limit} item{'s' * (limit != 1)}, "
+            f"got {ctx.get('actual_length')}",
             span,
-            help=f"expected {ctx.get('min_length', ctx.get('max_length'))} item(s)"
-            if ctx
-            else None,
+            help=_field_help(cls, key),
         )
         return
     if kind == "kd_schedule":
@@ -155,7 +158,7 @@ def _report(
         got = value if isinstance(value, str) else getattr(value, "name", None)
         errors.error(
             "KD0103",
-            f"`{key}` must be one of {expected}, got {describe(value)}",
+            f"`{_innermost(key, path)}` must be one of {expected}, got {describe(value)}",
             span,
             help=suggestion(got, options) if isinstance(got, str) else None,
         )
@@ -164,13 +167,14 @@ def _report(
     if kind in ("model_type", "model_attributes_type"):
         class_name = (error.get("ctx") or {}).get("class_name", "")
         expected = _CLASS_NAMES.get(class_name, expected)
+    name = _innermost(key, path)
     message = (
-        f"`{key}` expects {expected}, got {describe(value)}"
+        f"`{name}` expects {expected}, got {describe(value)}"
         if expected
-        else f"`{key}`: {error['msg']}"
+        else f"`{name}`: {error['msg']}"
     )
     if kind.startswith("kd_"):
-        message = f"`{key}`: {error['msg']}"
+        message = f"`{name}`: {error['msg']}"
     errors.error("KD0103", message, span, help=_field_help(cls, key))
 
 

@@ -286,7 +286,7 @@ class LRSchedule(BaseModel):
 
     kind: Literal["constant", "linear", "cosine"]
     warmup: Duration | None = None
-    min_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    min_ratio: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.0
 
     def factor(self, step: int, total_steps: int) -> float:
         warm = duration_steps(self.warmup, total_steps) if self.warmup is not None else 0

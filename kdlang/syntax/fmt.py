@@ -48,9 +48,10 @@ class _Printer:
 
     def run(self) -> str:
         previous_end = 0
-        for decl in self.module.decls:
+        decls = self.module.decls
+        for decl, following in _with_next(decls):
             self.leading(decl.span.line, "", previous_end)
-            self.declaration(decl)
+            self.declaration(decl, _start(following))
             previous_end = decl.span.end_line
         self.leading(len(self.source_lines) + 1, "", previous_end, closing=True)
         while self.out and self.out[-1] == "":
@@ -80,15 +81,24 @@ class _Printer:
         ):
             self.out.append("")
 
-    def emit(self, text: str, source_line: int, indent: str) -> None:
+    def emit(
+        self, text: str, source_line: int, indent: str, before: tuple[int, int] | None = None
+    ) -> None:
         """One output line for what ends on ``source_line``, with that line's trailing comment.
 
-        Comments that sat inside a multi-line construct printed here on one line go first."""
+        Comments that sat inside a multi-line construct printed here on one line go first. A
+        comment at or after ``before`` (where the next thing on the same source line starts)
+        belongs to that next thing."""
         inner = [c for c in self.comments if c.span.line < source_line]
         for comment in inner:
             self.comments.remove(comment)
             self.out.append(indent + comment.text)
-        trailing = [c for c in self.comments if c.span.line == source_line]
+        trailing = [
+            c
+            for c in self.comments
+            if c.span.line == source_line
+            and (before is None or (c.span.line, c.span.column) < before)
+        ]
         for comment in trailing:
             self.comments.remove(comment)
         suffix = "".join("  " + c.text for c in trailing)
@@ -96,30 +106,33 @@ class _Printer:
 
     # -- declarations ------------------------------------------------------------------------
 
-    def declaration(self, decl: ast.Decl) -> None:
+    def declaration(self, decl: ast.Decl, before: tuple[int, int] | None = None) -> None:
         head, block = _head(decl, self.expr)
         if len(head) > MAX_WIDTH:
             head, _ = _head(decl, lambda node: self.wrapped(node, ""))
         if block is None:
-            self.emit(head, decl.span.end_line, "")
+            self.emit(head, decl.span.end_line, "", before)
             return
-        self.block(head, block, "")
+        self.block(head, block, "", before)
 
-    def block(self, head: str, block: ast.Block, indent: str) -> None:
+    def block(
+        self, head: str, block: ast.Block, indent: str, before: tuple[int, int] | None = None
+    ) -> None:
         if not block.stmts and not any(
             block.span.line <= c.span.line < block.span.end_line for c in self.comments
         ):
-            self.emit(head + " {}", block.span.end_line, indent)
+            self.emit(head + " {}", block.span.end_line, indent, before)
             return
-        self.emit(head + " {", block.span.line, indent)
+        stmts = block.stmts
+        self.emit(head + " {", block.span.line, indent, _start(stmts[0] if stmts else None))
         inner = indent + INDENT
         previous_end = block.span.line
-        for stmt in block.stmts:
+        for stmt, following in _with_next(stmts):
             self.leading(stmt.span.line, inner, previous_end)
-            self.emit(self.statement(stmt, inner), stmt.span.end_line, inner)
+            self.emit(self.statement(stmt, inner), stmt.span.end_line, inner, _start(following))
             previous_end = stmt.span.end_line
         self.leading(block.span.end_line, inner, previous_end, closing=True)
-        self.emit("}", block.span.end_line, indent)
+        self.emit("}", block.span.end_line, indent, before)
 
     def statement(self, stmt: ast.Stmt, indent: str = INDENT) -> str:
         if isinstance(stmt, ast.Setting):
@@ -211,6 +224,15 @@ class _Printer:
         parts = [self.expr(a) for a in call.args]
         parts += [f"{k.name} = {self.expr(k.value)}" for k in call.kwargs]
         return "(" + ", ".join(parts) + ")"
+
+
+def _with_next(items: list) -> zip:
+    """Each item with the one after it (None after the last)."""
+    return zip(items, [*items[1:], None], strict=False)
+
+
+def _start(node: ast.Decl | ast.Stmt | None) -> tuple[int, int] | None:
+    return (node.span.line, node.span.column) if node is not None else None
 
 
 def _head(decl: ast.Decl, expr) -> tuple[str, ast.Block | None]:
