@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kdlang.check.compat import check_compat
 from kdlang.check.names import check_names
-from kdlang.check.overrides import Overrides
+from kdlang.check.overrides import Overrides, source_names
 from kdlang.check.program import Program, load_program
 from kdlang.check.schemas import compute_schemas
 from kdlang.syntax.diagnostics import Collector, Diagnostic, DiagnosticError
@@ -30,8 +30,12 @@ def check_program(
     if program is None:
         return None
     program.sources.update(parsed.sources)
-    if check_names(program.recipe, errors):
-        program.schemas = compute_schemas(program, errors)
+    names_resolved = check_names(program.recipe, errors)
+    # Columns, prompts and expressions are checked even when a reference failed (what reads an
+    # unresolved name is skipped there), so that one run reports every error of the file;
+    # compatibility needs every model and dataset in place.
+    program.schemas = compute_schemas(program, errors)
+    if names_resolved:
         check_compat(program, errors)
     return program
 
@@ -73,4 +77,5 @@ def check_files(
 
 
 def _override_sources(overrides) -> dict[str, str]:
-    return {f"--set {text.split('=', 1)[0].strip()}": text for text in overrides}
+    texts = list(overrides)
+    return dict(zip(source_names(texts), texts, strict=True))

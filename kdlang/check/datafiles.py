@@ -48,6 +48,15 @@ def read_columns(kind: str, path: Path) -> dict[str, str]:
     :class:`UnreadableData`."""
     if not path.is_file():
         raise FileNotFoundError(str(path))
+    try:
+        return _read_columns(kind, path)
+    except UnicodeDecodeError as error:
+        raise UnreadableData(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise UnreadableData(f"not valid CSV: {error}") from None
+
+
+def _read_columns(kind: str, path: Path) -> dict[str, str]:
     if kind == "jsonl":
         rows = []
         with path.open(encoding="utf-8") as handle:

@@ -82,7 +82,8 @@ def check_names(recipe: Recipe, errors: Collector) -> bool:
                     ref.span,
                     notes=[(f"`{ref.name}` is declared here", recipe.name_spans.get(ref.name))],
                 )
-    return ok and _check_cycles(recipe, errors)
+    acyclic = _check_cycles(recipe, errors)  # over the references that did resolve
+    return ok and acyclic
 
 
 def upstream(recipe: Recipe, name: str) -> list[str]:

@@ -40,8 +40,7 @@ class Overrides:
     @classmethod
     def parse(cls, texts: list[str], errors: Collector) -> Overrides:
         items, sources = [], {}
-        for text in texts:
-            file = f"--set {text.split('=', 1)[0].strip()}"
+        for file, text in zip(source_names(texts), texts, strict=True):
             sources[file] = text
             if "=" not in text:
                 errors.error(
@@ -74,6 +73,18 @@ class Overrides:
         program.sources.update(self.sources)
         for item in self.items:
             _apply(item, module, errors)
+
+
+def source_names(texts: list[str]) -> list[str]:
+    """The name each ``--set`` text goes by in diagnostics: ``--set PATH``, numbered when one
+    path is given more than once, so that every diagnostic shows its own text."""
+    names: list[str] = []
+    for text in texts:
+        name = f"--set {text.split('=', 1)[0].strip()}"
+        if name in names:
+            name += f" (#{sum(n == name or n.startswith(name + ' (#') for n in names) + 1})"
+        names.append(name)
+    return names
 
 
 def _apply(item: Override, module: ast.Module, errors: Collector) -> None:
@@ -155,7 +166,7 @@ def _set(
             "KD0401",
             f"override path `{item.path}`: no setting `{'.'.join(rest)}` here",
             item.path_span,
-            help=suggestion(key, known) or "settings: " + ", ".join(known),
+            help=suggestion(key, known) or _listing(known),
         )
         return
     if call is not None:
@@ -193,7 +204,7 @@ def _set_loss(decl: ast.TrainDecl, rest: list[str], item: Override, errors: Coll
             "KD0401",
             f"override path `{item.path}`: loss `{stmt.name}` has no setting `{key}`",
             item.path_span,
-            help=suggestion(key, known) or "settings: " + ", ".join(known),
+            help=suggestion(key, known) or _listing(known),
         )
         return
     if key == "weight":
@@ -208,6 +219,10 @@ def _set_loss(decl: ast.TrainDecl, rest: list[str], item: Override, errors: Coll
                 kw.value = item.value
                 return
         stmt.args.kwargs.append(ast.Keyword(key, item.value, item.path_span))
+
+
+def _listing(known: list[str]) -> str | None:
+    return "settings: " + ", ".join(known) if known else None
 
 
 def _shift(span: Span, offset: int) -> Span:

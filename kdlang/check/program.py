@@ -8,6 +8,7 @@ local models — are relative to that file's folder. Import cycles (KD0203), mis
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +99,9 @@ class _Missing(Exception):
 
 
 def _normal(path: str) -> str:
-    return str(Path(path))
+    # Lexical normalisation, so that `sub/../a.kd` and `a.kd` are one file: without it an import
+    # cycle written through `..` would never meet itself in the chain.
+    return os.path.normpath(path)
 
 
 def _merge(into: Recipe, part: Recipe, is_root: bool, errors: Collector) -> None:

@@ -138,6 +138,7 @@ def _dataset_columns(program: Program, name: str, data, errors: Collector) -> Co
 class _StageChecker:
     def __init__(self, program: Program, schemas: dict[str, Columns | None], errors: Collector):
         self.recipe = program.recipe
+        self.sources = program.sources
         self.schemas = schemas
         self.errors = errors
         self.reported: set = set()
@@ -150,7 +151,16 @@ class _StageChecker:
             return
         prompt = self.recipe.prompts.get(ref.name)
         if prompt is not None:
-            check_template(prompt, ref.name, columns, self.errors, ref.span, extra, self.reported)
+            check_template(
+                prompt,
+                ref.name,
+                columns,
+                self.errors,
+                ref.span,
+                extra,
+                self.reported,
+                source=self.sources.get(prompt.span.file),
+            )
 
     def column(self, node, field: str, columns: Columns, what: str = "column") -> None:
         name = getattr(node, field)
@@ -171,7 +181,8 @@ class _StageChecker:
             self.prompt(stage, "system", columns)
         if isinstance(stage, st.ExpandStage):
             self.column(stage, "column", columns)
-            self.prompt(stage, "prompt", None, {"demos", "item", "operation", "n"})
+            # rendered with the expansion variables only, never with a row's columns
+            self.prompt(stage, "prompt", {}, {"demos", "item", "operation", "n"})
         if isinstance(stage, st.PairsStage):
             for field in ("group", "response", "score"):
                 self.column(stage, field, columns)

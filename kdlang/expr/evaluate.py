@@ -2,17 +2,23 @@
 
 Null propagates: arithmetic with null is null, an ordering comparison with null is false, a
 function given null for a typed argument returns null (``is_null``, ``str``, ``exact_match`` and
-the other comparisons of whole values see null as it is). Evaluation never raises on data.
+the other comparisons of whole values see null as it is). A value of the wrong type, which only
+a column typed ``any`` can hold, is treated like null: ``true`` is no number and ``"a" * 3`` no
+string. Evaluation never raises on data.
 """
 
 from __future__ import annotations
 
+import operator
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from kdlang.expr.functions import FUNCTIONS
 from kdlang.ir import expr as ir
 
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 _NULL_AWARE = {"is_null", "str", "exact_match", "set_equal", "numeric_equal"}
 
 
@@ -30,7 +36,7 @@ def evaluate(node, row: Mapping[str, Any]) -> Any:
         value = evaluate(node.operand, row)
         if node.op == "not":
             return not _truth(value)
-        return None if value is None else -value
+        return -value if _is_number(value) else None
     if isinstance(node, ir.BinOp):
         return _binop(node, row)
     if isinstance(node, ir.Apply):
@@ -56,33 +62,31 @@ def _binop(node: ir.BinOp, row: Mapping[str, Any]) -> Any:
         return _equal(left, right)
     if op == "!=":
         return not _equal(left, right)
-    if left is None or right is None:
-        return False if op in ("<", "<=", ">", ">=") else None
-    try:
-        if op == "<":
-            return left < right
-        if op == "<=":
-            return left <= right
-        if op == ">":
-            return left > right
-        if op == ">=":
-            return left >= right
-        if op == "+":
-            return left + right
-        if op == "-":
-            return left - right
-        if op == "*":
-            return left * right
-        if op == "/":
-            return left / right if right != 0 else None
-    except TypeError:
-        return None if op in "+-*/" else False
-    raise ValueError(op)
+    both_numbers = _is_number(left) and _is_number(right)
+    if op in ("<", "<=", ">", ">="):
+        # Numbers with numbers, strings with strings; anything else (null included) is false.
+        if not (both_numbers or (isinstance(left, str) and isinstance(right, str))):
+            return False
+        return _ORDER[op](left, right)
+    if op == "+" and isinstance(left, str) and isinstance(right, str):
+        return left + right
+    if not both_numbers:
+        return None  # null, or a value of the wrong type in an `any` column
+    if op == "/":
+        return left / right if right != 0 else None
+    return _ARITHMETIC[op](left, right)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _equal(left: Any, right: Any) -> bool:
     # Numbers compare by value whatever their type; a numeric string never equals a number,
-    # which would hide a real type confusion in the data.
+    # which would hide a real type confusion in the data. Nor does true equal 1 (Python's bool is
+    # an int; the language's is not).
+    if isinstance(left, bool) != isinstance(right, bool):
+        return False
     return left == right
 
 
@@ -91,13 +95,12 @@ def _contains(container: Any, item: Any) -> bool:
         return False
     if isinstance(container, tuple):  # an inclusive range low..high
         low, high = container
-        try:
-            return low <= item <= high
-        except TypeError:
-            return False
+        return all(map(_is_number, (low, item, high))) and low <= item <= high
     if isinstance(container, str):
         return isinstance(item, str) and item in container
-    return item in container
+    if isinstance(container, list):
+        return any(_equal(item, element) for element in container)
+    return False
 
 
 def _apply(node: ir.Apply, row: Mapping[str, Any]) -> Any:
@@ -115,5 +118,5 @@ def _apply(node: ir.Apply, row: Mapping[str, Any]) -> Any:
         return None
     try:
         return function.impl(*args)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, re.error):  # a pattern from the data may be bad
         return None

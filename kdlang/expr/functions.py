@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-# Types: "str", "int", "float", "bool", "list", "null", "any"; "num" = int or float.
+# Types: "str", "int", "float", "bool", "list", "null", "any"; "num" = int or float (as a return
+# type: int when every numeric argument is an int, else float).
 NUMERIC = frozenset({"int", "float"})
 
 
@@ -71,6 +72,19 @@ def _to_float(value: Any) -> float | None:
     except ValueError:
         return None
     return number if math.isfinite(number) else None
+
+
+def _round(x: int | float, digits: int = 0) -> int | float:
+    # Python's round(x) of a float is an int; the language keeps a float a float.
+    return round(x, digits) if isinstance(x, int) else float(round(x, digits))
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _normalize(text: Any) -> str:
@@ -172,20 +186,20 @@ _FUNCTIONS = [
         "str",
         (("x", _t("any")),),
         "str",
-        lambda x: "" if x is None else str(x),
-        "Text of any value (null = empty).",
+        _text,
+        "Text of any value (null = empty, booleans as `true`/`false`).",
     ),
-    Function("abs", (("x", _t("num")),), "float", abs, "Absolute value."),
+    Function("abs", (("x", _t("num")),), "num", abs, "Absolute value."),
     Function(
         "round",
         (("x", _t("num")), ("digits", _t("int"))),
-        "float",
-        round,
-        "Rounded number.",
+        "num",
+        _round,
+        "Rounded to `digits` decimals (default 0), halves to even; an integer stays one.",
         optional=1,
     ),
-    Function("min", (("a", _t("num")), ("b", _t("num"))), "float", min, "Smaller of two numbers."),
-    Function("max", (("a", _t("num")), ("b", _t("num"))), "float", max, "Larger of two numbers."),
+    Function("min", (("a", _t("num")), ("b", _t("num"))), "num", min, "Smaller of two numbers."),
+    Function("max", (("a", _t("num")), ("b", _t("num"))), "num", max, "Larger of two numbers."),
     Function(
         "exact_match",
         (("a", _t("any")), ("b", _t("any"))),

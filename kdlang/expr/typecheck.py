@@ -113,6 +113,12 @@ class _Checker:
                     f"`{op}` needs a list, range or string on its right, not {_name(right)}",
                     node.right.span,
                 )
+            if right == "str" and left not in ("str", "any"):
+                self.errors.error(
+                    "KD0208",
+                    f"only a string can be in a string, not {_name(left)}",
+                    node.left.span,
+                )
             if right == "range" and left not in NUMERIC | {"any"}:
                 self.errors.error(
                     "KD0208", f"only numbers can be in a range, not {_name(left)}", node.left.span
@@ -179,10 +185,13 @@ class _Checker:
             self.errors.error(
                 "KD0208", f"`{node.func}` takes {expected} argument(s), got {len(args)}", node.span
             )
+        kinds = []
         for index, (arg, (param, allowed)) in enumerate(zip(args, function.params, strict=False)):
             if arg is None:
                 continue
             kind = self.type(arg)
+            if NUMERIC & allowed:
+                kinds.append(kind)
             if "any" not in allowed and kind not in allowed | {"any"}:
                 self.errors.error(
                     "KD0208",
@@ -205,6 +214,8 @@ class _Checker:
                         arg.span,
                         help='write patterns as raw strings: r"..."',
                     )
+        if function.returns == "num":
+            return _numeric_result(kinds)
         return function.returns
 
     def scored(self, node: ir.Apply) -> str:
@@ -215,6 +226,12 @@ class _Checker:
             return "float"
         self._column(node.args[0])
         return "float"
+
+
+def _numeric_result(kinds: list[str]) -> str:
+    if all(kind == "int" for kind in kinds):
+        return "int"
+    return "float" if all(kind in NUMERIC for kind in kinds) else "any"
 
 
 def _comparable(left: str, right: str) -> bool:

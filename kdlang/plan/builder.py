@@ -16,6 +16,7 @@ from kdlang.ir.recipe import Recipe
 from kdlang.ir.sources import HFData, HFModel, InlineData, OpenAIModel
 from kdlang.ir.values import Ref
 from kdlang.plan import estimates as est
+from kdlang.plan.changes import explain_change
 from kdlang.plan.fingerprint import CODE_VERSIONS, canonical, file_hash, fingerprint, folder_hash
 from kdlang.plan.store import Store
 
@@ -61,67 +62,8 @@ def build_plan(program: Program, cache: str | None = None) -> Plan:
             node.status, node.reason = "cached", ""
         else:
             node.status = "will run"
-            node.reason = explain_change(node, index.get(node.name), store)
+            node.reason = explain_change(node, index.get(node.name))
     return Plan(program, nodes, str(store.root))
-
-
-def explain_change(node: PlanNode, previous: dict | None, store: Store) -> str:
-    """Why a node is not cached: what differs from the last fingerprint recorded under its name."""
-    if previous is None:
-        return "never run"
-    if previous.get("fingerprint") == node.fingerprint:
-        return "its output is no longer in the cache"
-    old, new = previous.get("components", {}), node.components
-    if old.get("code") != new.get("code") or old.get("op") != new.get("op"):
-        return f"kdlang's code for `{node.op}` changed"
-    if old.get("seed") != new.get("seed"):
-        return f"seed changed: {old.get('seed')} -> {new.get('seed')}"
-    if old.get("files") != new.get("files"):
-        changed = [
-            p
-            for p in set(old.get("files", {})) | set(new.get("files", {}))
-            if old.get("files", {}).get(p) != new.get("files", {}).get(p)
-        ]
-        return "input file changed: " + ", ".join(sorted(changed))
-    path = _first_difference(old.get("params"), new.get("params"), ())
-    if path is None:
-        return "changed"
-    where = ".".join(str(p) for p in path)
-    if "upstream" in path:
-        return f"upstream `{path[0]}` changed"
-    if "template" in path:
-        return f"prompt of `{path[0]}` changed"
-    if "model" in path:
-        return f"model of `{path[0]}` changed"
-    old_value, new_value = _at(old.get("params"), path), _at(new.get("params"), path)
-    if isinstance(old_value, dict | list) or isinstance(new_value, dict | list):
-        return f"`{where}` changed"
-    return f"`{where}` changed: {old_value!r} -> {new_value!r}"
-
-
-def _first_difference(a: Any, b: Any, path: tuple) -> tuple | None:
-    if a == b:
-        return None
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), (*path, key))
-            if found is not None:
-                return found
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            found = _first_difference(x, y, (*path, i))
-            if found is not None:
-                return found
-    return path
-
-
-def _at(value: Any, path: tuple) -> Any:
-    for step in path:
-        try:
-            value = value[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return value
 
 
 class _Builder:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ CODE_VERSIONS = {
 """Bumped when an operator's implementation changes what it produces (invalidates its caches)."""
 
 _FILE_MEMO: dict[tuple[str, int, int], str] = {}
+_SETTLED_NS = 3_000_000_000
 
 
 def digest(document: Any) -> str:
@@ -57,16 +59,22 @@ def canonical_json(document: Any) -> str:
 
 
 def file_hash(path: Path) -> str:
-    """SHA-256 of a file's bytes (memoised per process by path, size and mtime)."""
+    """SHA-256 of a file's bytes (memoised per process by path, size and mtime).
+
+    A file modified in the last few seconds is hashed every time: file systems keep mtimes at a
+    coarse granularity, so a same-size rewrite within one tick would otherwise keep its old hash.
+    """
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_MEMO:
-        sha = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
+    if key in _FILE_MEMO:
+        return _FILE_MEMO[key]
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(block)
+    if time.time_ns() - stat.st_mtime_ns > _SETTLED_NS:
         _FILE_MEMO[key] = sha.hexdigest()
-    return _FILE_MEMO[key]
+    return sha.hexdigest()
 
 
 def folder_hash(path: Path) -> str:

@@ -1,0 +1,134 @@
+"""Column schemas through the DAG (read from jsonl, csv and parquet files, added by stages) and
+unknown columns (KD0205) wherever a column is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlang.check import load_checked
+from tests.check.support import HEADER, diagnose, found, only, write
+
+
+def schemas(project: Path, text: str) -> dict:
+    write(project, {"recipe.kd": text})
+    program, warnings = load_checked(str(project / "recipe.kd"))
+    assert warnings == []
+    return program.schemas
+
+
+def test_columns_are_read_from_jsonl_csv_and_parquet(project: Path):
+    text = HEADER + (
+        'dataset topics = csv("data/topics.csv")\n'
+        'dataset scored = parquet("data/scored.parquet")\n'
+        'dataset typed = inline([{n: 1, x: 0.5, ok: true, tags: ["a"]}, {n: 2, x: 1, ok: false, tags: []}])\n'
+    )
+    found_schemas = schemas(project, text)
+    assert found_schemas["problems"] == {"question": "str", "answer": "str", "level": "int"}
+    assert found_schemas["topics"] == {"topic": "str", "style": "str"}
+    assert found_schemas["scored"] == {"prompt": "str", "score": "float", "votes": "int"}
+    # an int and a float in one column make it a float column
+    assert found_schemas["typed"] == {"n": "int", "x": "float", "ok": "bool", "tags": "list"}
+
+
+def test_each_stage_adds_the_columns_it_declares(project: Path):
+    text = HEADER + (
+        'prompt solve = "Q: {{ question }}"\n'
+        'prompt rubric = "Rate: {{ rationale }}"\n'
+        "stage rationales = label(problems) {\n"
+        "  teacher = teacher  prompt = solve  samples = 2  output = rationale\n"
+        "}\n"
+        "stage judged = judge(rationales) { judge = teacher  prompt = rubric }\n"
+        "stage prefs = pairs(judged) { group = question  response = rationale }\n"
+        "stage clean = filter(rationales) { keep len(rationale) > 0 }\n"
+        "stage soft = teacher_logits(clean) { teacher = teacher  prompt = solve  target = rationale }\n"
+    )
+    s = schemas(project, text)
+    base = {"question": "str", "answer": "str", "level": "int"}
+    assert s["rationales"] == {**base, "rationale": "str", "sample": "int"}
+    assert s["judged"] == {**base, "rationale": "str", "sample": "int", "score": "float"}
+    assert s["prefs"] == {"question": "str", "chosen": "str", "rejected": "str", "margin": "float"}
+    assert s["clean"] == s["rationales"]
+    assert s["soft"] == {**s["rationales"], "topk_ids": "list", "topk_logprobs": "list"}
+
+
+def test_unknown_column_in_a_keep_condition(project: Path):
+    text = HEADER + "stage clean = filter(problems) {\n  keep len(answr) > 0\n}\n"
+    d = only(diagnose(project, text), "KD0205")
+    assert (d.span.line, d.span.column, d.span.end_column) == (6, 12, 17)
+    assert d.message == "unknown column `answr`"
+    assert d.help == 'did you mean "answer"?'
+
+
+def test_a_column_is_unknown_before_the_stage_that_adds_it(project: Path):
+    text = HEADER + (
+        'prompt solve = "Q: {{ question }}"\n'
+        "stage early = filter(problems) { keep len(rationale) in 8..400 }\n"
+        "stage rationales = label(problems) { teacher = teacher  prompt = solve  output = rationale }\n"
+        "stage late = filter(rationales) { keep len(rationale) in 8..400 }\n"
+    )
+    d = only(diagnose(project, text), "KD0205")
+    assert (d.span.line, d.span.column) == (6, 43)
+
+
+def test_unknown_column_in_a_column_setting(project: Path):
+    text = HEADER + (
+        'prompt solve = "Q: {{ question }}"\n'
+        "train distill {\n"
+        "  student = student  data = problems  prompt = solve\n"
+        "  target = answers\n"
+        "  loss sft weight 1.0\n"
+        "}\n"
+    )
+    d = only(diagnose(project, text), "KD0205")
+    assert (d.span.line, d.span.column) == (8, 12)
+    assert d.message == "`target` names column `answers`, which the data does not have"
+    assert d.help == 'did you mean "answer"?'
+
+
+def test_declared_columns_must_be_in_the_file(project: Path):
+    text = 'dataset topics = csv("data/topics.csv") {\n  columns = [topic, styel]\n}\n'
+    d = only(diagnose(project, text), "KD0205")
+    assert (d.span.line, d.span.column) == (2, 13)
+    assert d.message == "declared column `styel` is not in data/topics.csv"
+    assert d.help == 'did you mean "style"?'
+
+
+def test_declared_columns_narrow_the_schema(project: Path):
+    text = 'dataset topics = csv("data/topics.csv") { columns = [topic] }\n'
+    assert schemas(project, text)["topics"] == {"topic": "str"}
+
+
+def test_dedup_and_decontaminate_columns(project: Path):
+    text = HEADER + (
+        'dataset topics = csv("data/topics.csv")\n'
+        "stage clean = filter(problems) {\n"
+        "  dedup questoin by exact\n"
+        "  decontaminate question against topics\n"
+        "}\n"
+    )
+    assert found(diagnose(project, text)) == [("KD0205", 7, 9), ("KD0205", 8, 34)]
+
+
+def test_unknown_column_in_a_metric_and_the_output_column(project: Path):
+    text = HEADER + (
+        'prompt solve = "Q: {{ question }}"\n'
+        "train distill {\n"
+        "  student = student  data = problems  prompt = solve  target = answer\n"
+        "  loss sft weight 1.0\n"
+        "}\n"
+        "eval accuracy = evaluate(distill, heldout) {\n"
+        "  prompt = solve\n"
+        "  metric exact_match(output, answer)\n"
+        "  metric wrong = exact_match(output, anser)\n"
+        "}\n"
+    )
+    d = only(diagnose(project, text), "KD0205")
+    assert (d.span.line, d.span.column) == (13, 38)
+
+
+def test_pairs_stage_settings_name_columns(project: Path):
+    text = HEADER + "stage prefs = pairs(problems) { group = question  response = answer }\n"
+    d = only(diagnose(project, text), "KD0205")
+    # `score` is the default; the data has none, and the diagnostic points at the stage
+    assert d.message == "`score` names column `score`, which the data does not have"
+    assert (d.span.line, d.span.column) == (5, 1)
