@@ -100,6 +100,9 @@ MODEL_POSITIONAL = {"hf": ("path",), "openai": ("model",)}
 Model = Annotated[HFModel | OpenAIModel, Field(discriminator="kind")]
 
 
+FILE_PATH = "Local file, relative to the recipe file."
+
+
 class DataCommon(Node):
     columns: list[ColumnName] | None = Field(
         None, description="Columns of the data; read from local files when omitted."
@@ -114,38 +117,40 @@ class JsonlData(DataCommon):
     """``jsonl("path")``: one JSON object per line."""
 
     kind: Literal["jsonl"] = "jsonl"
-    path: Str
+    path: Str = Field(description=FILE_PATH)
 
 
 class CsvData(DataCommon):
     """``csv("path")``: a header row, then rows."""
 
     kind: Literal["csv"] = "csv"
-    path: Str
+    path: Str = Field(description=FILE_PATH)
 
 
 class ParquetData(DataCommon):
     """``parquet("path")``."""
 
     kind: Literal["parquet"] = "parquet"
-    path: Str
+    path: Str = Field(description=FILE_PATH)
 
 
 class HFData(DataCommon):
     """``hf("id-or-local-path", split = "train", config = ...)`` through ``datasets.load_dataset``."""
 
     kind: Literal["hf"] = "hf"
-    id: Str
-    split: Str = "train"
-    config: Str | None = None
-    revision: Str | None = None
+    id: Str = Field(description="Hub dataset id, or a local folder `datasets` can load.")
+    split: Str = Field("train", description="The split read.")
+    config: Str | None = Field(None, description="Configuration name, for datasets with several.")
+    revision: Str | None = Field(None, description="Hub revision (commit, tag, branch).")
 
 
 class InlineData(DataCommon):
     """``inline([{question: "...", answer: "..."}, ...])``: rows written in the recipe."""
 
     kind: Literal["inline"] = "inline"
-    rows: list[dict[str, Any]] = Field(min_length=1)
+    rows: list[dict[str, Any]] = Field(
+        min_length=1, description="The rows: maps from column name to value."
+    )
 
 
 DATASET_KINDS: dict[str, type[Node]] = {

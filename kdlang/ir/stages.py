@@ -15,6 +15,7 @@ from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, RefField, Str, 
 
 Temperature = Annotated[float, Strict(), Field(ge=0.0)]
 TopP = Annotated[float, Strict(), Field(gt=0.0, le=1.0)]
+INPUT = "The dataset or stage whose rows are read (the operator's argument)."
 
 
 class Generating(Node):
@@ -36,7 +37,7 @@ class LabelStage(Generating):
     """
 
     op: Literal["label"] = "label"
-    input: RefField
+    input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes (a `model` declaration).")
     prompt: RefField = Field(description="The prompt rendered for each row.")
     system: Str | RefField | None = Field(
@@ -56,9 +57,11 @@ class ExpandStage(Generating):
     """
 
     op: Literal["expand"] = "expand"
-    input: RefField
-    teacher: RefField
-    method: Annotated[Literal["self_instruct", "evol_instruct"], Symbol] = "self_instruct"
+    input: RefField = Field(description=INPUT)
+    teacher: RefField = Field(description="The model that writes the new items.")
+    method: Annotated[Literal["self_instruct", "evol_instruct"], Symbol] = Field(
+        "self_instruct", description="How new items are made (see above)."
+    )
     column: ColumnName = Field(
         description="The column holding the seed items (instructions, questions)."
     )
@@ -81,11 +84,11 @@ class CurateStage(Generating):
     """
 
     op: Literal["curate"] = "curate"
-    input: RefField
-    teacher: RefField
-    prompt: RefField
+    input: RefField = Field(description=INPUT)
+    teacher: RefField = Field(description="The model that writes.")
+    prompt: RefField = Field(description="The prompt rendered for each input row.")
     per_item: Int = Field(1, ge=1, description="Items written per input row.")
-    output: ColumnName = "output"
+    output: ColumnName = Field("output", description="Name of the column the items go to.")
 
 
 class JudgeStage(Generating):
@@ -96,15 +99,15 @@ class JudgeStage(Generating):
     """
 
     op: Literal["judge"] = "judge"
-    input: RefField
+    input: RefField = Field(description=INPUT)
     judge: RefField = Field(description="The judging model.")
     prompt: RefField = Field(description="The rubric prompt.")
     output: ColumnName = Field("score", description="The numeric column added.")
     scale: list[Float] = Field(
         [1.0, 10.0], min_length=2, max_length=2, description="[lowest, highest] valid score."
     )
-    temperature: Temperature = 0.0
-    max_tokens: Int = Field(64, ge=1)
+    temperature: Temperature = Field(0.0, description="Sampling temperature; 0 = greedy.")
+    max_tokens: Int = Field(64, ge=1, description="Most tokens of one judgement.")
 
 
 class PairsStage(Node):
@@ -116,11 +119,13 @@ class PairsStage(Node):
     """
 
     op: Literal["pairs"] = "pairs"
-    input: RefField
+    input: RefField = Field(description=INPUT)
     group: ColumnName = Field(description="Column identifying the prompt the responses answer.")
     response: ColumnName = Field(description="Column holding a response.")
     score: ColumnName = Field("score", description="Column holding the response's score.")
-    min_margin: Float = Field(0.0, ge=0)
+    min_margin: Float = Field(
+        0.0, ge=0, description="Smallest score difference between chosen and rejected."
+    )
 
 
 class KeepRule(Node):
@@ -134,11 +139,15 @@ class DedupRule(Node):
     """``dedup COLUMN by exact`` or ``by minhash(threshold = 0.9, num_perm = 128, ngram = 5)``."""
 
     rule: Literal["dedup"] = "dedup"
-    column: ColumnName
-    method: Literal["exact", "minhash"] = "exact"
-    threshold: Float = Field(0.9, gt=0, le=1)
-    num_perm: Int = Field(128, ge=16)
-    ngram: Int = Field(5, ge=1)
+    column: ColumnName = Field(description="The column compared.")
+    method: Literal["exact", "minhash"] = Field(
+        "exact", description="exact: identical text; minhash: near-duplicates (MinHash LSH)."
+    )
+    threshold: Float = Field(
+        0.9, gt=0, le=1, description="minhash: Jaccard similarity from which rows are duplicates."
+    )
+    num_perm: Int = Field(128, ge=16, description="minhash: permutations per signature.")
+    ngram: Int = Field(5, ge=1, description="minhash: words per shingle.")
 
 
 class DecontaminateRule(Node):
@@ -146,9 +155,9 @@ class DecontaminateRule(Node):
     of words with the same column of another dataset (typically the held-out set)."""
 
     rule: Literal["decontaminate"] = "decontaminate"
-    column: ColumnName
-    against: RefField
-    ngram: Int = Field(13, ge=1)
+    column: ColumnName = Field(description="The column compared.")
+    against: RefField = Field(description="The dataset no row may overlap with.")
+    ngram: Int = Field(13, ge=1, description="Words per n-gram, written `by ngram(n = 13)`.")
 
 
 FilterRule = Annotated[KeepRule | DedupRule | DecontaminateRule, Field(discriminator="rule")]
@@ -158,7 +167,7 @@ class FilterStage(Node):
     """``filter(input) { keep ... dedup ... decontaminate ... }``: rules applied in order."""
 
     op: Literal["filter"] = "filter"
-    input: RefField
+    input: RefField = Field(description=INPUT)
     rules: list[FilterRule] = Field(min_length=1)
 
 
@@ -167,9 +176,9 @@ class TeacherLogitsStage(Node):
     token (prompt + target), so training can run without the teacher (offline logit KD)."""
 
     op: Literal["teacher_logits"] = "teacher_logits"
-    input: RefField
-    teacher: RefField
-    prompt: RefField
+    input: RefField = Field(description=INPUT)
+    teacher: RefField = Field(description="The white-box model scored (an `hf` model).")
+    prompt: RefField = Field(description="The prompt the target text follows.")
     target: ColumnName = Field(description="Column holding the text the student will learn.")
     top_k: Int = Field(32, ge=1, description="Log-probs kept per token.")
     max_length: Int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")

@@ -55,7 +55,9 @@ class HiddenLoss(LossBase):
     chosen student/teacher layers, through a learned linear projection when widths differ."""
 
     name: Literal["hidden_mse", "hidden_cosine"]
-    layers: list[Annotated[list[Int], Field(min_length=2, max_length=2)]] = Field(min_length=1)
+    layers: list[Annotated[list[Int], Field(min_length=2, max_length=2)]] = Field(
+        min_length=1, description="Pairs [student_layer, teacher_layer] whose states are matched."
+    )
 
 
 class DPOLoss(LossBase):
@@ -63,7 +65,7 @@ class DPOLoss(LossBase):
     the reference model being the initial student."""
 
     name: Literal["dpo"] = "dpo"
-    beta: Float = Field(0.1, gt=0)
+    beta: Float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
 
 
 LOSSES: dict[str, type[LossBase]] = {
@@ -106,8 +108,10 @@ class Train(Node):
         LRSchedule(kind="constant"),
         description="constant, linear(warmup = ..) or cosine(warmup = .., min_ratio = ..).",
     )
-    weight_decay: Float = Field(0.0, ge=0)
-    betas: list[Float] = Field([0.9, 0.999], min_length=2, max_length=2)
+    weight_decay: Float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: list[Float] = Field(
+        [0.9, 0.999], min_length=2, max_length=2, description="AdamW [beta1, beta2]."
+    )
     clip: Float | None = Field(1.0, gt=0, description="Gradient-norm clipping; null disables.")
     max_length: Int = Field(
         512, ge=8, description="Longest prompt + target in tokens (longer rows are truncated)."
@@ -128,7 +132,7 @@ class Train(Node):
     )
     compile: Bool = Field(False, description="torch.compile the student.")
     checkpoint_every: Int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
-    log_every: Int = Field(10, ge=1)
+    log_every: Int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
     seed: Int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
 
 
@@ -148,11 +152,13 @@ class Evaluate(Node):
 
     op: Literal["evaluate"] = "evaluate"
     model: RefField = Field(description="A `train` (its student after training) or a `model`.")
-    data: RefField
-    prompt: RefField
+    data: RefField = Field(description="The dataset evaluated on.")
+    prompt: RefField = Field(description="The prompt the model answers.")
     metrics: list[Metric] = Field(min_length=1)
-    temperature: Annotated[Float, Field(ge=0)] = 0.0
-    max_tokens: Int = Field(128, ge=1)
+    temperature: Annotated[Float, Field(ge=0)] = Field(
+        0.0, description="Sampling temperature; 0 = greedy."
+    )
+    max_tokens: Int = Field(128, ge=1, description="Most new tokens per answer.")
     limit: Int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
 
 
