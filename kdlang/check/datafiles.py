@@ -29,18 +29,23 @@ def value_type(value: Any) -> str:
 
 
 def columns_of_rows(rows: list[dict]) -> dict[str, str]:
-    """Column -> type over some rows; a column whose rows disagree is ``any``."""
-    types: dict[str, str] = {}
+    """Column -> type over some rows. Nulls say nothing about a column's type (any column may
+    hold them); a column whose other values disagree, or that holds only nulls, is ``any``."""
+    types: dict[str, str | None] = {}
     for row in rows:
         for key, value in row.items():
-            kind = "any" if value is None else value_type(value)
-            if key not in types or types[key] == kind:
-                types[key] = kind if key not in types or value is not None else types[key]
-            elif {types[key], kind} <= {"int", "float"}:
+            known = types.get(key)
+            if value is None:
+                types.setdefault(key, None)
+                continue
+            kind = value_type(value)
+            if known is None or known == kind:
+                types[key] = kind
+            elif {known, kind} <= {"int", "float"}:
                 types[key] = "float"
             else:
                 types[key] = "any"
-    return types
+    return {key: kind or "any" for key, kind in types.items()}
 
 
 def read_columns(kind: str, path: Path) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlang.check import load_checked
-from tests.check.support import HEADER, diagnose, found, only, write
+from tests.check.support import HEADER, diagnose, found, jsonl, only, write
 
 
 def schemas(project: Path, text: str) -> dict:
@@ -28,6 +28,17 @@ def test_columns_are_read_from_jsonl_csv_and_parquet(project: Path):
     assert found_schemas["scored"] == {"prompt": "str", "score": "float", "votes": "int"}
     # an int and a float in one column make it a float column
     assert found_schemas["typed"] == {"n": "int", "x": "float", "ok": "bool", "tags": "list"}
+
+
+def test_nulls_do_not_decide_a_column_type(project: Path):
+    rows = [{"a": None, "b": 1, "c": None}, {"a": "x", "b": None, "c": None}, {"a": "y", "b": 2.0}]
+    write(project, {"data/holes.jsonl": jsonl(rows)})
+    text = 'dataset holes = jsonl("data/holes.jsonl")\n'
+    assert schemas(project, text)["holes"] == {"a": "str", "b": "float", "c": "any"}
+    # so a mistake about the column's non-null values is still found
+    text += "stage bad = filter(holes) { keep a > 1 }\n"
+    d = only(diagnose(project, text), "KD0208")
+    assert (d.span.line, d.span.column) == (2, 34)
 
 
 def test_each_stage_adds_the_columns_it_declares(project: Path):
