@@ -157,9 +157,17 @@ def _check_vocab(
 
 
 def _vocab_digest(folder: Path) -> str | None:
-    """A digest of a local model's token -> id table, read from its tokenizer files."""
+    """A digest of a local model's token -> id table, read from its tokenizer files; None when
+    there are none, or they cannot be read (loading the model will say why)."""
     if not folder.is_dir():
         return None
+    try:
+        return _read_vocab_digest(folder)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _read_vocab_digest(folder: Path) -> str | None:
     tokenizer_json = folder / "tokenizer.json"
     if tokenizer_json.is_file():
         data = json.loads(tokenizer_json.read_text(encoding="utf-8"))

@@ -136,10 +136,10 @@ def vocab_size(model, folder: Path | None) -> int | None:
         return None
     try:
         data = json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
+        size = data.get("vocab_size") or (data.get("text_config") or {}).get("vocab_size")
+        return int(size) if size else None
+    except (OSError, ValueError, TypeError, AttributeError):  # unreadable: unknown until loaded
         return None
-    size = data.get("vocab_size") or (data.get("text_config") or {}).get("vocab_size")
-    return int(size) if size else None
 
 
 def _gib(count: int) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.check.support import HEADER, diagnose, found, only
+from tests.check.support import HEADER, diagnose, found, only, write
 
 PROMPT = 'prompt solve = "Q: {{ question }}"\n'  # line 5
 
@@ -232,3 +232,24 @@ def test_cached_top_k_with_a_loss_it_makes_infinite(project: Path, loss: str, ba
     )
     diagnostics = check(project, extra, block)
     assert found(diagnostics) == ([("KD0307", 9, 3)] if bad else [])
+
+
+def test_unreadable_tokenizer_files_leave_the_comparison_to_the_run(project: Path):
+    (project / "models" / "other" / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    extra = 'model other = hf("models/other")\n'
+    block = train(
+        TRAIN_DATA.replace("student = student", "student = student  teacher = other"),
+        "loss forward_kl weight 1.0",
+    )
+    assert check(project, extra, block) == []
+
+
+def test_vocabularies_compared_from_vocab_json(project: Path):
+    for name, vocab in (("gpt_a", '{"a": 0, "b": 1}'), ("gpt_b", '{"a": 0, "c": 1}')):
+        write(project, {f"models/{name}/vocab.json": vocab, f"models/{name}/config.json": "{}"})
+    extra = 'model a = hf("models/gpt_a")\nmodel b = hf("models/gpt_b")\n'
+    block = train(
+        "student = a  teacher = b  data = problems  prompt = solve  target = answer",
+        "loss forward_kl weight 1.0",
+    )
+    assert found(check(project, extra, block)) == [("KD0302", 9, 13)]

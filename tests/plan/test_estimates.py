@@ -151,3 +151,9 @@ def test_eval_limit(project: Path):
     assert (e["accuracy"].rows, e["accuracy"].generated_tokens_max) == (3, 24)
     e = estimates(project, text, ["accuracy.limit=2"])
     assert (e["accuracy"].rows, e["accuracy"].generated_tokens_max) == (2, 16)
+
+
+def test_an_unreadable_student_config_leaves_the_choice_to_the_run(project: Path):
+    (project / "models" / "student" / "config.json").write_bytes(b"\xff\xfe not json")
+    train = estimates(project, RECIPE)["distill"]
+    assert (train.logits_bytes, train.loss_path) == (None, "auto")
