@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from kdlang.syntax.span import Span
+from kdlang.syntax.span import Span, source_lines
 
 
 class Severity(StrEnum):
@@ -145,7 +145,7 @@ def _render_one(d: Diagnostic, source: str | None, color: bool) -> str:
     sev = d.severity.value
     out = [f"{_paint(f'{sev}[{d.code}]', sev, color)}: {_paint(d.message, 'bold', color)}"]
     s = d.span
-    lines = source.splitlines() if source is not None else []
+    lines = source_lines(source) if source is not None else []
     gutter = len(str(s.end_line))
     pad = " " * gutter
     out.append(f"{pad}{_paint('-->', 'blue', color)} {s.file}:{s.line}:{s.column}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kdlang.syntax import ast
 from kdlang.syntax.parser import parse
+from kdlang.syntax.span import source_lines
 
 INDENT = "  "
 MAX_WIDTH = 100
@@ -42,7 +43,7 @@ def format_source(source: str, file: str = "<string>") -> str:
 class _Printer:
     def __init__(self, module: ast.Module):
         self.module = module
-        self.source_lines = module.source.splitlines()
+        self.source_lines = source_lines(module.source)
         self.comments = sorted(module.comments, key=lambda c: (c.span.line, c.span.column))
         self.out: list[str] = []
 

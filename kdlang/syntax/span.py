@@ -39,3 +39,11 @@ class Span:
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
+
+
+def source_lines(text: str) -> list[str]:
+    """The lines of ``text`` as spans number them: split at new lines only.
+
+    ``str.splitlines`` also splits at form feeds, ``\\x85`` and Unicode line separators, which
+    may sit in comments and strings; the parser does not count those as new lines."""
+    return [line.removesuffix("\r") for line in text.split("\n")]

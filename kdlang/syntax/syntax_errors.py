@@ -14,7 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from kdlang.syntax.diagnostics import Diagnostic
 from kdlang.syntax.grammar import parser as lark_parser
-from kdlang.syntax.span import Span
+from kdlang.syntax.span import Span, source_lines
 
 # Broken snippets, by the code of the mistake they show. Each must fail at its last token.
 _EXAMPLES = {
@@ -254,7 +254,7 @@ def _accepted(error: UnexpectedInput) -> set[str]:
 
 def _bad_character(error: UnexpectedCharacters, source: str, file: str) -> Diagnostic:
     char = error.char
-    line_text = source.splitlines()[error.line - 1] if source else ""
+    line_text = source_lines(source)[error.line - 1] if source else ""
     if char in "\"'":
         end = len(line_text) + 1
         column, pos = error.column, error.pos_in_stream

@@ -24,9 +24,11 @@ NAMES = st.sampled_from(NAME_POOL)
 # and `by` are left out: right after a `loss` or `decontaminate` line they continue that line.)
 KEYS = st.sampled_from(["a", "samples", "teacher", "prompt", "model", "dataset", "weight", "to"])
 
+# Comments may hold anything but a new line, form feeds and Unicode line separators included.
 COMMENT_TEXT = st.text(
-    alphabet=st.characters(
-        codec="utf-8", exclude_characters="\n\r", exclude_categories=["Cs", "Cc"]
+    alphabet=st.one_of(
+        st.characters(codec="utf-8", exclude_characters="\n\r", exclude_categories=["Cs"]),
+        st.sampled_from(["\x0c", "\x0b", "\x85", "\u2028", "\u2029"]),
     ),
     max_size=12,
 )
@@ -360,6 +362,30 @@ def valid_recipes(draw) -> str:
             "dedup rationale by " + draw(st.sampled_from(["exact", "minhash(threshold = 0.8)"]))
         )
     lines.append("stage clean = filter(rationales) {" + "".join("\n  " + r for r in rules) + "\n}")
+    extras = draw(st.sets(st.sampled_from(["judge", "expand", "logits", "openai"])))
+    if "openai" in extras:
+        url = draw(st.sampled_from(['env("URL")', '"http://localhost:8000/v1"']))
+        lines.append(
+            'model grader = openai("gpt-4o-mini", api_key = env("OPENAI_API_KEY"),'
+            + g()
+            + f"base_url = {url})"
+        )
+    if "judge" in extras:
+        lines.append(
+            f"stage scored = judge(rationales) {{ judge = teacher  prompt = solve"
+            f"  scale = [{draw(st.integers(0, 3))}, 10] }}"
+        )
+    if "expand" in extras:
+        method = draw(st.sampled_from(["self_instruct", "evol_instruct", '"evol_instruct"']))
+        lines.append(
+            f"stage more = expand(problems) {{ teacher = teacher  column = question"
+            f"  method = {method}  rounds = {draw(st.integers(1, 3))} }}"
+        )
+    if "logits" in extras:
+        lines.append(
+            "stage soft = teacher_logits(clean) {"
+            f"{g()}teacher = teacher prompt = solve target = rationale top_k = {draw(st.integers(1, 64))}\n}}"
+        )
     losses = draw(
         st.lists(
             st.sampled_from(["sft", "forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl"]),

@@ -14,6 +14,7 @@ from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
 from kdlang.syntax.fmt import format_source
 from kdlang.syntax.parser import parse
+from kdlang.syntax.span import source_lines
 from tests.syntax.recipe_strategies import syntactic_recipes, valid_recipes
 from tests.syntax.support import BAD, GOOD
 
@@ -59,7 +60,7 @@ def assert_formats_well(source: str) -> tuple[ast.Module, ast.Module]:
     assert comment_texts(again) == comment_texts(module)
     assert formatted.endswith("\n") or formatted == ""
     assert "\n\n\n" not in formatted
-    for line in formatted.splitlines():
+    for line in source_lines(formatted):
         assert line == line.rstrip() or _inside_string(formatted, line)
     return module, again
 
@@ -243,6 +244,11 @@ def test_blank_lines_collapse_to_one_and_trailing_ones_go():
 
 def test_strings_keep_their_source_text():
     source = 'prompt p = """\n  keep  my   spacing\n\t"""\nprompt q = r\'\\d+\'\nprompt s = "\\u00e9\\n"\n'
+    assert format_source(source) == source
+
+
+def test_line_separators_in_strings_and_comments_are_no_new_lines():
+    source = 'prompt p = "a\u2028b"  # x\x0cy\n\nmodel m = hf("x")\n'
     assert format_source(source) == source
 
 
