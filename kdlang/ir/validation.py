@@ -149,6 +149,9 @@ def _report(
             help=_field_help(cls, key),
         )
         return
+    if kind == "kd_range":
+        errors.error("KD0104", f"`{key}`: {error['msg']}", span, help=_field_help(cls, key))
+        return
     if kind == "kd_schedule":
         errors.error("KD0110", error["msg"], span)
         return

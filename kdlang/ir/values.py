@@ -12,6 +12,7 @@ import math
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -138,7 +139,20 @@ StrOrEnv = Annotated[Str | EnvRef, BeforeValidator(_secret)]
 
 # -- durations and schedules ------------------------------------------------------------------
 
-Duration = Percent | Annotated[int, Strict(), Field(ge=1)]
+
+def _fraction_of_run(value: Percent) -> Percent:
+    if not 0.0 <= value.fraction <= 1.0:
+        raise PydanticCustomError(
+            "kd_range",
+            "a share of the run must be between 0% and 100%, got {got}%",
+            {"got": f"{value.fraction * 100:g}"},
+        )
+    return value
+
+
+Duration = (
+    Annotated[Percent, AfterValidator(_fraction_of_run)] | Annotated[int, Strict(), Field(ge=1)]
+)
 """A span of training: a percentage of the run, or a number of optimizer steps."""
 
 
