@@ -1,0 +1,233 @@
+"""``teacher_logits(data) { teacher = .. prompt = .. target = .. top_k = k }``: cache the teacher's
+top-k next-token log-probs on every target token, so training runs without the teacher.
+
+Each row gains three columns: ``topk_ids`` (per target token, the k ids, int32),
+``topk_logprobs`` (their log-probs at temperature 1, float16, descending) and ``topk_target_ids``
+(the target's own token ids, int32), row t describing the teacher's prediction *for* target
+token t. Stored as Arrow ``list<fixed_size_list<int32|float16, k>>``: 6 bytes per entry.
+
+A white-box (``hf``) teacher scores ``prompt + target + EOS`` (so the end of the answer is
+distilled too) with its own tokenizer. A black-box (``openai``) teacher returns tokens as
+strings: each must be a single token of the student's vocabulary (the students of the trains
+that read this stage) and is mapped to its id, else the stage fails naming the token. Targets
+longer than ``max_length`` tokens with their prompt keep their first tokens only.
+
+Rows are scored in fixed chunks; each finished chunk is committed to the progress folder, so a
+killed run resumes with the chunks it has not finished.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from kdlang.runtime.cache import DATA_FILE
+from kdlang.runtime.context import RunError
+from kdlang.runtime.teachers import TeacherError
+from kdlang.runtime.train.models import vocab_digest
+
+
+def run(node, ctx, out: Path) -> dict:
+    stage = node.node
+    rows = ctx.rows(stage.input.name)
+    ctx.stats["rows_in"] = len(rows)
+    teacher = ctx.teacher(stage.teacher)
+    white = getattr(teacher, "white_box", False)
+    tokenizer = teacher.tokenizer if white else _student_tokenizer(ctx, node)
+    mapper = None if white else TokenMapper(tokenizer)
+    template = ctx.template(stage.prompt)
+    prompts = [template.render(**row) for row in rows]
+    eos = (tokenizer.eos_token or "") if white else ""
+    targets = [str(row.get(stage.target) or "") + eos for row in rows]
+
+    folder = ctx.cache.progress_dir(node.fingerprint)
+    folder.mkdir(parents=True, exist_ok=True)
+    size = teacher.batch_size if white else max(1, getattr(teacher, "concurrency", 8) * 4)
+    scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ctx.start(len(rows))
+    try:
+        for start in range(0, len(rows), size):
+            chunk = folder / f"chunk-{start:08d}.npz"
+            end = min(len(rows), start + size)
+            if not chunk.exists():
+                found = teacher.topk_logprobs(prompts[start:end], targets[start:end], stage.top_k)
+                budgets = [
+                    _budget(teacher, tokenizer, p, t, stage.max_length, white)
+                    for p, t in zip(prompts[start:end], targets[start:end], strict=True)
+                ]
+                _save_chunk(
+                    chunk, [_row(t, b, mapper) for t, b in zip(found, budgets, strict=True)]
+                )
+            else:
+                ctx.count("resumed_rows", end - start)
+            scored += _load_chunk(chunk)
+            ctx.advance(end - start)
+    except TeacherError as error:
+        raise RunError(f"{node.name}: {error}") from None
+    finally:
+        ctx.stats["teacher"] = teacher.stats.as_dict()
+    columns = [c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs")]
+    _write(out, rows, columns, scored, stage.top_k)
+    ctx.stats["target_tokens"] = int(sum(len(t) for _, _, t in scored))
+    return {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}
+
+
+def _budget(teacher, tokenizer, prompt: str, target: str, max_length: int, white: bool) -> int:
+    """Target tokens that fit after the prompt within ``max_length``."""
+    if white:
+        prompt_ids, _ = teacher.encode_pair(prompt, target)
+    else:
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return max(0, max_length - len(prompt_ids))
+
+
+def _row(topk, budget: int, mapper) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    lps = topk.logprobs[:budget].float().numpy()
+    if mapper is None:
+        ids = topk.ids[:budget].numpy().astype(np.int32)
+        targets = topk.target_ids[:budget].numpy().astype(np.int32)
+    else:
+        rows = [
+            mapper.row(names, values)
+            for names, values in zip(topk.tokens[:budget], lps, strict=True)
+        ]
+        ids = np.stack([r[0] for r in rows]) if rows else np.zeros((0, lps.shape[1]), np.int32)
+        lps = np.stack([r[1] for r in rows]) if rows else lps
+        targets = np.array([mapper.id(t) for t in topk.target_tokens[:budget]], np.int32)
+    return ids, lps.astype(np.float16), targets
+
+
+class TokenMapper:
+    """Token strings of a black-box teacher → ids of the student's vocabulary."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.vocab = tokenizer.get_vocab()
+        self.known: dict[str, int] = {}
+
+    def id(self, token: str) -> int:
+        if token not in self.known:
+            if token in self.vocab:  # the server returned the raw vocabulary entry
+                self.known[token] = self.vocab[token]
+            else:
+                ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
+                if len(ids) != 1:
+                    raise RunError(
+                        f"the teacher's token {token!r} is {len(ids)} tokens of the student's "
+                        "vocabulary, not one; cached top-k needs a teacher that tokenizes like "
+                        "the student (use `loss sft` on its text otherwise)"
+                    )
+                self.known[token] = ids[0]
+        return self.known[token]
+
+    def row(self, names: list[str], values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One position's k entries as ids; strings naming the same id merge (their
+        probabilities add); empty slots get distinct unused ids at log-prob −inf."""
+        merged: dict[int, float] = {}
+        for name, value in zip(names, values.tolist(), strict=True):
+            if name == "" or value == -np.inf:
+                continue
+            token = self.id(name)
+            merged[token] = float(np.logaddexp(merged[token], value)) if token in merged else value
+        ranked = sorted(merged.items(), key=lambda item: -item[1])
+        spare = (i for i in range(len(self.vocab) + len(values)) if i not in merged)
+        while len(ranked) < len(values):
+            ranked.append((next(spare), -np.inf))
+        return (
+            np.array([i for i, _ in ranked], np.int32),
+            np.array([v for _, v in ranked], np.float32),
+        )
+
+
+def _student_tokenizer(ctx, node):
+    """The tokenizer of the students trained on this stage's output (they must agree)."""
+    from transformers import AutoTokenizer
+
+    readers = [n for n in ctx.plan.nodes if n.op == "train" and _reads(ctx.plan, n, node.name)]
+    if not readers:
+        raise RunError(
+            f"{node.name}: a black-box teacher's tokens are mapped to a student's vocabulary, "
+            "but no `train` reads this stage"
+        )
+    tokenizers, digests = [], set()
+    for reader in readers:
+        spec = ctx.program.recipe.models[reader.node.student.name]
+        tokenizer = AutoTokenizer.from_pretrained(
+            ctx.model_path(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+        tokenizers.append(tokenizer)
+        digests.add(vocab_digest(tokenizer))
+    if len(digests) > 1:
+        raise RunError(
+            f"{node.name}: the students that read this stage have different vocabularies"
+        )
+    return tokenizers[0]
+
+
+def _reads(plan, node, name: str) -> bool:
+    pending = list(node.inputs)
+    while pending:
+        current = pending.pop()
+        if current == name:
+            return True
+        pending.extend(plan.node(current).inputs)
+    return False
+
+
+def _save_chunk(path: Path, rows) -> None:
+    lengths = np.array([len(t) for _, _, t in rows], np.int64)
+    k = rows[0][0].shape[1] if rows else 0
+    arrays = {
+        "lengths": lengths,
+        "ids": np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, k), np.int32),
+        "logprobs": np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, k), np.float16),
+        "targets": np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.int32),
+    }
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as handle:
+        np.savez(handle, **arrays)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_chunk(path: Path):
+    with np.load(path) as data:
+        bounds = np.cumsum(data["lengths"])[:-1]
+        ids = np.split(data["ids"], bounds)
+        lps = np.split(data["logprobs"], bounds)
+        targets = np.split(data["targets"], bounds)
+    return list(zip(ids, lps, targets, strict=True))
+
+
+def _nested(arrays: list[np.ndarray], k: int, kind: pa.DataType) -> pa.Array:
+    """One ``[T, k]`` array per row → ``list<fixed_size_list<kind, k>>``."""
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0)
+    inner = pa.FixedSizeListArray.from_arrays(
+        pa.array(flat.astype(kind.to_pandas_dtype()), kind), k
+    )
+    offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), inner)
+
+
+def _write(out: Path, rows, columns, scored, k: int) -> None:
+    if rows:
+        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+    else:
+        table = pa.table({c: pa.array([], pa.string()) for c in columns})
+    ids, lps, targets = ([s[i] for s in scored] for i in range(3))
+    table = table.append_column("topk_ids", _nested(ids, k, pa.int32()))
+    table = table.append_column("topk_logprobs", _nested(lps, k, pa.float16()))
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in targets])]).astype(np.int32)
+    flat = np.concatenate(targets).astype(np.int32) if targets else np.zeros(0, np.int32)
+    table = table.append_column(
+        "topk_target_ids", pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    with (
+        pa.OSFile(str(out / DATA_FILE), "wb") as sink,
+        pa.ipc.new_stream(sink, table.schema) as writer,
+    ):
+        writer.write_table(table)

@@ -1,0 +1,54 @@
+"""``train NAME { student = .. data = .. loss ... }``: train the student; the loop itself is
+:mod:`kdlang.runtime.train.loop`.
+
+The artifact holds ``model/`` (the trained student, ``save_pretrained`` with its tokenizer, LoRA
+merged in), ``adapter/`` for a LoRA student, ``metrics.jsonl`` (one record per step),
+``tensorboard/`` and ``loss_curves.png`` (listed in the manifest's ``pictures``, so the run
+report shows it). Checkpoints and live metrics are kept in the stage's progress folder while
+it runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kdlang.runtime.train.job import build_job
+from kdlang.runtime.train.loop import fit
+from kdlang.runtime.train.metrics import METRICS, PICTURE, plot_curves, read_metrics
+from kdlang.runtime.train.models import save_student
+
+
+def run(node, ctx, out: Path) -> dict:
+    train = node.node
+    job = build_job(train, ctx)
+    ctx.start(job.total_steps, f"{node.name} (train)")
+    shown = [0]
+
+    def advance(record: dict) -> None:  # a resumed run starts past its first steps
+        ctx.advance(record["step"] + 1 - shown[0])
+        shown[0] = record["step"] + 1
+
+    job.on_step = advance
+    records = fit(job)
+    if job.resumed_from:
+        ctx.stats["resumed_from_step"] = job.resumed_from
+    job.dist.barrier()
+    # Every process writes the same artifact; the cache keeps the first one committed.
+    records = read_metrics(job.folder / METRICS) if not job.dist.is_main else records
+    written = save_student(job.models.student, job.tokenizer, out)
+    shutil.copyfile(job.folder / METRICS, out / METRICS)
+    if (job.folder / "tensorboard").is_dir():
+        shutil.copytree(job.folder / "tensorboard", out / "tensorboard")
+    plot_curves(records, [t.key for t in job.objective.terms], out / PICTURE)
+    job.dist.barrier()  # the executor removes the progress folder once the artifact is in
+    last = records[-1] if records else {}
+    return {
+        "rows": len(job.examples) or len(job.pairs),
+        "steps": job.total_steps,
+        "student": train.student.name,
+        "lora": "adapter" in written,
+        "loss_path": job.objective.path,
+        "final": {k: last[k] for k in ["loss", *(t.key for t in job.objective.terms)] if k in last},
+        "pictures": [PICTURE],
+    }

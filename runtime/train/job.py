@@ -1,0 +1,236 @@
+"""From a ``train`` node and its stage context to a loaded :class:`~.loop.Job`.
+
+Loads the student (LoRA via peft when declared), decides where the teacher's distribution comes
+from — the online ``teacher`` when the train names one and a term needs it, else the top-k
+cached by a ``teacher_logits`` stage — checks that teacher and student share a vocabulary before
+any step, tokenizes every row (prompt rendered from the template, the target ending with EOS,
+cached target ids used as they were scored), picks the loss path as ``kdlang plan`` does, and
+computes the ``dpo`` reference log-probs with the initial student.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from kdlang.runtime.cache import DATA_FILE
+from kdlang.runtime.context import RunError
+from kdlang.runtime.train import models as md
+from kdlang.runtime.train.distributed import from_env
+from kdlang.runtime.train.examples import (
+    Example,
+    Pair,
+    collate_pairs,
+    encode,
+    truncate,
+    with_eos,
+)
+from kdlang.runtime.train.loop import Job
+from kdlang.runtime.train.objective import DIVERGENCES, HIDDEN, Models, Objective
+from kdlang.runtime.train.terms import sequence_logprobs
+
+TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS = "topk_ids", "topk_logprobs", "topk_target_ids"
+
+
+def build_job(train, ctx) -> Job:
+    recipe = ctx.program.recipe
+    dist = from_env()
+    seed = train.seed if train.seed is not None else recipe.seed
+    spec = recipe.models[train.student.name]
+    settings = ctx.model_settings(spec)
+    device = _device(settings["device"], dist)
+    student, tokenizer = md.load_student(settings, spec.lora, device=device, seed=seed)
+    chat = md.chat_enabled(tokenizer, spec.chat_template)
+    student_head = md.head(student)
+
+    names = {loss.name for loss in train.losses}
+    rows, topk = read_table(ctx.artifact(train.data.name))
+    if not rows:
+        raise RunError(f"`{train.data.name}` has no rows to train on")
+    wants_teacher = bool(names & (set(DIVERGENCES) | set(HIDDEN)))
+    online = train.teacher is not None and wants_teacher
+    teacher_model = teacher_head = None
+    if online:
+        teacher = ctx.teacher(train.teacher)
+        if not getattr(teacher, "white_box", False):
+            raise RunError(f"the online teacher `{train.teacher.name}` must be an `hf` model")
+        md.check_same_vocab(tokenizer, teacher.tokenizer, train.student.name, train.teacher.name)
+        teacher_model, teacher_head = teacher.model, md.head(teacher.model)
+    elif wants_teacher:
+        if topk is None:
+            raise RunError(f"`{train.data.name}` holds no cached teacher log-probs (topk_ids)")
+        _check_cache_vocab(ctx, train, tokenizer, topk, student_head.out_features)
+
+    path, reason = md.loss_path(train, student_head.out_features)
+    if path == "fused_linear" and not all(
+        md.supports_fused(m) for m in (student, teacher_model) if m is not None
+    ):
+        path, reason = "materialized", "the model's head cannot run on hidden states alone"
+    ctx.stats["loss_path"] = {"path": path, "reason": reason}
+
+    template = ctx.template(train.prompt) if train.prompt is not None else None
+    uses_tokens = any(loss.name != "dpo" for loss in train.losses)
+    examples = (
+        [_example(i, row, topk, template, tokenizer, chat, train) for i, row in enumerate(rows)]
+        if uses_tokens
+        else []
+    )
+    pairs = (
+        [_pair(i, row, template, tokenizer, chat, train) for i, row in enumerate(rows)]
+        if ("dpo" in names)
+        else []
+    )
+    ctx.stats["rows_in"] = len(rows)
+    ctx.stats["target_tokens"] = sum(e.tokens for e in examples)
+
+    order_rows = len(rows)
+    total = train.max_steps or train.epochs * max(1, math.ceil(order_rows / train.batch))
+    objective = Objective(
+        train.losses,
+        total_steps=total,
+        on_policy=train.on_policy,
+        teacher="online" if online else ("cached" if wants_teacher else None),
+        path=path,
+        width=md.shared_width(student_head, teacher_head, len(tokenizer)),
+        layers=(_config(student, "num_hidden_layers"), _config(teacher_model, "num_hidden_layers")),
+        widths=(_config(student, "hidden_size"), _config(teacher_model, "hidden_size")),
+    )
+    folder = ctx.cache.progress_dir(ctx.node.fingerprint)
+    folder.mkdir(parents=True, exist_ok=True)
+    job = Job(
+        train=train,
+        objective=objective,
+        models=Models(student, student_head, teacher_model, teacher_head),
+        tokenizer=tokenizer,
+        examples=examples,
+        pairs=pairs,
+        folder=folder,
+        total_steps=total,
+        seed=seed,
+        device=device,
+        online=online,
+        sample_batch=spec.batch_size,
+        dist=dist,
+    )
+    if pairs:
+        job.reference = reference_logprobs(job)
+    return job
+
+
+def read_table(folder: Path) -> tuple[list[dict], dict[str, list[np.ndarray]] | None]:
+    """The rows of a data artifact without the top-k columns, and those columns (when present)
+    as one ``[T, k]`` array per row (ids int32, log-probs float32, target ids ``[T]``)."""
+    with pa.memory_map(str(folder / DATA_FILE), "r") as source:
+        table = pa.ipc.open_stream(source).read_all()
+    names = [n for n in table.column_names if n not in (TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS)]
+    rows = table.select(names).to_pylist()
+    if TOPK_IDS not in table.column_names:
+        return rows, None
+    topk = {
+        TOPK_IDS: _nested(table.column(TOPK_IDS), np.int32),
+        TOPK_LOGPROBS: _nested(table.column(TOPK_LOGPROBS), np.float32),
+    }
+    if TOPK_TARGETS in table.column_names:
+        column = table.column(TOPK_TARGETS).combine_chunks()
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
+        topk[TOPK_TARGETS] = np.split(flat, np.cumsum(pc.list_value_length(column).to_numpy())[:-1])
+    return rows, topk
+
+
+def _nested(column, dtype) -> list[np.ndarray]:
+    """``list<list<x>>`` (fixed-size inner lists or not) → one ``[T, k]`` array per row."""
+    column = column.combine_chunks()
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    inner = pc.list_flatten(column)
+    values = pc.list_flatten(inner).to_numpy(zero_copy_only=False).astype(dtype)
+    k = len(values) // max(1, len(inner))
+    table = values.reshape(-1, k) if k else values.reshape(len(inner), 0)
+    return np.split(table, np.cumsum(lengths)[:-1])
+
+
+def _example(index, row, topk, template, tokenizer, chat, train) -> Example:
+    prompt_text = template.render(**row) if template is not None else ""
+    target_text = row.get(train.target) or ""
+    prompt, target = encode(tokenizer, prompt_text, str(target_text), chat=chat)
+    ids = lps = None
+    if topk is not None and TOPK_TARGETS in topk:
+        # Learn exactly the tokens the teacher scored, so row t of the cache is token t.
+        target = with_eos(topk[TOPK_TARGETS][index].tolist(), tokenizer.eos_token_id)
+        ids, lps = topk[TOPK_IDS][index], topk[TOPK_LOGPROBS][index]
+    prompt, target = truncate(prompt, target, train.max_length)
+    return Example(prompt, target, ids, lps, row=index)
+
+
+def _pair(index, row, template, tokenizer, chat, train) -> Pair:
+    prompt_text = template.render(**row) if template is not None else ""
+    prompt, chosen = encode(tokenizer, prompt_text, str(row.get("chosen") or ""), chat=chat)
+    _, rejected = encode(tokenizer, prompt_text, str(row.get("rejected") or ""), chat=chat)
+    _, chosen = truncate(prompt, chosen, train.max_length)
+    prompt, rejected = truncate(prompt, rejected, train.max_length)
+    return Pair(prompt, chosen, rejected, row=index)
+
+
+@torch.no_grad()
+def reference_logprobs(job: Job, batch_size: int = 8) -> torch.Tensor:
+    """``[rows, 2]``: log π_ref of each pair's chosen and rejected response, π_ref being the
+    student before its first step (computed before any checkpoint is loaded)."""
+    student = job.models.student
+    was_training = student.training
+    student.eval()
+    autocast = md.precision(job.train.precision, job.device)
+    out = []
+    for start in range(0, len(job.pairs), batch_size):
+        chunk = job.pairs[start : start + batch_size]
+        batch = collate_pairs(chunk, job.pad_id).to(job.device)
+        with autocast():
+            logits = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        scores = sequence_logprobs(logits[:, :-1], batch.labels).float().cpu()
+        out.append(torch.stack([scores[: len(chunk)], scores[len(chunk) :]], dim=1))
+    student.train(was_training)
+    return torch.cat(out)
+
+
+def _check_cache_vocab(ctx, train, tokenizer, topk, width: int) -> None:
+    """The cached ids must be ids of the student's vocabulary: compare with the digest the
+    ``teacher_logits`` stage recorded, and the largest id with the lm_head's width."""
+    stage = _logits_stage(ctx, train.data.name)
+    recorded = (ctx.cache.manifest(stage.fingerprint) or {}).get("vocab_digest") if stage else None
+    if recorded is not None and recorded != md.vocab_digest(tokenizer):
+        raise RunError(
+            f"the top-k cached by `{stage.name}` uses another vocabulary than the student "
+            f"`{train.student.name}`; token-level losses need one tokenizer"
+        )
+    largest = max((int(a.max()) for a in topk[TOPK_IDS] if a.size), default=-1)
+    if largest >= width:
+        raise RunError(f"cached token id {largest} is outside the student's {width} logits")
+
+
+def _logits_stage(ctx, name: str):
+    """The nearest ``teacher_logits`` node upstream of ``name`` (itself included)."""
+    pending = [name]
+    while pending:
+        node = ctx.plan.node(pending.pop(0))
+        if node.op == "teacher_logits":
+            return node
+        pending.extend(node.inputs)
+    return None
+
+
+def _device(setting: str, dist) -> torch.device:
+    from kdlang.runtime.teachers.hf import resolve_device
+
+    device = resolve_device(setting)
+    if device.type == "cuda" and dist.active and device.index is None:
+        return torch.device("cuda", dist.local_rank)
+    return device
+
+
+def _config(model, field: str) -> int:
+    if model is None:
+        return 0
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    return int(getattr(config, field))

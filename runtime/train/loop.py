@@ -1,0 +1,229 @@
+"""The training loop, top to bottom.
+
+For each optimizer step s (resuming at the last checkpoint's step):
+
+1. read the scheduled values at s (loss weights, temperatures, β, α, λ) and set the learning
+   rate to ``lr · lr_schedule.factor(s, total)``;
+2. take the step's rows (a pure function of s: :class:`DataOrder`), this process's share of them;
+   with probability λ(s) replace their targets by the student's own samples (GKD);
+3. count what the step's terms are averaged over (target positions, teacher positions, pairs),
+   summed over processes;
+4. for each of ``grad_accum`` micro-batches: forward (autocast), the composed loss, backward;
+5. sum gradients over processes, clip their norm, AdamW step;
+6. append the step's record to ``metrics.jsonl`` and TensorBoard; every ``checkpoint_every``
+   steps commit a checkpoint (weights, optimizer, RNG states, data position).
+
+Everything random is either seeded by the step (data order, on-policy draws, samples) or part of
+the checkpoint (the generators dropout uses), so a resumed run continues the same trajectory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from kdlang.runtime.train import checkpoint
+from kdlang.runtime.train.distributed import Dist
+from kdlang.runtime.train.examples import (
+    DataOrder,
+    Example,
+    Pair,
+    collate,
+    collate_pairs,
+    micro_batches,
+    truncate,
+)
+from kdlang.runtime.train.metrics import METRICS, Board, MetricsLog
+from kdlang.runtime.train.models import load_trainable, optimizer, precision, trainable_state
+from kdlang.runtime.train.objective import Models, Objective
+from kdlang.runtime.train.onpolicy import is_on_policy, sample_targets
+from torch import nn
+
+
+@dataclass
+class Job:
+    """Everything a run of the loop needs, already loaded. ``train`` is the IR ``train`` node
+    (its settings); ``examples`` and ``pairs`` are indexed by data row (either may be empty);
+    ``reference``: ``[rows, 2]`` log-probs of each pair's chosen and rejected response under
+    the initial student (``dpo``); ``folder``: where checkpoints and live metrics go;
+    ``online``: the teacher runs online (every target position has a teacher distribution)."""
+
+    train: object
+    objective: Objective
+    models: Models
+    tokenizer: object
+    examples: list[Example]
+    folder: Path
+    total_steps: int
+    seed: int
+    device: torch.device
+    pairs: list[Pair] = field(default_factory=list)
+    reference: torch.Tensor | None = None
+    online: bool = False
+    sample_batch: int = 16
+    dist: Dist = field(default_factory=Dist)
+    on_step: Callable[[dict], None] | None = None
+    resumed_from: int = 0
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id or 0
+
+
+def fit(job: Job) -> list[dict]:
+    """Train from the last checkpoint (or the start) to ``total_steps``; returns the records of
+    every step."""
+    train, objective, dist = job.train, job.objective, job.dist
+    student = job.models.student
+    trainable = {"student": student, "projections": objective.projections}
+    objective.projections.to(job.device)
+    params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
+    adamw = optimizer(list(trainable.values()), train)
+    autocast = precision(train.precision, job.device)
+    order = DataOrder(max(len(job.examples), len(job.pairs)), train.batch, job.seed)
+
+    start = 0
+    saved = checkpoint.load_latest(job.folder, dist.rank)
+    if saved is not None:
+        load_trainable(trainable, saved.state["trainable"])
+        adamw.load_state_dict(saved.state["optimizer"])
+        if saved.rng is not None:
+            checkpoint.set_rng_state(saved.rng)
+        start = job.resumed_from = saved.step
+    else:
+        torch.manual_seed(job.seed + dist.rank)
+    log = MetricsLog(job.folder / METRICS, start=start, write=dist.is_main)
+    board = Board(job.folder / "tensorboard", start=start, write=dist.is_main)
+    models = job.models
+    if train.compile:
+        models = replace(models, student=torch.compile(student))
+
+    try:
+        for step in range(start, job.total_steps):
+            began = time.perf_counter()
+            values = objective.values(step)
+            lr = train.lr * train.lr_schedule.factor(step, job.total_steps)
+            for group in adamw.param_groups:
+                group["lr"] = lr
+
+            rows = dist.shard(order.step_rows(step))
+            examples = [job.examples[r] for r in rows] if job.examples else []
+            pairs = [job.pairs[r] for r in rows] if job.pairs else []
+            on_policy = is_on_policy(job.seed, step, values["on_policy"])
+            if on_policy and examples:
+                with autocast():
+                    examples = student_samples(job, student, examples, step)
+            counts = step_counts(examples, pairs, job.online or on_policy, dist, job.device)
+
+            student.train()
+            parts = {t.key: 0.0 for t in objective.terms if objective.applies(t, on_policy)}
+            for micro in micro_batches(list(range(len(rows))), train.grad_accum):
+                tokens, batch, reference = micro_inputs(
+                    job, micro, rows, examples, pairs, on_policy
+                )
+                with autocast():
+                    loss, micro_parts = objective.micro_loss(
+                        models, values, counts, tokens, batch, reference, on_policy
+                    )
+                loss.backward()
+                for key, value in micro_parts.items():
+                    parts[key] += float(value)
+
+            dist.sum_gradients(params)
+            grad_norm = _clip(params, train.clip)
+            adamw.step()
+            adamw.zero_grad(set_to_none=True)
+
+            parts = {key: dist.sum(value, job.device) for key, value in parts.items()}
+            record = {
+                "step": step,
+                "loss": sum(values[f"weight/{key}"] * value for key, value in parts.items()),
+                **parts,
+                **values,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "tokens": counts["tokens"],
+                "on_policy_batch": on_policy,
+                **order.position(step),
+                "seconds": round(time.perf_counter() - began, 4),
+            }
+            log.append(record)
+            board.add(record)
+            if job.on_step is not None:
+                job.on_step(record)
+            done = step + 1
+            if done % train.checkpoint_every == 0 and done < job.total_steps:
+                state = {
+                    "trainable": trainable_state(trainable),
+                    "optimizer": adamw.state_dict(),
+                    "data": order.position(done),
+                }
+                checkpoint.save(job.folder, done, state, dist)
+    finally:
+        log.close()
+        board.close()
+    return log.records
+
+
+def student_samples(job: Job, student: nn.Module, examples: list[Example], step: int):
+    """The step's examples with targets sampled from the student (then truncated)."""
+    train = job.train
+    sampled = sample_targets(
+        student,
+        job.tokenizer,
+        examples,
+        seed=job.seed,
+        step=step,
+        temperature=train.sample_temperature,
+        max_new_tokens=train.max_new_tokens,
+        batch_size=job.sample_batch,
+    )
+    return [e.with_target(truncate(e.prompt, e.target, train.max_length)[1]) for e in sampled]
+
+
+def micro_inputs(job: Job, micro: list[int], rows, examples, pairs, on_policy: bool):
+    """``(tokens, pairs, reference)`` of one micro-batch (positions ``micro`` of the step's
+    rows) on the device; ``None`` for what the step does not use."""
+    tokens = batch = reference = None
+    if examples:
+        everywhere = job.online or on_policy
+        tokens = collate([examples[i] for i in micro], job.pad_id, kd_everywhere=everywhere)
+        tokens = tokens.to(job.device)
+    if pairs:
+        batch = collate_pairs([pairs[i] for i in micro], job.pad_id).to(job.device)
+        picked = job.reference[[rows[i] for i in micro]].to(job.device)
+        reference = torch.cat([picked[:, 0], picked[:, 1]])
+    return tokens, batch, reference
+
+
+def step_counts(examples, pairs, online: bool, dist: Dist, device) -> dict[str, int]:
+    """What each term of the step is averaged over, summed over processes: target positions,
+    positions with a teacher distribution, and pairs."""
+    tokens = sum(e.tokens for e in examples)
+    kd = tokens if online else sum(_cached_rows(e) for e in examples)
+    return {
+        "tokens": int(dist.sum(tokens, device)),
+        "kd_tokens": int(dist.sum(kd, device)),
+        "pairs": int(dist.sum(len(pairs), device)),
+    }
+
+
+def _cached_rows(example: Example) -> int:
+    if example.topk_ids is None:
+        return 0
+    return min(example.tokens, example.topk_ids.shape[0])
+
+
+def _clip(params: list[nn.Parameter], limit: float | None) -> float:
+    """Clip the global gradient norm to ``limit`` (if set); returns the norm before clipping."""
+    grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if limit is None:
+        norms = torch.stack([p.grad.detach().float().norm() for p in grads])
+        return float(norms.norm())
+    return float(torch.nn.utils.clip_grad_norm_(grads, limit))

@@ -1,0 +1,123 @@
+"""What training records: one JSON line per optimizer step, TensorBoard scalars, loss curves.
+
+``metrics.jsonl`` lives in the stage's progress folder while training runs. A resumed run first
+cuts it back to the steps before its checkpoint (the steps after it are run again), so in the
+end the file holds every step exactly once; the artifact gets a copy. Each record has ``step``,
+``loss`` (the weighted total), one entry per term (its unweighted step mean, by ``Term.key``),
+every scheduled value (``weight/<key>``, ``temperature/<key>``, ..., ``on_policy``), ``lr``,
+``grad_norm``, ``tokens``, ``on_policy_batch`` and the data position.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+METRICS = "metrics.jsonl"
+PICTURE = "loss_curves.png"
+
+
+class MetricsLog:
+    """Append-only JSON lines, synced; ``start`` drops the records of steps ``>= start``."""
+
+    def __init__(self, path: Path, *, start: int, write: bool = True):
+        self.path = path
+        self.write = write
+        self.records = [r for r in read_metrics(path) if r["step"] < start]
+        if write:
+            tmp = path.with_suffix(".tmp")
+            with tmp.open("w", encoding="utf-8") as out:
+                out.writelines(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        self._handle = path.open("a", encoding="utf-8") if write else None
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self._handle is not None:
+            self._handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Records of a metrics file; a last line cut short by a crash is ignored."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        if line.endswith("\n") and line.strip():
+            records.append(json.loads(line))
+    return records
+
+
+class Board:
+    """TensorBoard scalars of every numeric field, per step. ``start``: events a killed run
+    wrote at steps ``>= start`` are purged, so the curves show each step once."""
+
+    def __init__(self, folder: Path, *, start: int, write: bool = True):
+        self.writer = None
+        if write:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(folder), purge_step=start if start else None)
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()
+
+
+def plot_curves(records: list[dict[str, Any]], terms: list[str], path: Path) -> None:
+    """A PNG with two panels over the steps: each term and the weighted total (log scale when
+    all positive), and every scheduled value with the learning-rate factor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    figure, (losses, schedules) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for key in [*terms, "loss"]:
+        points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            losses.plot(
+                xs,
+                ys,
+                label="total (weighted)" if key == "loss" else key,
+                linewidth=2.0 if key == "loss" else 1.2,
+            )
+    values = [r.get("loss") for r in records]
+    if values and all(v is not None and v > 0 for v in values):
+        losses.set_yscale("log")
+    losses.set_ylabel("loss")
+    losses.legend(fontsize=8)
+    losses.grid(alpha=0.3)
+    peak = max((r.get("lr", 0.0) for r in records), default=0.0) or 1.0
+    scheduled = sorted({k for r in records for k in r if "/" in k or k == "on_policy"})
+    for key in scheduled:
+        schedules.plot(steps, [r.get(key) for r in records], label=key)
+    schedules.plot(steps, [r.get("lr", 0.0) / peak for r in records], "--", label="lr / peak")
+    schedules.set_xlabel("optimizer step")
+    schedules.set_ylabel("scheduled value")
+    schedules.legend(fontsize=8)
+    schedules.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,72 @@
+"""On-policy distillation (GKD): some steps learn on the student's own samples.
+
+At step s a step is on-policy with probability λ(s) (``on_policy``, schedulable); the draw is
+seeded by (seed, s) alone, and each row's sample by (seed, s, row), so a resumed run makes the
+same decisions and draws the same samples as an uninterrupted one. The student samples at
+``sample_temperature`` up to ``max_new_tokens`` (eval mode, no gradient) with the teachers'
+seeded decoder; the sampled tokens, EOS included when it was drawn, become the targets that
+the online teacher then scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+from kdlang.runtime.train.examples import Example
+from torch import nn
+
+
+def is_on_policy(seed: int, step: int, ratio: float) -> bool:
+    if ratio <= 0.0:
+        return False
+    return random.Random(f"kdlang-on-policy:{seed}:{step}").random() < ratio
+
+
+def sample_seed(seed: int, step: int, row: int) -> int:
+    text = f"kdlang-sample:{seed}:{step}:{row}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def sample_targets(
+    model: nn.Module,
+    tokenizer,
+    examples: list[Example],
+    *,
+    seed: int,
+    step: int,
+    temperature: float,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[Example]:
+    """``examples`` with their targets replaced by the student's samples."""
+    from kdlang.runtime.teachers.hf import _eos_ids
+    from kdlang.runtime.teachers.hf_decode import SequenceSpec, decode_batch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    eos = _eos_ids(base, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    specs = [
+        SequenceSpec(
+            prompt_ids=e.prompt,
+            seed=sample_seed(seed, step, e.row),
+            temperature=temperature,
+            top_p=1.0,
+            max_tokens=max_new_tokens,
+            top_logprobs=1,  # returns the sampled ids with the text
+        )
+        for e in examples
+    ]
+    was_training = base.training
+    base.eval()
+    out = []
+    try:
+        for start in range(0, len(specs), batch_size):
+            chunk = specs[start : start + batch_size]
+            out += decode_batch(base, tokenizer, chunk, eos_ids=eos, pad_id=pad)
+    finally:
+        base.train(was_training)
+    return [
+        e.with_target([int(t) for t in g.logprobs.target_ids.tolist()])
+        for e, g in zip(examples, out, strict=True)
+    ]
