@@ -41,8 +41,12 @@ class ArtifactCache(Store):
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def commit(self, tmp: Path, fingerprint: str, manifest: dict[str, Any]) -> Path:
-        """Write the manifest, sync, and move ``tmp`` into place atomically."""
+    def commit(
+        self, tmp: Path, fingerprint: str, manifest: dict[str, Any], *, replace: bool = False
+    ) -> Path:
+        """Write the manifest, sync, and move ``tmp`` into place atomically. An artifact already
+        committed under ``fingerprint`` is kept (same inputs, same content) unless ``replace``
+        (a forced rerun): then it is moved aside first, so the folder holds one or the other."""
         document = {
             "fingerprint": fingerprint,
             "kdlang_version": __version__,
@@ -58,6 +62,10 @@ class ArtifactCache(Store):
         _fsync_tree(tmp)
         final = self.artifact(fingerprint)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if replace and final.exists():
+            old = self.root / "tmp" / f"{fingerprint}.replaced.{uuid.uuid4().hex[:12]}"
+            os.rename(final, old)
+            shutil.rmtree(old, ignore_errors=True)
         try:
             os.rename(tmp, final)
         except OSError:
@@ -75,24 +83,49 @@ class ArtifactCache(Store):
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
             manifest = self.manifest(path.name)
             if manifest is not None:
-                manifest["bytes"] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                manifest["bytes"] = disk_bytes(path)
                 out.append(manifest)
         return out
 
-    def gc(self, keep: set[str]) -> tuple[int, int]:
-        """Delete artifacts and progress not in ``keep`` and every temporary leftover.
-        Returns (folders removed, bytes freed)."""
-        removed = freed = 0
-        for sub in ("artifacts", "progress", "tmp"):
+    def gc(self, keep: set[str] | None, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Delete the artifacts and progress whose fingerprint is not in ``keep`` (everything,
+        the recipe index included, when ``keep`` is None) and every temporary leftover.
+        Returns what was (with ``dry_run``: would be) removed, one entry per folder:
+        ``{"kind": artifact|progress|tmp|index, "fingerprint", "op", "name", "bytes"}``."""
+        removed: list[dict[str, Any]] = []
+        kinds = {"artifacts": "artifact", "progress": "progress", "tmp": "tmp", "index": "index"}
+        for sub, kind in kinds.items():
             folder = self.root / sub
-            for path in list(folder.iterdir()) if folder.is_dir() else []:
+            if kind == "index" and keep is not None:
+                continue
+            for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 fingerprint = path.name.split(".")[0]
-                if sub != "tmp" and fingerprint in keep:
+                if kind in ("artifact", "progress") and keep is not None and fingerprint in keep:
                     continue
-                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed, freed
+                manifest = self.manifest(fingerprint) if kind == "artifact" else None
+                removed.append(
+                    {
+                        "kind": kind,
+                        "fingerprint": fingerprint,
+                        "op": (manifest or {}).get("op"),
+                        "name": (manifest or {}).get("name"),
+                        "bytes": disk_bytes(path),
+                    }
+                )
+                if dry_run:
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        return removed
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 class ProgressLog:

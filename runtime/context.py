@@ -40,6 +40,24 @@ class Resources:
         self.teachers.clear()
 
 
+class PromptTemplate:
+    """A prompt compiled by kdlang's sandboxed, strict jinja2 environment. Rendering errors
+    (an undefined variable, an unsafe attribute such as ``__class__``) are :class:`RunError`s
+    naming the prompt, not tracebacks."""
+
+    def __init__(self, name: str, text: str):
+        self.name = name
+        self._template = environment().from_string(text)
+
+    def render(self, **variables: Any) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            return self._template.render(**variables)
+        except TemplateError as error:
+            raise RunError(f"prompt `{self.name}` cannot be rendered: {error}") from None
+
+
 class StageContext:
     def __init__(
         self, plan: Plan, node: PlanNode, cache: ArtifactCache, resources: Resources, progress
@@ -88,12 +106,13 @@ class StageContext:
 
     # -- prompts -------------------------------------------------------------------------------
 
-    def template(self, ref: Ref | str | None):
+    def template(self, ref: Ref | str | None) -> PromptTemplate | None:
         """The compiled template of a prompt reference (or of literal text)."""
         if ref is None:
             return None
-        text = ref if isinstance(ref, str) else self.program.recipe.prompts[ref.name].text
-        return environment().from_string(text)
+        if isinstance(ref, str):
+            return PromptTemplate("(built-in)", ref)
+        return PromptTemplate(ref.name, self.program.recipe.prompts[ref.name].text)
 
     # -- models ------------------------------------------------------------------------------
 
@@ -103,18 +122,29 @@ class StageContext:
             from kdlang.runtime.teachers import load_teacher
 
             model = self.program.recipe.models[ref.name]
-            self.resources.teachers[ref.name] = load_teacher(
-                model.kind, **self.model_settings(model)
-            )
+            try:
+                self.resources.teachers[ref.name] = load_teacher(
+                    model.kind, **self.model_settings(model)
+                )
+            except (OSError, ValueError) as error:  # a missing folder, an unknown hub id...
+                raise RunError(f"cannot load model `{ref.name}`: {error}") from None
         return self.resources.teachers[ref.name]
 
     def model_settings(self, model) -> dict[str, Any]:
         if isinstance(model, HFModel):
+            device = self.device if model.device == "auto" else model.device
+            if device == "cuda":
+                import torch
+
+                if not torch.cuda.is_available():
+                    raise RunError(
+                        f"{model.path} is to run on cuda, but no CUDA device is available"
+                    )
             return {
                 "path": self.model_path(model),
                 "revision": model.revision,
                 "dtype": model.dtype,
-                "device": self.device if model.device == "auto" else model.device,
+                "device": device,
                 "batch_size": model.batch_size,
                 "trust_remote_code": model.trust_remote_code,
                 "chat_template": model.chat_template,
@@ -141,10 +171,15 @@ class StageContext:
         return ProgressLog(self.cache.progress_dir(self.node.fingerprint), name)
 
     def start(self, total: int | None, description: str = "") -> None:
-        if self._progress is not None:
-            self._task = self._progress.add_task(
-                description or f"{self.node.name} ({self.node.op})", total=total
-            )
+        """Show a progress bar of ``total`` items; a stage that works in rounds calls this once
+        per round and its one bar starts over."""
+        if self._progress is None:
+            return
+        description = description or f"{self.node.name} ({self.node.op})"
+        if self._task is None:
+            self._task = self._progress.add_task(description, total=total)
+        else:
+            self._progress.reset(self._task, total=total, description=description)
 
     def advance(self, count: int = 1) -> None:
         if self._progress is not None and self._task is not None:

@@ -69,12 +69,7 @@ def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:
 
         rows = pq.read_table(_local(base, data.path)).to_pylist()
     elif kind == "hf":
-        from datasets import load_dataset
-
-        local = base / data.id
-        source = str(local) if local.exists() else data.id
-        loaded = load_dataset(source, data.config, split=data.split, revision=data.revision)
-        rows = loaded.to_list()
+        rows = _read_hf(base, data)
     else:
         raise ValueError(f"unknown data source {kind!r}")
     if data.columns:
@@ -84,6 +79,32 @@ def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:
     if data.limit:
         rows = rows[: data.limit]
     return rows
+
+
+_FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+def _read_hf(base: Path, data) -> list[dict[str, Any]]:
+    """``hf(id)`` through ``datasets``: a folder written by ``save_to_disk`` is read with
+    ``load_from_disk`` (its ``split`` picked from a ``DatasetDict``), a local data file with the
+    builder of its type, any other local folder or hub id with ``load_dataset``."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    local = _local(base, data.id)
+    if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
+        loaded = load_from_disk(str(local))
+        if isinstance(loaded, DatasetDict):
+            if data.split not in loaded:
+                raise ValueError(f"no split {data.split!r} in {data.id} (has {', '.join(loaded)})")
+            loaded = loaded[data.split]
+        return loaded.to_list()
+    if local.is_file() and local.suffix in _FILE_BUILDERS:
+        builder = _FILE_BUILDERS[local.suffix]
+        return load_dataset(
+            builder, data_files={data.split: str(local)}, split=data.split
+        ).to_list()
+    source = str(local) if local.exists() else data.id
+    return load_dataset(source, data.config, split=data.split, revision=data.revision).to_list()
 
 
 def _local(base: Path, path: str) -> Path:

@@ -9,6 +9,7 @@ teacher usage and where its output is.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +106,24 @@ def run_plan(
                 if on_node:
                     on_node(results[-1])
                 continue
-            result = _run_node(plan, node, cache, resources, progress, STAGES)
+            if node.name in forced:  # a forced node starts afresh, not from an old log
+                shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
+            try:
+                result = _run_node(
+                    plan, node, cache, resources, progress, STAGES, replace=node.name in forced
+                )
+            except Exception as error:  # a bug: still report what ran, then let it surface
+                results.append(
+                    NodeResult(
+                        node.name,
+                        node.op,
+                        "failed",
+                        node.fingerprint,
+                        error=f"internal error: {type(error).__name__}: {error}",
+                    )
+                )
+                write_report(RunResult(plan, results, report_dir))
+                raise
             results.append(result)
             if result.status == "failed":
                 failed.add(node.name)
@@ -121,7 +139,7 @@ def run_plan(
 
 
 def _run_node(
-    plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages
+    plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages, replace=False
 ) -> NodeResult:
     runner = stages[node.op]
     context = StageContext(plan, node, cache, resources, progress)
@@ -133,7 +151,9 @@ def _run_node(
             manifest.setdefault("name", node.name)
             manifest.setdefault("schema", node.columns)
             manifest["stats"] = context.stats
-            cache.commit(tmp, node.fingerprint, manifest)
+            cache.commit(tmp, node.fingerprint, manifest, replace=replace)
+        # The artifact is complete: the progress that led to it is no longer needed.
+        shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
     except RunError as error:
         return NodeResult(
             node.name,

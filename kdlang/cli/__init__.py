@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from kdlang.cli import check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd
+from kdlang.cli import cache_cmd, check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd
 
 app = typer.Typer(
     name="kdlang",
@@ -21,6 +21,7 @@ app.command("explain")(explain_cmd.explain)
 app.command("plan")(plan_cmd.plan)
 app.command("lock")(plan_cmd.lock)
 app.command("run")(run_cmd.run)
+app.add_typer(cache_cmd.app, name="cache")
 
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
 

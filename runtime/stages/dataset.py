@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdlang.runtime.context import RunError
 from kdlang.runtime.data import load_source, write_rows
 
 
 def run(node, ctx, out: Path) -> dict:
     data = node.node
-    rows = load_source(data, ctx.program.base_dir(data.span.file), ctx.seed)
+    try:
+        rows = load_source(data, ctx.program.base_dir(data.span.file), ctx.seed)
+    except (OSError, ValueError, KeyError) as error:  # missing file, bad line, unknown split...
+        raise RunError(f"cannot read dataset `{node.name}`: {error}") from None
     ctx.stats["rows_in"] = len(rows)
     count = write_rows(rows, out, columns=list(node.columns) if node.columns else None)
     return {"rows": count}

@@ -46,19 +46,39 @@ def dedup_exact(rows, column: str):
 
 
 def dedup_minhash(rows, rule: st.DedupRule, seed: int):
-    from datasketch import MinHash, MinHashLSH
+    """Near-duplicates by MinHash LSH. A threshold too high for LSH bands at ``num_perm``
+    (e.g. 0.99 with 128) looks up candidates at the highest workable threshold and keeps a
+    candidate as a duplicate only if its estimated Jaccard similarity reaches ``threshold``."""
+    from datasketch import MinHash
 
-    lsh = MinHashLSH(threshold=rule.threshold, num_perm=rule.num_perm)
-    kept = []
+    lsh, verify = _lsh(rule.threshold, rule.num_perm)
+    kept, signatures = [], {}
     for index, row in enumerate(rows):
         signature = MinHash(num_perm=rule.num_perm, seed=seed)
         for gram in ngrams(row.get(rule.column), rule.ngram) or {("",)}:
             signature.update(" ".join(gram).encode("utf-8"))
-        if lsh.query(signature):
+        found = lsh.query(signature)
+        if verify:
+            found = [k for k in found if signature.jaccard(signatures[k]) >= rule.threshold]
+        if found:
             continue
         lsh.insert(str(index), signature)
+        signatures[str(index)] = signature
         kept.append(row)
     return kept
+
+
+def _lsh(threshold: float, num_perm: int):
+    """``(index, verify)``: datasketch's LSH at ``threshold``, or at the highest threshold it
+    can band for ``num_perm`` (then ``verify`` is true)."""
+    from datasketch import MinHashLSH
+
+    level = threshold
+    while True:
+        try:
+            return MinHashLSH(threshold=level, num_perm=num_perm), level != threshold
+        except ValueError:  # too few bands for this threshold
+            level = round(level - 0.01, 2)
 
 
 def decontaminate(rows, rule: st.DecontaminateRule, reference_rows):

@@ -24,15 +24,26 @@ def chunk_size(teacher, samples: int) -> int:
 
 
 def generate_rows(
-    ctx, node_ir, rows: list[dict], requests: list[GenerationRequest], log_name="progress.jsonl"
+    ctx,
+    node_ir,
+    rows: list[dict] | None,
+    requests: list[GenerationRequest],
+    log_name="progress.jsonl",
+    *,
+    teacher=None,
+    description: str = "",
 ):
-    """Generations for every request, resuming from and appending to the progress log.
-    Returns one list of texts per request."""
-    teacher = ctx.teacher(node_ir.teacher)
+    """Generations for every request, resuming from and appending to the progress log
+    ``log_name`` (a stage that generates in several rounds gives each round its own log).
+    Returns one list of texts per request. The model is ``teacher`` (a reference) if given,
+    else ``node_ir.teacher``; its usage during this call is added to ``ctx.stats["teacher"]``
+    (a teacher is shared by the stages of a run, so its own counters are run totals)."""
+    teacher = ctx.teacher(teacher if teacher is not None else node_ir.teacher)
+    before = teacher.stats.as_dict()
     log = ctx.progress_log(log_name)
     done = log.load()
     ctx.count("resumed_rows", len(done))
-    ctx.start(len(requests))
+    ctx.start(len(requests), description)
     ctx.advance(len(done))
     size = chunk_size(teacher, max(r.n for r in requests) if requests else 1)
     try:
@@ -62,7 +73,9 @@ def generate_rows(
                 raise RunError(f"{ctx.node.name}: {error}") from None
     finally:
         log.close()
-        ctx.stats["teacher"] = teacher.stats.as_dict()
+        usage = ctx.stats.setdefault("teacher", {})
+        for key, value in teacher.stats.as_dict().items():
+            usage[key] = usage.get(key, 0) + value - before.get(key, 0)
     return [done[i] for i in range(len(requests))]
 
 

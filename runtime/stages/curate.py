@@ -1,0 +1,47 @@
+"""``curate(topics) { teacher = .. prompt = .. per_item = k  output = column }``: data written
+from meta-information (UltraChat, phi, GLAN).
+
+Each input row (typically a topic crossed with a template: make the cross product with the
+data you pass in) is rendered through ``prompt``, and the teacher writes ``per_item`` samples
+for it, seeded per row. Each sample becomes an output row: the input row's columns plus
+``output``. Samples that are empty (only whitespace) are dropped and counted (stats
+``dropped.empty``). Generation is chunked and logged like ``label``'s, so a killed run resumes
+and gives byte-identical rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdlang.runtime.data import write_rows
+from kdlang.runtime.stages.label import generate_rows
+from kdlang.runtime.teachers import GenerationRequest
+
+
+def run(node, ctx, out: Path) -> dict:
+    stage = node.node
+    rows = ctx.rows(stage.input.name)
+    ctx.stats["rows_in"] = len(rows)
+    prompt = ctx.template(stage.prompt)
+    requests = [
+        GenerationRequest(
+            prompt=prompt.render(**row),
+            n=stage.per_item,
+            temperature=stage.temperature,
+            top_p=stage.top_p,
+            max_tokens=stage.max_tokens,
+            seed=ctx.row_seed(index),
+            stop=tuple(stage.stop) if stage.stop else None,
+        )
+        for index, row in enumerate(rows)
+    ]
+    outputs = generate_rows(ctx, stage, rows, requests)
+    written, empty = [], 0
+    for row, texts in zip(rows, outputs, strict=True):
+        for text in texts:
+            if not text.strip():
+                empty += 1
+                continue
+            written.append({**row, stage.output: text})
+    ctx.stats["dropped"] = {"empty": empty}
+    return {"rows": write_rows(written, out, columns=list(node.columns or {}))}

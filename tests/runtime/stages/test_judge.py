@@ -1,0 +1,98 @@
+"""``judge``: scores parsed from a scripted judge; malformed and out-of-scale ones dropped."""
+
+from __future__ import annotations
+
+import pytest
+from kdlang.runtime.stages.judge import parse_score
+
+from tests.fixtures.openai_server import FakeOpenAIServer, ScriptedModel
+from tests.runtime.stages.support import (
+    BASE_URL_ENV,
+    api_model,
+    node,
+    rows,
+    run_recipe,
+    write_recipe,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("judgement", "score"),
+    [
+        ("Score: 8", 8.0),
+        ("Helpful and correct.\nScore: 9", 9.0),
+        ("**Score:** 7/10", 7.0),
+        ("score = 4.5", 4.5),
+        ("Score: 3. On reflection, Score: 5", 5.0),  # the last verdict counts
+        ("Score: -1", -1.0),
+        ("I would give it 6 out of 10.", 6.0),  # no label: the first number
+        ("Model v1.2 did fine: 7", 7.0),  # digits inside a word are no number
+        ("Rating: .5", 0.5),
+        ("No idea.", None),
+        ("", None),
+    ],
+)
+def test_parse_score(judgement, score):
+    assert parse_score(judgement) == score
+
+
+JUDGEMENTS = {
+    "great answer": "Accurate and complete.\nScore: 9",
+    "fine answer": "6/10",
+    "weak answer": "**Score:** 2",
+    "odd answer": "I cannot judge this response.",
+    "wild answer": "Score: 11",
+    "negative answer": "Score: -3",
+}
+
+
+def judge_recipe(tmp_path, scale=""):
+    data = ", ".join(f'{{id: {i}, answer: "{a}"}}' for i, a in enumerate(JUDGEMENTS))
+    return write_recipe(
+        tmp_path,
+        f"""
+dataset answers = inline([{data}])
+{api_model("referee")}
+prompt rubric = \"\"\"Rate this answer from 1 to 10.
+Answer: {{{{ answer }}}}
+Reply with "Score: N".\"\"\"
+stage scored = judge(answers) {{ judge = referee  prompt = rubric  output = grade {scale} }}
+""",
+    )
+
+
+def respond(prompt: str, seed: int | None) -> str:
+    answer = prompt.split("Answer: ")[1].split("\n")[0]
+    return JUDGEMENTS[answer]
+
+
+def test_judge_keeps_parsed_scores_and_counts_what_it_drops(tmp_path, monkeypatch):
+    recipe = judge_recipe(tmp_path)
+    with FakeOpenAIServer(ScriptedModel(respond)) as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        document = run_recipe(recipe)
+    assert rows(document, "scored") == [
+        {"id": 0, "answer": "great answer", "grade": 9.0},
+        {"id": 1, "answer": "fine answer", "grade": 6.0},
+        {"id": 2, "answer": "weak answer", "grade": 2.0},
+    ]
+    result = node(document, "scored")
+    assert result["dropped"] == {"unparsable": 1, "out_of_scale": 2}
+    assert result["stats"]["mean_score"] == pytest.approx(17 / 3)
+    assert result["rows_in"] == 6 and result["rows_out"] == 3
+    assert result["teacher"]["requests"] == 6
+    # greedy, short judgements by default
+    assert {(b["temperature"], b["max_tokens"]) for b in server.bodies} == {(0.0, 64)}
+    report = (tmp_path / "runs" / "t" / "report.md").read_text()
+    assert "unparsable: 1, out_of_scale: 2" in report
+
+
+def test_judge_scale_is_inclusive_and_configurable(tmp_path, monkeypatch):
+    recipe = judge_recipe(tmp_path, scale="scale = [-3, 6]")
+    with FakeOpenAIServer(ScriptedModel(respond)) as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        document = run_recipe(recipe)
+    assert [r["grade"] for r in rows(document, "scored")] == [6.0, 2.0, -3.0]
+    assert node(document, "scored")["dropped"] == {"unparsable": 1, "out_of_scale": 2}

@@ -1,0 +1,104 @@
+"""A ``label`` stage on the ``openai`` teacher against a server that misbehaves: 429 with
+Retry-After, 5xx, timeouts and malformed bodies are retried, nothing is lost, and the retries
+show in the run report."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures.openai_server import FakeOpenAIServer, Fault, echo_reply
+from tests.runtime.stages.support import (
+    BASE_URL_ENV,
+    api_model,
+    node,
+    row_seed,
+    rows,
+    run_recipe,
+    write_recipe,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+WORDS = [
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+]
+RECIPE = (
+    "dataset qs = inline(["
+    + ", ".join(f'{{question: "{w}"}}' for w in WORDS)
+    + "])\n"
+    + api_model("api", concurrency=4, timeout=0.5, max_retries=3)
+    + '\nprompt ask = "Tell me about {{ question }}."\n'
+    + "stage answers = label(qs) { teacher = api  prompt = ask  max_tokens = 64 }\n"
+)
+
+
+def expected_rows() -> list[dict]:
+    return [
+        {"question": w, "output": echo_reply(f"Tell me about {w}.", row_seed(7, "label", i))}
+        for i, w in enumerate(WORDS)
+    ]
+
+
+def test_faults_are_retried_and_counted_and_no_row_is_lost(tmp_path, monkeypatch):
+    recipe = write_recipe(tmp_path, RECIPE)
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        server.fail("about bravo", Fault.rate_limited(retry_after="0.4"))
+        server.fail("about charlie", Fault.server_error(500), Fault.server_error(502))
+        server.fail("about delta", Fault.stall(5.0))
+        server.fail("about echo", Fault.malformed("json"), Fault.malformed("html"))
+        server.fail("about foxtrot", Fault.malformed("shape"))
+        server.fail("about golf", Fault.malformed("content"))
+        document = run_recipe(recipe)
+        requests = server.requests
+    assert rows(document, "answers") == expected_rows()
+    result = node(document, "answers")
+    assert result["status"] == "ran" and result["rows_out"] == len(WORDS)
+    assert result["teacher"] == {
+        "requests": 12,
+        "calls": 12 + 8,
+        "retries": 8,
+        "failures": 0,
+        "prompt_tokens": result["teacher"]["prompt_tokens"],
+        "completion_tokens": 12 * 6,  # "reply <seed>: Tell me about <word>."
+    }
+    assert requests == 20
+    assert result["seconds"] >= 0.4  # the 429's Retry-After was waited out
+    markdown = (tmp_path / "runs" / "t" / "report.md").read_text()
+    assert "requests 12, calls 20" in markdown and "retries 8" in markdown
+
+
+def test_a_request_that_keeps_failing_fails_the_stage_and_the_rerun_loses_nothing(
+    tmp_path, monkeypatch
+):
+    broken, clean = (
+        write_recipe(tmp_path / "broken", RECIPE),
+        write_recipe(tmp_path / "clean", RECIPE),
+    )
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        server.fail("about kilo", *[Fault.server_error(503)] * 4)  # 1 try + 3 retries
+        failed = run_recipe(broken, expect=1)
+        error = node(failed, "answers")["error"]
+        assert "gave up after 4 attempts" in error and "HTTP 503" in error
+        assert node(failed, "answers")["teacher"]["failures"] == 1
+        before = server.requests
+        resumed = run_recipe(broken)
+        again = server.requests - before
+        reference = run_recipe(clean)
+    assert rows(resumed, "answers") == rows(reference, "answers") == expected_rows()
+    done = node(resumed, "answers")["stats"]["resumed_rows"]
+    assert done >= 8  # rows finished before the failure were kept...
+    assert again == len(WORDS) - done  # ...and not asked for again
+    assert node(resumed, "answers")["teacher"]["requests"] == again
