@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from kdlang.expr import FUNCTIONS, evaluate
@@ -106,3 +109,15 @@ def test_functions_declare_their_signatures():
     assert FUNCTIONS["len"].params[0][1] == frozenset({"str", "list"})
     assert FUNCTIONS["abs"].params[0][1] == frozenset({"int", "float"})
     assert all(f.doc for f in FUNCTIONS.values())
+
+
+def test_every_function_is_documented():
+    language = Path(__file__).resolve().parents[2] / "docs" / "language.md"
+    section = language.read_text(encoding="utf-8").split("## Type system and checks", 1)[1]
+    table = section.split("| function | result | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = re.findall(r"^\| `(\w+)\(", table, re.MULTILINE)
+    assert len(documented) == len(set(documented))
+    assert set(FUNCTIONS) <= set(documented)
+    for name, function in FUNCTIONS.items():
+        result = re.search(rf"^\| `{name}\(.*?\)` \| (\w+) \|", table, re.MULTILINE).group(1)
+        assert result == function.returns
