@@ -19,7 +19,7 @@ from kdlang.ir import expr as ir
 
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-_NULL_AWARE = {"is_null", "str", "exact_match", "set_equal", "numeric_equal"}
+_NULL_AWARE = {"is_null", "str", "exact_match", "set_equal", "same_chars", "numeric_equal"}
 
 
 def evaluate(node, row: Mapping[str, Any]) -> Any:

@@ -95,6 +95,10 @@ def _items(text: Any) -> list[str]:
     return sorted(re.split(r"[\s,]+", str(text).strip())) if text not in (None, "") else []
 
 
+def _chars(text: Any) -> list[str]:
+    return sorted("".join(str(text).split()))
+
+
 def _numeric_equal(a: Any, b: Any, tolerance: float = 1e-6) -> bool:
     x, y = _to_float(a), _to_float(b)
     return x is not None and y is not None and abs(x - y) <= tolerance * max(1.0, abs(y))
@@ -213,6 +217,14 @@ _FUNCTIONS = [
         "bool",
         lambda a, b: a is not None and b is not None and _items(a) == _items(b),
         "Whether two whitespace- or comma-separated item lists hold the same items in any order.",
+    ),
+    Function(
+        "same_chars",
+        (("a", _t("any")), ("b", _t("any"))),
+        "bool",
+        lambda a, b: a is not None and b is not None and _chars(a) == _chars(b),
+        "Whether two texts hold the same characters in any order, whitespace ignored "
+        '(`same_chars(" 6 2 4", "246")` is true).',
     ),
     Function(
         "numeric_equal",

@@ -74,6 +74,11 @@ CASES = {
         ('set_equal("a b", "a b b")', False),
         ('set_equal("a", missing)', False),
     ],
+    "same_chars": [
+        ('same_chars(" 6 2 4", "246")', True),
+        ('same_chars("aab", "abb")', False),  # counts matter
+        ('same_chars("ab", missing)', False),
+    ],
     "numeric_equal": [
         ("numeric_equal(number, 1234)", True),
         ('numeric_equal("3.0000001", 3)', True),  # within 1e-6 x 3
