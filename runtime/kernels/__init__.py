@@ -1,0 +1,2 @@
+"""Fused Triton kernels of the distillation losses (imported lazily by
+``kdlang.runtime.losses``; see docs/kernels.md)."""

@@ -28,6 +28,7 @@ import torch
 import triton
 
 from .divergence_kernel import PART_FIELDS, divergence_kernel
+from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows, interpreting
 from .scale import scale_inplace
 
@@ -159,13 +160,16 @@ class DivergenceFunction(torch.autograd.Function):
             s_rows, t_rows, flat_labels, grad, scale.reshape(1), 0, spec, **options
         )
         ctx.grad, ctx.shape, ctx.spec, ctx.options = grad, student.shape, spec, options
+        ctx.eager = eager
         if ctx.needs_input_grad[0] and not eager:
             ctx.save_for_backward(student, teacher.detach(), flat_labels)
         return reduce_rows(row_loss, count, spec.reduction, student.shape[:-1])
 
     @staticmethod
     def backward(ctx, grad_output):
-        if ctx.grad is not None:
+        if ctx.eager:
+            if ctx.grad is None:
+                raise RuntimeError(GRADIENT_USED)
             grad, ctx.grad = ctx.grad, None
             scale_inplace(grad, grad_output.detach().to(torch.float32))
             return grad.view(ctx.shape), None, None, None, None

@@ -26,6 +26,12 @@ from collections.abc import Callable
 
 import torch
 
+# The fused losses compute their gradient in the forward pass and give it to autograd
+# without a copy, so a second backward through the same graph has nothing left to give.
+GRADIENT_USED = (
+    "this loss computes its gradient in the forward pass and hands it over once: "
+    "backward through it a single time (retain_graph is not supported)"
+)
 # Bytes the two logits chunks may take together.
 LOGITS_CHUNK_BYTES = 512 * 2**20
 MIN_CHUNK_ROWS = 256
@@ -141,7 +147,7 @@ class FusedLinearDistillFunction(torch.autograd.Function):
             want if eager else (False, False, False),
             chunk,
         )
-        ctx.grads = (dx, dw, db) if eager else None
+        ctx.grads, ctx.eager = ((dx, dw, db) if eager else None), eager
         ctx.evaluate, ctx.chunk, ctx.want = evaluate, chunk, want
         ctx.bias_dtype = bs.dtype if bs is not None else None
         if not eager and any(want):
@@ -153,7 +159,9 @@ class FusedLinearDistillFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        if ctx.grads is not None:
+        if ctx.eager:
+            if ctx.grads is None:
+                raise RuntimeError(GRADIENT_USED)
             dx, dw, db = ctx.grads
             ctx.grads = None
             _scale((dx, dw, db), grad_output.detach())

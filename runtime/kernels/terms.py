@@ -55,11 +55,6 @@ MODES = {
 }
 
 
-def mode_needs_sum(mode: int) -> bool:
-    """Whether the gradient needs C = Σ pg, a second reduction over the row."""
-    return mode != FORWARD_KL
-
-
 def outside_terms(mode: int, weight: float) -> tuple[float, float]:
     """(c_ell, c_pg) of an entry with q = 0: ell = c_ell·p, pg = c_pg·p.
 

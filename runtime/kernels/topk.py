@@ -24,6 +24,7 @@ import triton.language as tl
 
 from . import terms
 from .divergence import DivergenceSpec, counted_positions, reduce_rows
+from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows
 from .scale import scale_inplace
 from .terms import divergence_terms, softmax_block_update
@@ -212,13 +213,16 @@ class TopkDivergenceFunction(torch.autograd.Function):
             rows, ids2, lp2, flat_labels, grad, scale.reshape(1), 0, spec, **options
         )
         ctx.grad, ctx.shape, ctx.spec, ctx.options = grad, student.shape, spec, options
+        ctx.eager = eager
         if ctx.needs_input_grad[0] and not eager:
             ctx.save_for_backward(student, ids2, lp2, flat_labels)
         return reduce_rows(row_loss, count, spec.reduction, student.shape[:-1])
 
     @staticmethod
     def backward(ctx, grad_output):
-        if ctx.grad is not None:
+        if ctx.eager:
+            if ctx.grad is None:
+                raise RuntimeError(GRADIENT_USED)
             grad, ctx.grad = ctx.grad, None
             scale_inplace(grad, grad_output.detach().to(torch.float32))
             return grad.view(ctx.shape), None, None, None, None, None

@@ -314,3 +314,11 @@ def test_no_step_synchronizes_with_the_host():
         fused_linear_distill_loss(x, w, x.detach(), w.detach(), "tvd", chunk_size=16).backward()
     finally:
         torch.cuda.set_sync_debug_mode(0)
+
+
+def test_a_second_backward_through_the_same_graph_is_refused():
+    z = random_logits(3, 20).requires_grad_(True)
+    loss = distill_loss(z, random_logits(3, 20), "tvd", backend="triton")
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="single time"):
+        loss.backward()

@@ -102,3 +102,11 @@ def test_fused_linear_bad_arguments_raise(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         fused_linear_distill_loss(**args)
+
+
+def test_fused_linear_second_backward_is_refused():
+    x = torch.randn(4, 6, requires_grad=True)
+    loss = fused_linear_distill_loss(x, torch.randn(9, 6), torch.randn(4, 5), torch.randn(9, 5))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="single time"):
+        loss.backward()
