@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kdlang.runtime.context import RunError
 from kdlang.runtime.data import write_rows
-from kdlang.runtime.teachers import GenerationRequest, TeacherRequestError
+from kdlang.runtime.teachers import GenerationRequest, TeacherError
 
 
 def chunk_size(teacher, samples: int) -> int:
@@ -69,7 +69,7 @@ def generate_rows(
 
             try:
                 teacher.generate(chunk, on_result=finished)
-            except TeacherRequestError as error:
+            except TeacherError as error:  # requests that failed for good, unsupported asks
                 raise RunError(f"{ctx.node.name}: {error}") from None
     finally:
         log.close()
