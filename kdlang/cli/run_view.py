@@ -25,6 +25,7 @@ def run_with_progress(plan, root, only, force, device):
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
