@@ -43,7 +43,10 @@ def build_job(train, ctx) -> Job:
     spec = recipe.models[train.student.name]
     settings = ctx.model_settings(spec)
     device = _device(settings["device"], dist)
-    student, tokenizer = md.load_student(settings, spec.lora, device=device, seed=seed)
+    try:
+        student, tokenizer = md.load_student(settings, spec.lora, device=device, seed=seed)
+    except (OSError, ValueError) as error:  # a missing folder, an unknown hub id...
+        raise RunError(f"cannot load the student `{train.student.name}`: {error}") from None
     chat = md.chat_enabled(tokenizer, spec.chat_template)
     student_head = md.head(student)
 
@@ -73,32 +76,32 @@ def build_job(train, ctx) -> Job:
     ctx.stats["loss_path"] = {"path": path, "reason": reason}
 
     template = ctx.template(train.prompt) if train.prompt is not None else None
-    uses_tokens = any(loss.name != "dpo" for loss in train.losses)
-    examples = (
-        [_example(i, row, topk, template, tokenizer, chat, train) for i, row in enumerate(rows)]
-        if uses_tokens
-        else []
-    )
-    pairs = (
-        [_pair(i, row, template, tokenizer, chat, train) for i, row in enumerate(rows)]
-        if ("dpo" in names)
-        else []
-    )
+    examples, pairs = [], []
+    for i, row in enumerate(rows):
+        if names - {"dpo"}:
+            examples.append(_example(i, row, topk, template, tokenizer, chat, train))
+        if "dpo" in names:
+            pairs.append(_pair(i, row, template, tokenizer, chat, train))
     ctx.stats["rows_in"] = len(rows)
     ctx.stats["target_tokens"] = sum(e.tokens for e in examples)
 
-    order_rows = len(rows)
-    total = train.max_steps or train.epochs * max(1, math.ceil(order_rows / train.batch))
-    objective = Objective(
-        train.losses,
-        total_steps=total,
-        on_policy=train.on_policy,
-        teacher="online" if online else ("cached" if wants_teacher else None),
-        path=path,
-        width=md.shared_width(student_head, teacher_head, len(tokenizer)),
-        layers=(_config(student, "num_hidden_layers"), _config(teacher_model, "num_hidden_layers")),
-        widths=(_config(student, "hidden_size"), _config(teacher_model, "hidden_size")),
-    )
+    total = train.max_steps or train.epochs * max(1, math.ceil(len(rows) / train.batch))
+    try:
+        objective = Objective(
+            train.losses,
+            total_steps=total,
+            on_policy=train.on_policy,
+            teacher="online" if online else ("cached" if wants_teacher else None),
+            path=path,
+            width=md.shared_width(student_head, teacher_head, len(tokenizer)),
+            layers=(
+                _config(student, "num_hidden_layers"),
+                _config(teacher_model, "num_hidden_layers"),
+            ),
+            widths=(_config(student, "hidden_size"), _config(teacher_model, "hidden_size")),
+        )
+    except ValueError as error:  # a hidden-state layer the model does not have
+        raise RunError(f"`{ctx.node.name}`: {error}") from None
     folder = ctx.cache.progress_dir(ctx.node.fingerprint)
     folder.mkdir(parents=True, exist_ok=True)
     job = Job(

@@ -129,7 +129,8 @@ def fit(job: Job) -> list[dict]:
                     loss, micro_parts = objective.micro_loss(
                         models, values, counts, tokens, batch, reference, on_policy
                     )
-                loss.backward()
+                if loss.requires_grad:  # a micro-batch with nothing to learn adds nothing
+                    loss.backward()
                 for key, value in micro_parts.items():
                     parts[key] += float(value)
 

@@ -24,8 +24,6 @@ from kdlang.runtime.train import terms
 from kdlang.runtime.train.examples import IGNORE, Batch
 from torch import nn
 
-from kdlang.ir.values import at_step
-
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
 HIDDEN = ("hidden_mse", "hidden_cosine")
 
@@ -133,6 +131,8 @@ class Objective:
     def values(self, step: int) -> dict[str, float]:
         """Every scheduled value at ``step``: ``weight/<key>``, ``temperature/<key>``,
         ``beta/<key>`` (jsd, dpo), ``alpha/<key>`` (skews) and ``on_policy``."""
+        from kdlang.ir.values import at_step  # the only use of the language side here
+
         out = {"on_policy": at_step(self.on_policy, step, self.total_steps)}
         for term in self.terms:
             loss = term.loss
@@ -271,18 +271,21 @@ def _sft_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def forward(model: nn.Module, batch: Batch, *, logits: bool, states: bool):
-    """``(logits[:, :-1] or None, hidden_states or None)`` of ``model`` on ``batch``. Without
-    logits the model's head runs on the last position only (``logits_to_keep=1``) and the
-    final hidden states (the head's input) come back as ``hidden_states[-1]``."""
+    """``(logits[:, :-1] or None, hidden states or None)`` of ``model`` on ``batch``.
+
+    ``states``: every layer's hidden states (``hidden_states``, 0 = embeddings). Without logits
+    the head runs on the last position only (``logits_to_keep=1``) and the head's input comes
+    back as the last hidden state (alone, unless ``states``), for the fused-linear path."""
     kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
     if states or not logits:
         kwargs["output_hidden_states"] = True
     if not logits:
         kwargs["logits_to_keep"] = 1
     out = model(**kwargs)
-    return (out.logits[:, :-1] if logits else None), (
-        out.hidden_states if "output_hidden_states" in kwargs else None
-    )
+    hidden = out.hidden_states if "output_hidden_states" in kwargs else None
+    if hidden is not None and not states:
+        hidden = hidden[-1:]  # drop the other layers' states (the teacher's can be freed)
+    return (out.logits[:, :-1] if logits else None), hidden
 
 
 def _device(model: nn.Module) -> torch.device:
