@@ -34,7 +34,9 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=15)
     parser.add_argument("recipes", nargs="*")
     args = parser.parse_args()
-    recipes = args.recipes or sorted(str(p.relative_to(ROOT)) for p in (ROOT / "recipes").glob("*.kd"))
+    recipes = args.recipes or sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "recipes").glob("*.kd")
+    )
     kdlang = shutil.which("kdlang") or sys.exit("kdlang is not installed (pip install -e .)")
     floor = wall([sys.executable, "-c", "import lark, pydantic, jinja2"], args.n)
     rows = [("import lark, pydantic, jinja2", floor)]

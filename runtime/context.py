@@ -32,6 +32,7 @@ class Resources:
     """Loaded teachers and models, shared by the stages of one run and closed at its end."""
 
     device: str = "auto"
+    workdir: Path = Path(".")
     teachers: dict[str, Any] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -83,6 +84,12 @@ class StageContext:
     @property
     def device(self) -> str:
         return self.resources.device
+
+    def output_path(self, path: str) -> Path:
+        """Where a recipe's output path (``export ... to "path"``) points: relative to the run's
+        working directory, like ``runs/`` (inputs, by contrast, are relative to the recipe)."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.resources.workdir / candidate
 
     def row_seed(self, index: int, salt: str = "") -> int:
         """A seed for row ``index`` of this stage: a function of the recipe seed, the operator

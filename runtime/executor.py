@@ -75,7 +75,7 @@ def run_plan(
     cache = ArtifactCache(plan.cache)
     selected = needed(plan, only) if only else {n.name for n in plan.nodes}
     forced = set(force or ())
-    resources = Resources(device=device)
+    resources = Resources(device=device, workdir=workdir)
     results: list[NodeResult] = []
     failed: set[str] = set()
     report_dir = workdir / "runs" / _safe(plan.recipe.title)

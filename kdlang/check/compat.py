@@ -36,6 +36,8 @@ RANGES = {
 def cached_logits_stage(program: Program, data_name: str) -> st.TeacherLogitsStage | None:
     """The ``teacher_logits`` stage whose cache a train reads, if its data is one."""
     stage = program.recipe.stages.get(data_name)
+    while isinstance(stage, st.FilterStage):  # filters keep the cached columns as they are
+        stage = program.recipe.stages.get(stage.input.name)
     return stage if isinstance(stage, st.TeacherLogitsStage) else None
 
 

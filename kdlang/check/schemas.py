@@ -22,7 +22,7 @@ from kdlang.syntax.diagnostics import Collector, suggestion
 
 Columns = dict[str, str]
 
-TOPK_COLUMNS = {"topk_ids": "list", "topk_logprobs": "list"}
+TOPK_COLUMNS = {"topk_ids": "list", "topk_logprobs": "list", "topk_target_ids": "list"}
 """Columns a ``teacher_logits`` stage adds (per target token: ids and log-probs)."""
 PAIR_COLUMNS = ("chosen", "rejected")
 

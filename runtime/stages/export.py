@@ -1,6 +1,7 @@
 """``export TRAIN to "path" { merge_lora = .. card = .. }``: the trained student, where people use it.
 
-The path is relative to the recipe file's folder. The folder receives the student as
+The path is relative to the run's working directory (``--workdir``, by default the current
+folder), where ``runs/`` goes too. The folder receives the student as
 ``save_pretrained`` wrote it, with its tokenizer: the full weights (LoRA merged in) or, for a LoRA
 student with ``merge_lora = false`` (or its ``lora(merge = false)``), the adapter alone; and a
 model card ``README.md`` generated from the recipe (see :mod:`kdlang.runtime.train.card`).
@@ -33,7 +34,7 @@ def run(node, ctx, out: Path) -> dict:
     source = artifact / ("model" if merged else "adapter")
     if not source.is_dir():
         raise RunError(f"`{export.train.name}` has no trained model in {artifact}")
-    target = ctx.path(export.span.file, export.path)
+    target = ctx.output_path(export.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:

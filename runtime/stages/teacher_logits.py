@@ -68,7 +68,9 @@ def run(node, ctx, out: Path) -> dict:
         raise RunError(f"{node.name}: {error}") from None
     finally:
         ctx.stats["teacher"] = teacher.stats.as_dict()
-    columns = [c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs")]
+    columns = [
+        c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs", "topk_target_ids")
+    ]
     _write(out, rows, columns, scored, stage.top_k)
     ctx.stats["target_tokens"] = int(sum(len(t) for _, _, t in scored))
     return {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}

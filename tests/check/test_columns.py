@@ -59,7 +59,12 @@ def test_each_stage_adds_the_columns_it_declares(project: Path):
     assert s["judged"] == {**base, "rationale": "str", "sample": "int", "score": "float"}
     assert s["prefs"] == {"question": "str", "chosen": "str", "rejected": "str", "margin": "float"}
     assert s["clean"] == s["rationales"]
-    assert s["soft"] == {**s["rationales"], "topk_ids": "list", "topk_logprobs": "list"}
+    assert s["soft"] == {
+        **s["rationales"],
+        "topk_ids": "list",
+        "topk_logprobs": "list",
+        "topk_target_ids": "list",
+    }
 
 
 def test_unknown_column_in_a_keep_condition(project: Path):
