@@ -16,7 +16,7 @@ from pathlib import Path
 from kdlang.check.program import Program
 from kdlang.ir import stages as st
 from kdlang.ir import training as tr
-from kdlang.ir.sources import HFModel
+from kdlang.ir.sources import HFModel, OpenAIModel
 from kdlang.ir.values import Schedule, bounds
 from kdlang.syntax.diagnostics import Collector
 
@@ -43,6 +43,19 @@ def cached_logits_stage(program: Program, data_name: str) -> st.TeacherLogitsSta
 
 def check_compat(program: Program, errors: Collector) -> None:
     recipe = program.recipe
+    for stage in recipe.stages.values():
+        if isinstance(stage, st.TeacherLogitsStage):
+            model = recipe.models.get(stage.teacher.name)
+            if isinstance(model, OpenAIModel) and model.chat:
+                errors.error(
+                    "KD0301",
+                    f"`teacher_logits` scores given targets, which `{stage.teacher.name}` cannot do "
+                    "through the chat endpoint",
+                    stage.spans.get("teacher", stage.span),
+                    notes=[("the model is declared here", model.span)],
+                    help="set `chat = false` on the model: the completions endpoint returns the log-probs "
+                    "of a given text (echo), as vLLM and TGI do",
+                )
     for train in recipe.trains.values():
         _check_ranges(train, errors)
         student = recipe.models.get(train.student.name)

@@ -12,7 +12,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from kdlang.ir.sources import DATASET_KINDS, MODEL_KINDS, RecipeHeader
+from kdlang.ir.sources import (
+    DATASET_KINDS,
+    DATASET_POSITIONAL,
+    MODEL_KINDS,
+    MODEL_POSITIONAL,
+    RecipeHeader,
+)
 from kdlang.ir.stages import STAGE_OPERATORS
 from kdlang.ir.training import LOSSES, Evaluate, Train
 from kdlang.syntax import ast
@@ -170,6 +176,10 @@ def _set(
         )
         return
     if call is not None:
+        positional = _positional(decl, call)
+        if key in positional and positional.index(key) < len(call.args):
+            call.args[positional.index(key)] = item.value
+            return
         for kw in call.kwargs:
             if kw.name == key:
                 kw.value = item.value
@@ -184,6 +194,19 @@ def _set(
             stmt.value = item.value
             return
     block.stmts.append(ast.Setting(item.path_span, key, item.path_span, item.value))
+
+
+def _positional(decl, call: ast.Call) -> tuple[str, ...]:
+    """Names of the settings a call takes positionally (`hf("path")`, `label(input)`)."""
+    if isinstance(decl, ast.ModelDecl):
+        return MODEL_POSITIONAL.get(call.name, ())
+    if isinstance(decl, ast.DatasetDecl):
+        return DATASET_POSITIONAL.get(call.name, ())
+    if isinstance(decl, ast.StageDecl):
+        return ("input",)
+    if isinstance(decl, ast.EvalDecl):
+        return ("model", "data")
+    return ()
 
 
 def _set_loss(decl: ast.TrainDecl, rest: list[str], item: Override, errors: Collector) -> None:

@@ -34,6 +34,7 @@ def run(node, ctx, out: Path) -> dict:
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)
     teacher = ctx.teacher(stage.teacher)
+    before = teacher.stats.as_dict()  # a teacher is shared by the run's stages: count ours only
     white = getattr(teacher, "white_box", False)
     tokenizer = teacher.tokenizer if white else _student_tokenizer(ctx, node)
     mapper = None if white else TokenMapper(tokenizer)
@@ -67,7 +68,7 @@ def run(node, ctx, out: Path) -> dict:
     except TeacherError as error:
         raise RunError(f"{node.name}: {error}") from None
     finally:
-        ctx.stats["teacher"] = teacher.stats.as_dict()
+        ctx.stats["teacher"] = {k: v - before.get(k, 0) for k, v in teacher.stats.as_dict().items()}
     columns = [
         c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs", "topk_target_ids")
     ]

@@ -71,6 +71,34 @@ def test_cached_top_k_logits_stand_in_for_the_teacher(project: Path):
     assert check(project, extra, block) == []
 
 
+def test_cached_top_k_logits_are_found_through_filters(project: Path):
+    extra = (
+        "stage soft = teacher_logits(problems) { teacher = teacher  prompt = solve  target = answer }\n"
+        "stage short = filter(soft) { keep len(answer) < 10 }\n"
+    )
+    block = train(
+        "student = student  data = short  prompt = solve  target = answer",
+        "loss forward_kl weight 1.0",
+    )
+    assert check(project, extra, block) == []
+
+
+@pytest.mark.parametrize(("chat", "expected"), [("true", ["KD0301"]), ("false", [])])
+def test_top_k_of_given_targets_from_an_api_needs_the_completions_endpoint(
+    project: Path, chat: str, expected: list
+):
+    extra = (
+        f'model api = openai("served", base_url = env("URL"), chat = {chat})\n'
+        "stage soft = teacher_logits(problems) { teacher = api  prompt = solve  target = answer }\n"
+    )
+    found_codes = [d.code for d in check(project, extra)]
+    assert found_codes == expected
+    if expected:
+        d = only(check(project, extra), "KD0301")
+        assert (d.span.line, d.span.column) == (7, 51)
+        assert "chat = false" in d.help
+
+
 def test_vocabulary_mismatch_from_local_tokenizer_files(project: Path):
     extra = 'model other = hf("models/other")\n'
     block = train(

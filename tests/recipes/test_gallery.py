@@ -113,17 +113,6 @@ def test_recipe_is_formatted(recipe):
     assert path.read_bytes() == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "kdlang/check/overrides.py `_set` adds an override as a keyword argument of the call even "
-        "when the call gives that setting positionally (`hf(PATH, ...)`, `jsonl(PATH)`), so "
-        "`--set teacher.path=...` fails with KD0106 '`path` is given twice' (and "
-        "`--set problems.path=...`, whose dataset has no block, with '`path` is set twice') "
-        "instead of replacing the positional argument"
-    ),
-)
 def test_model_and_data_paths_can_be_overridden_with_set(tiny_pair, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"question": "What is 2 + 3?", "answer": "5"}\n', encoding="utf-8")
@@ -656,13 +645,12 @@ def run_api_topk(
 
 @pytest.fixture(scope="module")
 def api_topk_run(tiny_pair, tmp_path_factory) -> tuple[Run, int]:
-    # `chat = false`: scoring given targets needs the completions endpoint (see the xfail below)
     with pytest.MonkeyPatch.context() as monkeypatch:
         return run_api_topk(
             tmp_path_factory.mktemp("api_topk"),
             tiny_pair,
             monkeypatch,
-            [*API_TOPK_OVERRIDES, "teacher.chat=false"],
+            API_TOPK_OVERRIDES,
         )
 
 
@@ -681,32 +669,11 @@ def test_api_topk_logits_runs_end_to_end(api_topk_run, tiny_pair):
     assert all(m["forward_kl"] >= 0.0 and m["sft"] > 0.0 for m in metrics)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "runtime/stages/teacher_logits.py reports `teacher.stats.as_dict()`, the teacher's usage "
-        "since it was loaded, as the stage's usage; a teacher shared with an earlier stage (here "
-        "`answers`) has that stage's requests and tokens counted again under `soft` (label "
-        "reports the difference from before it ran)"
-    ),
-)
 def test_teacher_logits_reports_its_own_teacher_usage(api_topk_run):
     run, _ = api_topk_run
     assert run.nodes["answers"]["teacher"]["requests"] == 3
     assert run.nodes["soft"]["teacher"]["requests"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "recipes/api_topk_logits.kd declares its openai teacher without `chat = false`, but its "
-        "`teacher_logits` stage scores given targets, which an openai teacher only does on the "
-        "completions endpoint with echo (runtime/teachers/openai.py topk_logprobs raises "
-        "TeacherCapabilityError when chat is true): `soft` fails on any server, and "
-        "`kdlang check` does not flag it"
-    ),
-)
 def test_api_topk_logits_runs_as_written(tmp_path, tiny_pair, monkeypatch):
     run_api_topk(tmp_path, tiny_pair, monkeypatch, API_TOPK_OVERRIDES)
