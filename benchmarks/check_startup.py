@@ -20,13 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wall(command: list[str], runs: int) -> float:
-    times = []
-    for _ in range(runs + 1):  # the first run warms the OS file cache and is dropped
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+def walls(commands: list[list[str]], runs: int) -> list[float]:
+    """Median wall time of each command; the commands take turns, run after run, so that a
+    change in the machine's load weighs on all of them alike."""
+    times: list[list[float]] = [[] for _ in commands]
+    for run in range(runs + 1):  # the first round warms the OS file cache and is dropped
+        for index, command in enumerate(commands):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+            if run:
+                times[index].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -38,10 +42,15 @@ def main() -> None:
         str(p.relative_to(ROOT)) for p in (ROOT / "recipes").glob("*.kd")
     )
     kdlang = shutil.which("kdlang") or sys.exit("kdlang is not installed (pip install -e .)")
-    floor = wall([sys.executable, "-c", "import lark, pydantic, jinja2"], args.n)
+    commands = [[sys.executable, "-c", "import lark, pydantic, jinja2"]]
+    commands += [[kdlang, "check", recipe] for recipe in recipes]
+    measured = walls(commands, args.n)
+    floor = measured[0]
     rows = [("import lark, pydantic, jinja2", floor)]
-    for recipe in recipes:
-        rows.append((f"kdlang check {recipe}", wall([kdlang, "check", recipe], args.n)))
+    rows += [
+        (f"kdlang check {recipe}", seconds)
+        for recipe, seconds in zip(recipes, measured[1:], strict=True)
+    ]
     print(f"\nmedian of {args.n} runs, {sys.version.split()[0]}\n")
     print("| command | wall (ms) | ratio to floor |")
     print("|---|---|---|")
