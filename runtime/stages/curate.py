@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kdlang.runtime.data import write_rows
-from kdlang.runtime.stages.label import generate_rows
-from kdlang.runtime.teachers import GenerationRequest
+from kdlang.runtime.stages.label import generate_rows, row_requests
 
 
 def run(node, ctx, out: Path) -> dict:
@@ -23,18 +22,7 @@ def run(node, ctx, out: Path) -> dict:
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)
     prompt = ctx.template(stage.prompt)
-    requests = [
-        GenerationRequest(
-            prompt=prompt.render(**row),
-            n=stage.per_item,
-            temperature=stage.temperature,
-            top_p=stage.top_p,
-            max_tokens=stage.max_tokens,
-            seed=ctx.row_seed(index),
-            stop=tuple(stage.stop) if stage.stop else None,
-        )
-        for index, row in enumerate(rows)
-    ]
+    requests = row_requests(ctx, stage, rows, prompt, n=stage.per_item)
     outputs = generate_rows(ctx, stage, rows, requests)
     written, empty = [], 0
     for row, texts in zip(rows, outputs, strict=True):

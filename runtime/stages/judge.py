@@ -14,8 +14,7 @@ import re
 from pathlib import Path
 
 from kdlang.runtime.data import write_rows
-from kdlang.runtime.stages.label import generate_rows
-from kdlang.runtime.teachers import GenerationRequest
+from kdlang.runtime.stages.label import generate_rows, row_requests
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _SCORE = re.compile(rf"\bscore[\s*_:=#]{{0,8}}({_NUMBER})", re.IGNORECASE)
@@ -38,17 +37,7 @@ def run(node, ctx, out: Path) -> dict:
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)
     rubric = ctx.template(stage.prompt)
-    requests = [
-        GenerationRequest(
-            prompt=rubric.render(**row),
-            temperature=stage.temperature,
-            top_p=stage.top_p,
-            max_tokens=stage.max_tokens,
-            seed=ctx.row_seed(index),
-            stop=tuple(stage.stop) if stage.stop else None,
-        )
-        for index, row in enumerate(rows)
-    ]
+    requests = row_requests(ctx, stage, rows, rubric)
     judgements = generate_rows(ctx, stage, rows, requests, teacher=stage.judge)
     low, high = stage.scale
     kept, dropped = [], {"unparsable": 0, "out_of_scale": 0}

@@ -79,17 +79,16 @@ def generate_rows(
     return [done[i] for i in range(len(requests))]
 
 
-def run(node, ctx, out: Path) -> dict:
-    stage = node.node
-    rows = ctx.rows(stage.input.name)
-    ctx.stats["rows_in"] = len(rows)
-    prompt = ctx.template(stage.prompt)
-    system = ctx.template(stage.system) if stage.system is not None else None
-    requests = [
+def row_requests(
+    ctx, stage, rows: list[dict], prompt, *, system=None, n: int = 1
+) -> list[GenerationRequest]:
+    """One request per row: ``prompt`` (and ``system``) rendered on it, the stage's sampling
+    settings, and the row's own seed."""
+    return [
         GenerationRequest(
             prompt=prompt.render(**row),
             system=system.render(**row) if system is not None else None,
-            n=stage.samples,
+            n=n,
             temperature=stage.temperature,
             top_p=stage.top_p,
             max_tokens=stage.max_tokens,
@@ -98,6 +97,15 @@ def run(node, ctx, out: Path) -> dict:
         )
         for index, row in enumerate(rows)
     ]
+
+
+def run(node, ctx, out: Path) -> dict:
+    stage = node.node
+    rows = ctx.rows(stage.input.name)
+    ctx.stats["rows_in"] = len(rows)
+    prompt = ctx.template(stage.prompt)
+    system = ctx.template(stage.system) if stage.system is not None else None
+    requests = row_requests(ctx, stage, rows, prompt, system=system, n=stage.samples)
     outputs = generate_rows(ctx, stage, rows, requests)
     result = []
     for row, texts in zip(rows, outputs, strict=True):
