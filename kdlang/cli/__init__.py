@@ -1,35 +1,38 @@
-"""The ``kdlang`` command line: one small module per subcommand."""
+"""The ``kdlang`` command line: one small module per subcommand.
+
+The typer app (:mod:`kdlang.cli.commands`, also reachable as ``kdlang.cli.app``) is built only
+when needed. ``kdlang check`` is run often (editors, pre-commit hooks) and importing typer takes
+longer than checking a recipe, so :func:`main` runs a plain ``kdlang check`` without it: when
+:func:`kdlang.cli.check_cmd.parse_args` reads the arguments, the command runs directly, with the
+exit codes and output typer would give; anything else goes to the typer app.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
-import typer
-
-from kdlang.cli import cache_cmd, check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd
-
-app = typer.Typer(
-    name="kdlang",
-    help="kdlang: declarative knowledge-distillation recipes for LLMs. check, fmt, plan, run.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-app.command("check")(check_cmd.check)
-app.command("fmt")(fmt_cmd.fmt)
-app.command("explain")(explain_cmd.explain)
-app.command("plan")(plan_cmd.plan)
-app.command("lock")(plan_cmd.lock)
-app.command("run")(run_cmd.run)
-app.add_typer(cache_cmd.app, name="cache")
-
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
+
+
+def __getattr__(name: str):
+    if name == "app":
+        from kdlang.cli.commands import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """Entry point of the console script. User mistakes are diagnostics; anything else that
     escapes is a bug in kdlang and says so, instead of a bare traceback."""
     try:
+        code = _check_without_typer(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        from kdlang.cli.commands import app
+
         app()
     except SystemExit:
         raise
@@ -46,3 +49,49 @@ def main() -> None:
         )
         traceback.print_exc()
         sys.exit(3)
+
+
+def _check_without_typer(args: list[str]) -> int | None:
+    """The exit code of ``kdlang check ...`` run directly, or None to leave it to typer: another
+    command, arguments typer should read, Windows (where typer expands wildcards) or a shell
+    completion request."""
+    if not args or args[0] != "check" or os.name == "nt":
+        return None
+    if any(
+        key.startswith("_") and key.endswith("_COMPLETE") and value
+        for key, value in os.environ.items()
+    ):
+        return None
+    from kdlang.cli import check_cmd
+
+    parsed = check_cmd.parse_args(args[1:])
+    if parsed is None:
+        return None
+    # What typer does around a command: Ctrl-C exits 130 quietly, a closed output pipe exits 1.
+    try:
+        return check_cmd.run_check(*parsed)
+    except KeyboardInterrupt:
+        return 130
+    except OSError as error:
+        if error.errno != errno.EPIPE:
+            raise
+        sys.stdout = _ClosedPipe(sys.stdout)
+        sys.stderr = _ClosedPipe(sys.stderr)
+        return 1
+
+
+class _ClosedPipe:
+    """A stream whose reader went away: flushing it at exit must not raise again."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as error:
+            if error.errno != errno.EPIPE:
+                raise

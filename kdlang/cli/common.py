@@ -1,11 +1,14 @@
-"""What the subcommands share: reading files, printing diagnostics, exit codes."""
+"""What the subcommands share: reading files, printing diagnostics, exit codes.
+
+Nothing here imports typer: ``kdlang check`` runs these without it (see :mod:`kdlang.cli`). An
+exit code is raised as :class:`SystemExit`, which typer lets through unchanged, so a command
+ends the same way whether typer runs it or not.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-import typer
 
 from kdlang.syntax.diagnostics import Diagnostic, Severity, render, render_json
 
@@ -27,7 +30,7 @@ def read_source(path: str) -> str:
 
 def usage_error(message: str) -> None:
     sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(EXIT_USAGE)
+    raise SystemExit(EXIT_USAGE)
 
 
 def print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str) -> None:

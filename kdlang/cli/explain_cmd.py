@@ -7,12 +7,13 @@ import sys
 import typer
 
 from kdlang.cli.common import EXIT_USAGE
-from kdlang.syntax.codes import CODES
-from kdlang.syntax.codes import explain as explanation
 
 
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. KD0102.")) -> None:
     """Explain a diagnostic code."""
+    from kdlang.syntax.codes import CODES
+    from kdlang.syntax.codes import explain as explanation
+
     text = explanation(code)
     if text is None:
         sys.stderr.write(

@@ -8,8 +8,6 @@ from pathlib import Path
 import typer
 
 from kdlang.cli.common import EXIT_ERRORS, print_diagnostics, read_source, usage_error
-from kdlang.syntax.diagnostics import DiagnosticError
-from kdlang.syntax.fmt import format_source
 
 
 def fmt(
@@ -19,6 +17,9 @@ def fmt(
     ),
 ) -> None:
     """Format recipes in place (or check that they are formatted)."""
+    from kdlang.syntax.diagnostics import DiagnosticError
+    from kdlang.syntax.fmt import format_source
+
     if "-" in files and len(files) > 1:
         usage_error("`-` (stdin) cannot be combined with other files")
     failed = changed = False
