@@ -42,7 +42,7 @@ def load_program(
     path: str, errors: Collector, overrides=None, source: str | None = None
 ) -> Program | None:
     """Parse and lower ``path`` and, recursively, its imports. None if the root cannot parse."""
-    program = Program(recipe=Recipe(file=path), root=path)
+    program = Program(recipe=Recipe.empty(file=path), root=path)
     loaded = _load(path, program, errors, [], overrides, source)
     return program if loaded else None
 

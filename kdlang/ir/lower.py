@@ -37,7 +37,7 @@ class Unlowerable(Exception):
 
 def lower(module: ast.Module, errors: Collector) -> Recipe:
     """The IR of ``module``. Errors go to ``errors``; declarations with errors are left out."""
-    recipe = Recipe(file=module.file)
+    recipe = Recipe.empty(file=module.file)
     lowering = _Lowering(errors)
     for decl in module.decls:
         try:

@@ -49,6 +49,13 @@ class Recipe(BaseModel):
         "evals",
     )
 
+    @classmethod
+    def empty(cls, file: str) -> Recipe:
+        """A recipe of ``file`` with nothing declared yet, filled in by lowering. Not validated:
+        each declaration is validated by its own model when lowered, and validating this
+        container would build the schema of every IR model, used by the file or not."""
+        return cls.model_construct(file=file)
+
     def lookup(self, name: str) -> tuple[str, Any] | None:
         """(section, node) of a declared name, or None."""
         for section in self.SECTIONS:

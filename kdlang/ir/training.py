@@ -105,7 +105,8 @@ class Train(Node):
     grad_accum: Int = Field(1, ge=1, description="Micro-batches per optimizer step.")
     lr: Float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
     lr_schedule: LRScheduleField = Field(
-        LRSchedule(kind="constant"),
+        # built unvalidated: validating it here would build a schema whenever the IR is imported
+        LRSchedule.model_construct(kind="constant"),
         description="constant, linear(warmup = ..) or cosine(warmup = .., min_ratio = ..).",
     )
     weight_decay: Float = Field(0.0, ge=0, description="AdamW weight decay.")

@@ -40,6 +40,15 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source, handler):
+        """How IR fields (pydantic) validate a span: it must already be one. Spans come from the
+        parser; a schema for a dataclass of five fields, built again in every IR model that
+        has a span, was a large part of the checker's start-up."""
+        from pydantic_core import core_schema
+
+        return core_schema.is_instance_schema(cls)
+
 
 def source_lines(text: str) -> list[str]:
     """The lines of ``text`` as spans number them: split at new lines only.
