@@ -312,7 +312,7 @@ def fused_cases(peers, rows=8192, hs=2048, ht=4096, width=128256, chunks=(None,)
 # ---------------------------------------------------------------- tuning
 
 
-def tune(widths, kinds, rows, shapes) -> list[dict]:
+def tune(widths, kinds, rows, shapes, mults=(1, 2, 4, 8, 0)) -> list[dict]:
     import torch
 
     out = []
@@ -321,18 +321,13 @@ def tune(widths, kinds, rows, shapes) -> list[dict]:
         t = logits(rows, width, 1)
         for kind in kinds:
             for block, warps in shapes:
-                for mult in (1, 2, 4, 8, 0):
+                for mult in mults:
                     segment = block * mult if mult else width
                     if mult and segment >= width:
                         continue
-                    fn = kdlang_losses(block=block, segment=segment, num_warps=warps)[kind]
-                    r = {
-                        "kind": kind,
-                        "V": width,
-                        "block": block,
-                        "warps": warps,
-                        "segment": segment,
-                    }
+                    options = dict(block=block, segment=segment, num_warps=warps)
+                    fn = kdlang_losses(**options)[kind]
+                    r = {"kind": kind, "V": width, **options}
                     r.update(measure(step(fn, s, t), memory=False, rep=60))
                     out.append(r)
                     print(json.dumps(r), flush=True)
@@ -380,6 +375,8 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", nargs="*", default=["eager", "compile", "liger"])
     parser.add_argument("--chunks", nargs="*", type=int, default=[])
     parser.add_argument("--shapes", nargs="*", default=["2048x4", "2048x8", "4096x8", "4096x16"])
+    # segment = block × mult; 0: one program per row
+    parser.add_argument("--mults", nargs="*", type=int, default=[1, 2, 4, 8, 0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args, rest = parser.parse_known_args(argv)
     bootstrap()
@@ -394,7 +391,7 @@ def main(argv=None) -> int:
     print(json.dumps(facts), flush=True)
     if args.command == "tune":
         shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
-        rows = tune(args.widths, args.kinds, args.rows, shapes)
+        rows = tune(args.widths, args.kinds, args.rows, shapes, args.mults)
         save(args.out, "kernels_tune", {"device": facts, "rows": rows}, json.dumps(rows))
         return 0
     name = "kernels" if args.command == "bench" else "kernels_fused"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from .divergence_kernel import PART_FIELDS, divergence_kernel
+from .divergence_kernel import COUNTER_STRIDE, PART_FIELDS, divergence_kernel
 from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows, interpreting
 from .scale import scale_inplace
@@ -45,14 +45,13 @@ class DivergenceSpec:
 
 
 # (widest row, block, segment, warps): rows up to that width run with these. A segment of
-# 0 means one program per row. The wide-row entry is the fastest of the H100 sweep at
-# V = 128,256 (benchmarks/results/kernels_h100_tune.json: 3.64 ms forward_kl against
-# 4.35 ms for 2048/8192/8 warps, the configuration the other widths were measured with).
+# 0 means one program per row. The wide-row entry is the fastest of the H100 sweeps at
+# V = 128,256 (benchmarks/results/kernels_h100_tune.json): forward_kl 2.94 ms.
 CONFIGS: tuple[tuple[int, int, int, int], ...] = (
     (4096, 1024, 0, 4),
     (16384, 2048, 0, 8),
-    (65536, 2048, 8192, 8),
-    (2**62, 1024, 8192, 4),
+    (65536, 2048, 8192, 4),
+    (2**62, 2048, 8192, 4),
 )
 
 
@@ -95,7 +94,7 @@ def launch_divergence(
     if interpreting() and n_seg > 1:
         raise ValueError("the interpreter runs one program per row (segment >= V)")
     part = torch.empty((n_rows, n_seg, PART_FIELDS), dtype=torch.float32, device=device)
-    count = torch.zeros(n_rows, dtype=torch.int32, device=device)
+    count = torch.zeros(n_rows * COUNTER_STRIDE, dtype=torch.int32, device=device)
     divergence_kernel[(n_rows * n_seg,)](
         student.tensor,
         teacher.tensor,
