@@ -5,8 +5,8 @@ logits with the torch loss.
                                     [--checkpointing both|off|on] [--out DIR] [--small]
 
 Student: a random-init Llama-3.2-1B-like model (hidden 2048, 16 layers, 32/8 heads, MLP 8192,
-vocabulary 128,256, tied embeddings) with fp32 master weights, bf16 autocast and AdamW, as the
-training loop runs it. Teacher: a random-init Llama-3.2-3B-like model (hidden 3072, 28 layers,
+vocabulary 128,256, tied embeddings) with fp32 master weights, bf16 autocast and AdamW (fused on
+CUDA), as the training loop runs it. Teacher: a random-init Llama-3.2-3B-like model (hidden 3072, 28 layers,
 24/8 heads, MLP 8192), bf16, forward in ``torch.no_grad``. Loss: forward KL at T = 2 on every
 position, through the training loop's own code (``Objective.micro_loss``):
 
@@ -112,6 +112,7 @@ def batch_of(args, vocab, device):
 def make_step(path, student, teacher, batch, device, checkpointing):
     """A closure running one training step on ``path``; returns the loss."""
     import torch
+    from kdlang.runtime.train import models as md
     from kdlang.runtime.train.objective import Models, Objective
 
     enable = (
@@ -134,7 +135,8 @@ def make_step(path, student, teacher, batch, device, checkpointing):
     )
     values = {"weight/forward_kl": 1.0, "temperature/forward_kl": TEMPERATURE}
     counts = {"tokens": batch.tokens, "kd_tokens": batch.tokens, "pairs": 0}
-    optimizer = torch.optim.AdamW(student.parameters(), lr=1e-6)
+    settings = SimpleNamespace(lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999))
+    optimizer = md.optimizer([student], settings)  # the training loop's (fused on CUDA)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step():

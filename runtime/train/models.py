@@ -177,7 +177,10 @@ def optimizer(modules: list[nn.Module], train) -> torch.optim.AdamW:
     groups = [{"params": decay, "weight_decay": train.weight_decay}]
     if rest:
         groups.append({"params": rest, "weight_decay": 0.0})
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+    # One fused kernel per step on CUDA (fewer launches, no temporaries the size of the
+    # weights); the same update as the default implementation.
+    fused = bool(params) and all(p.is_cuda and p.is_floating_point() for p in params)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=fused or None)
 
 
 def trainable_state(modules: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
