@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark
+from lark import Lark, Token
+
+_comment_sink: ContextVar[list[Token] | None] = ContextVar("kdlang_comment_sink", default=None)
 
 
 def grammar_text() -> str:
     return resources.files("kdlang.grammar").joinpath("kd.lark").read_text(encoding="utf-8")
+
+
+def _lexed_comment(token: Token) -> Token:
+    sink = _comment_sink.get()
+    if sink is not None:
+        sink.append(token)
+    return token
+
+
+@contextmanager
+def comments_lexed() -> Iterator[list[Token]]:
+    """The ``COMMENT`` tokens (ignored by the grammar) that the parser's lexer meets while the
+    block runs, in source order: the comments of a file without lexing it a second time."""
+    sink: list[Token] = []
+    reset = _comment_sink.set(sink)
+    try:
+        yield sink
+    finally:
+        _comment_sink.reset(reset)
 
 
 @lru_cache(maxsize=2)
@@ -26,6 +50,7 @@ def parser(strict: bool = False) -> Lark:
         propagate_positions=True,
         maybe_placeholders=True,
         strict=strict,
+        lexer_callbacks={"COMMENT": _lexed_comment},
         # The LALR tables are stored in the temp folder, keyed by the grammar's hash: building
         # them takes longer than everything else `kdlang check` does.
         cache=not strict,

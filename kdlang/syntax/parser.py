@@ -12,6 +12,7 @@ from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
 
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
+from kdlang.syntax.grammar import comments_lexed
 from kdlang.syntax.grammar import parser as lark_parser
 from kdlang.syntax.span import Span
 from kdlang.syntax.strings import decode_string
@@ -55,7 +56,6 @@ KEYWORDS = frozenset(
 
 def parse(source: str, file: str = "<string>") -> ast.Module:
     """Parse a whole file. Raises :class:`DiagnosticError` on any syntax error."""
-    comments: list[ast.Comment] = []
     parser = lark_parser()
 
     def keyword_as_name(error: UnexpectedToken) -> bool:
@@ -82,12 +82,11 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
         return True
 
     try:
-        tree = parser.parse(source, on_error=keyword_as_name)
+        with comments_lexed() as comment_tokens:
+            tree = parser.parse(source, on_error=keyword_as_name)
     except UnexpectedInput as error:
         raise DiagnosticError([syntax_diagnostic(error, source, file)]) from None
-    for token in parser.lex(source, dont_ignore=True):
-        if token.type == "COMMENT":
-            comments.append(ast.Comment(str(token).rstrip(), Span.of_token(file, token)))
+    comments = [ast.Comment(str(t).rstrip(), Span.of_token(file, t)) for t in comment_tokens]
     builder = _TreeBuilder(file)
     try:
         decls = builder.transform(tree)
