@@ -6,21 +6,49 @@ and strings, blank lines between items). Meaning is given later, by lowering to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from kdlang.syntax.span import Span
+
+
+class Node:
+    """Equality and repr of every node class below, as ``@dataclass`` would write them (fields
+    compared in order between nodes of one class; ``Class(field=value, ...)``), but written once
+    here rather than compiled again for each of the forty classes whenever kdlang starts."""
+
+    __slots__ = ()
+    __hash__ = None  # mutable, hence unhashable, like any dataclass with generated equality
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
+        return f"{self.__class__.__qualname__}({shown})"
+
+
+node = dataclass(repr=False, eq=False)
+"""The dataclass decorator of node classes: ``__init__`` generated, equality and repr from
+:class:`Node`."""
 
 # ------------------------------------------------------------------------------------------------
 # Expressions
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Expr:
+@node
+class Expr(Node):
+    """Any expression; ``span`` covers its source text."""
+
     span: Span
 
 
-@dataclass
+@node
 class String(Expr):
     """A string literal. ``value`` is decoded; ``raw`` is the source text, quotes included."""
 
@@ -36,13 +64,15 @@ class String(Expr):
         return self.span.line, self.span.column + prefix
 
 
-@dataclass
+@node
 class Number(Expr):
+    """A number literal; ``raw`` is its source text (``2e-4`` stays ``2e-4``)."""
+
     value: int | float
     raw: str
 
 
-@dataclass
+@node
 class Percent(Expr):
     """``30%``: ``value`` is the fraction (0.3)."""
 
@@ -50,17 +80,21 @@ class Percent(Expr):
     raw: str
 
 
-@dataclass
+@node
 class Bool(Expr):
+    """``true`` or ``false``."""
+
     value: bool
 
 
-@dataclass
+@node
 class Null(Expr):
+    """``null``."""
+
     pass
 
 
-@dataclass
+@node
 class Ref(Expr):
     """A dotted name: ``teacher``, ``distill.student``."""
 
@@ -71,14 +105,16 @@ class Ref(Expr):
         return ".".join(self.parts)
 
 
-@dataclass
-class Keyword:
+@node
+class Keyword(Node):
+    """``name = value`` among a call's arguments."""
+
     name: str
     value: Expr
     span: Span
 
 
-@dataclass
+@node
 class Transition(Expr):
     """``a -> b`` inside a call's arguments (schedules: ``linear(0.0 -> 1.0, over = 30%)``)."""
 
@@ -86,8 +122,10 @@ class Transition(Expr):
     end: Expr
 
 
-@dataclass
+@node
 class Call(Expr):
+    """``func(args..., name = value, ...)``."""
+
     func: Ref
     args: list[Expr] = field(default_factory=list)
     kwargs: list[Keyword] = field(default_factory=list)
@@ -100,31 +138,39 @@ class Call(Expr):
         return next((k for k in self.kwargs if k.name == name), None)
 
 
-@dataclass
+@node
 class ListExpr(Expr):
+    """``[a, b, ...]``."""
+
     items: list[Expr]
 
 
-@dataclass
-class MapEntry:
+@node
+class MapEntry(Node):
+    """``key: value`` in a map; ``key_raw`` is the key as written."""
+
     key: str
     key_raw: str
     value: Expr
     span: Span
 
 
-@dataclass
+@node
 class MapExpr(Expr):
+    """``{key: value, ...}``."""
+
     entries: list[MapEntry]
 
 
-@dataclass
+@node
 class Range(Expr):
+    """``low..high`` (inclusive at both ends)."""
+
     low: Expr
     high: Expr
 
 
-@dataclass
+@node
 class Unary(Expr):
     """``-x`` or ``not x``."""
 
@@ -132,7 +178,7 @@ class Unary(Expr):
     operand: Expr
 
 
-@dataclass
+@node
 class Binary(Expr):
     """Arithmetic (``+ - * /``), comparisons (``== != < <= > >= in``, ``not in``), ``and``/``or``."""
 
@@ -146,19 +192,23 @@ class Binary(Expr):
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Stmt:
+@node
+class Stmt(Node):
+    """A statement inside a block."""
+
     span: Span
 
 
-@dataclass
+@node
 class Setting(Stmt):
+    """``key = value``."""
+
     key: str
     key_span: Span
     value: Expr
 
 
-@dataclass
+@node
 class LossStmt(Stmt):
     """``loss NAME[(args)] weight EXPR [temperature EXPR]``."""
 
@@ -169,35 +219,45 @@ class LossStmt(Stmt):
     temperature: Expr | None
 
 
-@dataclass
+@node
 class KeepStmt(Stmt):
+    """``keep CONDITION`` (filter stages)."""
+
     condition: Expr
 
 
-@dataclass
+@node
 class DedupStmt(Stmt):
+    """``dedup COLUMN by METHOD`` (filter stages)."""
+
     column: str
     column_span: Span
     method: Expr
 
 
-@dataclass
+@node
 class DecontaminateStmt(Stmt):
+    """``decontaminate COLUMN against DATASET [by METHOD]`` (filter stages)."""
+
     column: str
     column_span: Span
     against: Ref
     method: Expr | None
 
 
-@dataclass
+@node
 class MetricStmt(Stmt):
+    """``metric [NAME =] EXPR`` (eval blocks)."""
+
     name: str | None
     name_span: Span | None
     expr: Expr
 
 
-@dataclass
-class Block:
+@node
+class Block(Node):
+    """``{ ... }``: the statements of a declaration, in source order."""
+
     span: Span
     stmts: list[Stmt]
 
@@ -207,24 +267,30 @@ class Block:
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Decl:
+@node
+class Decl(Node):
+    """A top-level declaration; ``keyword`` is the word that starts it."""
+
     span: Span
     keyword: str
 
 
-@dataclass
+@node
 class RecipeDecl(Decl):
+    """``recipe "TITLE" { ... }``: the file's header."""
+
     title: String
     block: Block
 
 
-@dataclass
+@node
 class ImportDecl(Decl):
+    """``import "PATH"``."""
+
     path: String
 
 
-@dataclass
+@node
 class NamedDecl(Decl):
     """A declaration that defines a name: model, dataset, prompt, stage, train, eval, export."""
 
@@ -232,40 +298,52 @@ class NamedDecl(Decl):
     name_span: Span
 
 
-@dataclass
+@node
 class ModelDecl(NamedDecl):
+    """``model NAME = KIND(...)``."""
+
     value: Expr
 
 
-@dataclass
+@node
 class DatasetDecl(NamedDecl):
+    """``dataset NAME = KIND(...) [{ ... }]``."""
+
     value: Expr
     block: Block | None
 
 
-@dataclass
+@node
 class PromptDecl(NamedDecl):
+    """``prompt NAME = TEXT``."""
+
     value: Expr
 
 
-@dataclass
+@node
 class StageDecl(NamedDecl):
+    """``stage NAME = OPERATOR(input) [{ ... }]``."""
+
     op: Call
     block: Block | None
 
 
-@dataclass
+@node
 class TrainDecl(NamedDecl):
+    """``train NAME { ... }``."""
+
     block: Block
 
 
-@dataclass
+@node
 class EvalDecl(NamedDecl):
+    """``eval NAME = evaluate(model, dataset) [{ ... }]``."""
+
     op: Call
     block: Block | None
 
 
-@dataclass
+@node
 class ExportDecl(NamedDecl):
     """``export NAME to PATH`` (``name`` is the train stage exported, not a new name)."""
 
@@ -273,14 +351,18 @@ class ExportDecl(NamedDecl):
     block: Block | None
 
 
-@dataclass
-class Comment:
+@node
+class Comment(Node):
+    """A ``# ...`` comment, trailing spaces removed."""
+
     text: str
     span: Span
 
 
-@dataclass
-class Module:
+@node
+class Module(Node):
+    """A whole file: its declarations and comments, in source order."""
+
     file: str
     source: str
     decls: list[Decl]
