@@ -16,7 +16,6 @@ from kdlang.syntax.grammar import comments_lexed
 from kdlang.syntax.grammar import parser as lark_parser
 from kdlang.syntax.span import Span
 from kdlang.syntax.strings import decode_string
-from kdlang.syntax.syntax_errors import syntax_diagnostic
 
 DECLARATION_KEYWORDS = frozenset(
     ["recipe", "import", "model", "dataset", "prompt", "stage", "train", "eval", "export"]
@@ -85,6 +84,8 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
         with comments_lexed() as comment_tokens:
             tree = parser.parse(source, on_error=keyword_as_name)
     except UnexpectedInput as error:
+        from kdlang.syntax.syntax_errors import syntax_diagnostic  # only files that do not parse
+
         raise DiagnosticError([syntax_diagnostic(error, source, file)]) from None
     comments = [ast.Comment(str(t).rstrip(), Span.of_token(file, t)) for t in comment_tokens]
     builder = _TreeBuilder(file)
