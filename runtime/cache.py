@@ -133,23 +133,40 @@ class ProgressLog:
 
     A process killed mid-write leaves at most one truncated last line, which :meth:`load`
     ignores; an item is done exactly when its line is complete.
+
+    Several processes of one run (ranks) share a log by writing one part each: rank 0 the file
+    ``name`` itself, rank r ``<stem>.rank<r><suffix>``. :meth:`load` reads every part, so a log
+    written by any number of processes resumes under any other number.
     """
 
-    def __init__(self, folder: Path, name: str = "progress.jsonl"):
+    def __init__(self, folder: Path, name: str = "progress.jsonl", rank: int = 0):
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / name
+        stem, suffix = os.path.splitext(name)
+        self._parts = (folder, f"{stem}.rank", suffix, name)
+        self.path = folder / (name if rank == 0 else f"{stem}.rank{rank}{suffix}")
         self._handle = None
 
+    def part_paths(self) -> list[Path]:
+        """Every rank's part of this log that exists, rank 0's first."""
+        folder, prefix, suffix, name = self._parts
+        others = [
+            p
+            for p in folder.glob(f"{prefix}*{suffix}")
+            if p.name[len(prefix) : len(p.name) - len(suffix)].isdigit()
+        ]
+        ranked = sorted(others, key=lambda p: int(p.name[len(prefix) : len(p.name) - len(suffix)]))
+        return [p for p in [folder / name, *ranked] if p.is_file()]
+
     def load(self) -> dict[int, Any]:
+        """The finished items of every part, by index."""
         done: dict[int, Any] = {}
-        if not self.path.is_file():
-            return done
-        with self.path.open("rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    break  # truncated by a crash
-                record = json.loads(line)
-                done[record["index"]] = record["value"]
+        for path in self.part_paths():
+            with path.open("rb") as handle:
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break  # truncated by a crash
+                    record = json.loads(line)
+                    done[record["index"]] = record["value"]
         return done
 
     def append(self, index: int, value: Any) -> None:

@@ -34,6 +34,8 @@ class Resources:
     device: str = "auto"
     workdir: Path = Path(".")
     teachers: dict[str, Any] = field(default_factory=dict)
+    dist: Any = None
+    """The run's processes (:class:`kdlang.runtime.train.distributed.Dist`); ``None``: one."""
 
     def close(self) -> None:
         for teacher in self.teachers.values():
@@ -84,6 +86,17 @@ class StageContext:
     @property
     def device(self) -> str:
         return self.resources.device
+
+    @property
+    def dist(self):
+        """The processes running this stage together (one, unless a launcher started several):
+        ``rank``, ``world``, ``is_main`` and the executor's collectives (see
+        :mod:`kdlang.runtime.train.distributed`)."""
+        if self.resources.dist is None:
+            from kdlang.runtime.train.distributed import Dist
+
+            self.resources.dist = Dist()
+        return self.resources.dist
 
     def output_path(self, path: str) -> Path:
         """Where a recipe's output path (``export ... to "path"``) points: relative to the run's
@@ -175,7 +188,8 @@ class StageContext:
     # -- progress and stats ----------------------------------------------------------------------
 
     def progress_log(self, name: str = "progress.jsonl") -> ProgressLog:
-        return ProgressLog(self.cache.progress_dir(self.node.fingerprint), name)
+        """This process's part of the stage's progress log ``name`` (its ``load`` reads all)."""
+        return ProgressLog(self.cache.progress_dir(self.node.fingerprint), name, self.dist.rank)
 
     def start(self, total: int | None, description: str = "") -> None:
         """Show a progress bar of ``total`` items; a stage that works in rounds calls this once

@@ -5,10 +5,18 @@
 that is committed atomically. ``only`` runs a node and whatever it needs. The run report
 (``runs/<recipe>/report.md`` and ``report.json``) lists every node's status, rows, time,
 teacher usage and where its output is.
+
+Under a launcher (``WORLD_SIZE > 1``) every process walks the plan: rank 0 decides each node's
+status and tells the others; operators without teacher or training work (:data:`MAIN_ONLY`)
+run on rank 0 while the others wait; the others run on every rank, sharing out their teacher
+calls (``stages/label.py``: chunk ``b`` goes to rank ``b % world``, each rank logging its part)
+or their training steps, and rank 0 commits the artifact once every rank has finished. Only
+rank 0 writes to the cache's index and the run report.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -75,7 +83,8 @@ def run_plan(
     cache = ArtifactCache(plan.cache)
     selected = needed(plan, only) if only else {n.name for n in plan.nodes}
     forced = set(force or ())
-    resources = Resources(device=device, workdir=workdir)
+    dist = _processes(device)
+    resources = Resources(device=device, workdir=workdir, dist=dist)
     results: list[NodeResult] = []
     failed: set[str] = set()
     report_dir = workdir / "runs" / _safe(plan.recipe.title)
@@ -83,78 +92,137 @@ def run_plan(
         for node in plan.nodes:
             if node.name not in selected:
                 continue
-            if any(parent in failed for parent in node.inputs):
-                results.append(
-                    NodeResult(
-                        node.name, node.op, "skipped", node.fingerprint, error="an input failed"
-                    )
+            # Rank 0 decides what happens to the node; every rank follows (one cache, one plan).
+            status = dist.broadcast(_status(cache, node, failed, forced) if dist.is_main else None)
+            if status == "skipped":
+                result = NodeResult(
+                    node.name, node.op, "skipped", node.fingerprint, error="an input failed"
                 )
-                failed.add(node.name)
-                continue
-            if cache.is_cached(node.fingerprint) and node.name not in forced:
-                results.append(
-                    NodeResult(
-                        node.name,
-                        node.op,
-                        "cached",
-                        node.fingerprint,
-                        manifest=cache.manifest(node.fingerprint) or {},
-                        output=str(cache.artifact(node.fingerprint)),
-                    )
+            elif status == "cached":
+                result = NodeResult(
+                    node.name,
+                    node.op,
+                    "cached",
+                    node.fingerprint,
+                    manifest=cache.manifest(node.fingerprint) or {},
+                    output=str(cache.artifact(node.fingerprint)),
                 )
-                _record(cache, plan, node)
-                if on_node:
-                    on_node(results[-1])
-                continue
-            if node.name in forced:  # a forced node starts afresh, not from an old log
-                shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
-            try:
-                result = _run_node(
-                    plan, node, cache, resources, progress, STAGES, replace=node.name in forced
-                )
-            except Exception as error:  # a bug: still report what ran, then let it surface
-                results.append(
-                    NodeResult(
-                        node.name,
-                        node.op,
-                        "failed",
-                        node.fingerprint,
-                        error=f"internal error: {type(error).__name__}: {error}",
-                    )
-                )
-                write_report(RunResult(plan, results, report_dir))
-                raise
-            results.append(result)
-            if result.status == "failed":
-                failed.add(node.name)
             else:
+                if node.name in forced:  # a forced node starts afresh, not from an old log
+                    if dist.is_main:
+                        shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
+                    dist.wait()
+                try:
+                    result = _run_node(
+                        plan, node, cache, resources, progress, STAGES, replace=node.name in forced
+                    )
+                except Exception as error:  # a bug: still report what ran, then let it surface
+                    results.append(
+                        NodeResult(
+                            node.name,
+                            node.op,
+                            "failed",
+                            node.fingerprint,
+                            error=f"internal error: {type(error).__name__}: {error}",
+                        )
+                    )
+                    if dist.is_main:
+                        write_report(RunResult(plan, results, report_dir))
+                    raise
+            results.append(result)
+            if result.status in ("failed", "skipped"):
+                failed.add(node.name)
+            elif dist.is_main:
                 _record(cache, plan, node)
-            if on_node:
+            if on_node and result.status != "skipped":
                 on_node(result)
     finally:
         resources.close()
     run = RunResult(plan, results, report_dir)
-    write_report(run)
+    if dist.is_main:
+        write_report(run)
     return run
+
+
+MAIN_ONLY = frozenset({"dataset", "filter", "pairs", "export"})
+"""Operators without teacher or training work: under several processes rank 0 runs them and the
+others wait for the committed artifact. Every other operator runs on every rank: its teacher
+calls (or its training) are shared out, and rank 0 commits the result."""
+
+
+def _processes(device: str):
+    """The run's processes: one, or the group a launcher started (``WORLD_SIZE > 1``)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        from kdlang.runtime.train.distributed import Dist
+
+        return Dist()
+    from kdlang.runtime.train.distributed import from_env
+
+    return from_env(device)
+
+
+def _status(cache: ArtifactCache, node: PlanNode, failed: set[str], forced: set[str]) -> str:
+    if any(parent in failed for parent in node.inputs):
+        return "skipped"
+    if cache.is_cached(node.fingerprint) and node.name not in forced:
+        return "cached"
+    return "run"
 
 
 def _run_node(
     plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages, replace=False
 ) -> NodeResult:
+    """Run one node and commit its output. Under several processes every rank calls this: an
+    operator of :data:`MAIN_ONLY` runs on rank 0 alone; any other runs on every rank, rank 0
+    commits once every rank has finished, and a failure on any rank fails the node on all.
+    Every rank returns rank 0's result."""
+    dist = resources.dist
+    if not dist.active:
+        return _run_here(plan, node, cache, resources, progress, stages, replace, commit=True)
+    if node.op in MAIN_ONLY:
+        result = None
+        if dist.is_main:
+            result = _run_here(plan, node, cache, resources, progress, stages, replace, commit=True)
+        return dist.broadcast(result)
+    if not dist.is_main:
+        progress = None
+    result = _run_here(plan, node, cache, resources, progress, stages, replace, commit=dist.gather)
+    return dist.broadcast(result)
+
+
+def _run_here(
+    plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages, replace, commit
+) -> NodeResult:
+    """Run the operator in this process. ``commit``: ``True`` to commit its output, or (several
+    processes) the gather through which the ranks tell each other how they ended: rank 0
+    commits only when every rank succeeded."""
     runner = stages[node.op]
     context = StageContext(plan, node, cache, resources, progress)
     started = time.perf_counter()
+    error = None
     try:
         with cache.writing(node.fingerprint) as tmp:
-            manifest = runner(node, context, tmp) or {}
-            manifest.setdefault("op", node.op)
-            manifest.setdefault("name", node.name)
-            manifest.setdefault("schema", node.columns)
-            manifest["stats"] = context.stats
-            cache.commit(tmp, node.fingerprint, manifest, replace=replace)
-        # The artifact is complete: the progress that led to it is no longer needed.
-        shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
-    except RunError as error:
+            try:
+                manifest = runner(node, context, tmp) or {}
+            except RunError as failure:
+                if commit is True:
+                    raise
+                error = str(failure)
+            if commit is not True:  # every rank has finished (or failed) the operator
+                errors = [e for e in commit(error) if e is not None]
+                if errors:
+                    raise RunError(errors[0])
+            if resources.dist.is_main:
+                if resources.dist.active:  # the stage's work was shared out
+                    context.stats["processes"] = resources.dist.world
+                manifest.setdefault("op", node.op)
+                manifest.setdefault("name", node.name)
+                manifest.setdefault("schema", node.columns)
+                manifest["stats"] = context.stats
+                cache.commit(tmp, node.fingerprint, manifest, replace=replace)
+                # The artifact is complete: the progress that led to it is no longer needed.
+                shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
+    except RunError as failure:
         return NodeResult(
             node.name,
             node.op,
@@ -162,7 +230,7 @@ def _run_node(
             node.fingerprint,
             time.perf_counter() - started,
             stats=context.stats,
-            error=str(error),
+            error=str(failure),
         )
     committed = cache.manifest(node.fingerprint) or {}
     return NodeResult(

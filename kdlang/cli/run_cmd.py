@@ -1,14 +1,27 @@
 """``kdlang run [FILE]``: execute a recipe, reusing every cached stage. Without FILE, the embedded
-quickstart recipe runs (offline, on CPU, in minutes)."""
+quickstart recipe runs (offline, on CPU, in minutes).
+
+``--launcher torchrun|accelerate --nproc N`` starts N processes of the same command under that
+launcher (``python -m torch.distributed.run --standalone`` or ``accelerate launch``) and passes
+its exit status through; each process then runs the recipe as one rank of the group (see
+docs/training.md, "Several GPUs"). Started by a launcher, only rank 0 prints progress and the
+summary.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics, read_source
+from kdlang.cli.common import EXIT_ERRORS, EXIT_USAGE, print_diagnostics, read_source
+
+LAUNCHERS = ("torchrun", "accelerate")
+DEVICES = ("cpu", "cuda", "auto")
 
 
 def default_recipe() -> str:
@@ -32,32 +45,137 @@ def run(
     cache: str = typer.Option(
         None, "--cache", help="The cache folder (default: WORKDIR/.kdcache)."
     ),
+    launcher: str = typer.Option(
+        None,
+        "--launcher",
+        help="Start --nproc processes under torchrun or accelerate (default: one process).",
+    ),
+    nproc: int = typer.Option(
+        None, "--nproc", help="Processes to start with --launcher (e.g. one per GPU)."
+    ),
 ) -> None:
     """Run a recipe: every stage in order, cached stages reused, a report written."""
+    if device not in DEVICES:
+        _usage(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+    file = file or default_recipe()
+    if launcher is not None or nproc is not None:
+        command = launch_command(
+            launcher, nproc, file, overrides, only, force, device, workdir, cache
+        )
+        read_source(file)  # a missing recipe is a usage error here, not in every process
+        raise typer.Exit(subprocess.call(command))
+
     from kdlang.check import check_files, load_checked
     from kdlang.plan import build_plan
     from kdlang.syntax.diagnostics import DiagnosticError
 
-    check_format(device, ("cpu", "cuda", "auto"))
-    file = file or default_recipe()
+    main = _rank() == 0
     read_source(file)
     try:
         program, warnings = load_checked(file, overrides)
     except DiagnosticError:
         diagnostics, sources = check_files([file], overrides)
-        print_diagnostics(diagnostics, sources, "text")
+        if main:
+            print_diagnostics(diagnostics, sources, "text")
         raise typer.Exit(EXIT_ERRORS) from None
-    print_diagnostics(warnings, program.sources, "text")
+    if main:
+        print_diagnostics(warnings, program.sources, "text")
     root = Path(workdir)
     plan = build_plan(program, cache or str(root / ".kdcache"))
     unknown = [name for name in [*only, *force] if name not in {n.name for n in plan.nodes}]
     if unknown:
-        sys.stderr.write(
-            f"error: no node named {', '.join(unknown)}; nodes: {', '.join(n.name for n in plan.nodes)}\n"
+        _usage(
+            f"no node named {', '.join(unknown)}; nodes: {', '.join(n.name for n in plan.nodes)}"
         )
-        raise typer.Exit(2)
-    from kdlang.cli.run_view import run_with_progress
+    if main:
+        from kdlang.cli.run_view import run_with_progress
 
-    result = run_with_progress(plan, root, only, force, device)
+        result = run_with_progress(plan, root, only, force, device)
+    else:  # another rank of a launched group: the same work, nothing printed
+        from kdlang.runtime.executor import run_plan
+
+        _quiet_libraries()
+        result = run_plan(plan, workdir=root, only=only or None, force=force, device=device)
     if not result.ok:
         raise typer.Exit(EXIT_ERRORS)
+
+
+def launch_command(
+    launcher: str | None,
+    nproc: int | None,
+    file: str,
+    overrides: list[str],
+    only: list[str],
+    force: list[str],
+    device: str,
+    workdir: str,
+    cache: str | None,
+) -> list[str]:
+    """The command line that runs ``kdlang run`` with these arguments in ``nproc`` processes
+    under ``launcher``. Usage errors (exit 2) for an unknown launcher, a count below 1, one
+    option without the other, or a launch from inside a launched process."""
+    if launcher is None:
+        _usage("--nproc needs --launcher (torchrun or accelerate)")
+    if launcher not in LAUNCHERS:
+        _usage(f"--launcher must be one of {', '.join(LAUNCHERS)}, not {launcher!r}")
+    if nproc is None:
+        nproc = 1
+    if nproc < 1:
+        _usage(f"--nproc must be at least 1, not {nproc}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _usage(
+            "this process was already started by a launcher (WORLD_SIZE is set); drop --launcher"
+        )
+    args = ["run", str(Path(file).resolve()), "--device", device, "--workdir", workdir]
+    for flag, values in (("--set", overrides), ("--only", only), ("--force", force)):
+        for value in values:
+            args += [flag, value]
+    if cache is not None:
+        args += ["--cache", cache]
+    if launcher == "torchrun":
+        head = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    else:
+        # accelerate's --cpu runs one process (several CPU processes need MPI there); its
+        # --multi_gpu starts torch.distributed processes, which run on CPU as well (Gloo).
+        head = ["-m", "accelerate.commands.launch", "--num_processes", str(nproc)]
+        head += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+        if nproc > 1:
+            head += ["--multi_gpu", "--main_process_port", str(_free_port())]
+        elif device == "cpu":
+            head += ["--cpu"]
+    return [sys.executable, *head, "-m", "kdlang", *args]
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+
+
+def _quiet_libraries() -> None:
+    """Rank 0 shows what the libraries say; the other ranks would only repeat it."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from datasets.utils import logging as ds_logging
+
+        ds_logging.set_verbosity_error()
+        ds_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _usage(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(EXIT_USAGE)

@@ -24,6 +24,8 @@ def run(node, ctx, out: Path) -> dict:
     prompt = ctx.template(stage.prompt)
     requests = row_requests(ctx, stage, rows, prompt, n=stage.per_item)
     outputs = generate_rows(ctx, stage, rows, requests)
+    if not ctx.dist.is_main:  # rank 0 writes the artifact
+        return {}
     written, empty = [], 0
     for row, texts in zip(rows, outputs, strict=True):
         for text in texts:

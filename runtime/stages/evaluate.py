@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from kdlang.runtime.context import RunError
+from kdlang.runtime.stages.label import generate_rows
 from kdlang.runtime.teachers import GenerationRequest, TeacherError
 
 from kdlang.expr import evaluate
@@ -33,10 +34,14 @@ def run(node, ctx, out: Path) -> dict:
     ctx.stats["rows_in"] = len(rows)
     model, owned = _model(ev, ctx)
     names = _names(ev.metrics)
+    before = None
     try:
         template = ctx.template(ev.prompt)
         prompts = [template.render(**row) for row in rows]
         outputs = _generate(ev, ctx, model, prompts)
+        if not ctx.dist.is_main:  # rank 0 scores and writes the artifact
+            return {}
+        before = model.stats.as_dict()
         scored = {
             name: _perplexity(model, prompts, rows, metric.expr.args[0].name)
             for name, metric in zip(names, ev.metrics, strict=True)
@@ -45,7 +50,10 @@ def run(node, ctx, out: Path) -> dict:
     except TeacherError as error:
         raise RunError(f"{node.name}: {error}") from None
     finally:
-        ctx.stats["model"] = model.stats.as_dict()
+        if before is not None:  # the scoring's usage, after the generation's
+            usage = ctx.stats.setdefault("model", {})
+            for key, value in model.stats.as_dict().items():
+                usage[key] = usage.get(key, 0) + value - before.get(key, 0)
         if owned:
             model.close()
     sums = dict.fromkeys(names, 0.0)
@@ -94,6 +102,9 @@ def _model(ev, ctx):
 
 
 def _generate(ev, ctx, model, prompts: list[str]) -> list[str]:
+    """The model's answer to every prompt, logged for resuming and split across processes by
+    decoding batch (a white-box model's batches are the ones one ``generate`` call of every
+    prompt decodes, so the answers do not depend on the number of processes)."""
     requests = [
         GenerationRequest(
             prompt=prompt,
@@ -103,9 +114,18 @@ def _generate(ev, ctx, model, prompts: list[str]) -> list[str]:
         )
         for index, prompt in enumerate(prompts)
     ]
-    ctx.start(len(requests), f"{ctx.node.name} (evaluate)")
-    results = model.generate(requests, on_result=lambda index, generations: ctx.advance(1))
-    return [generations[0].text for generations in results]
+    groups = model.decode_groups(requests) if hasattr(model, "decode_groups") else None
+    outputs = generate_rows(
+        ctx,
+        ev,
+        None,
+        requests,
+        model=model,
+        chunks=groups,
+        usage_key="model",
+        description=f"{ctx.node.name} (evaluate)",
+    )
+    return [texts[0] for texts in outputs]
 
 
 def _perplexity(model, prompts: list[str], rows: list[dict], column: str) -> float | None:

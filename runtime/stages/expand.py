@@ -231,7 +231,9 @@ def run(node, ctx, out: Path) -> dict:
         raise RunError(f"{ctx.node.name}: no seed items in column `{stage.column}`")
     dropped: Counter = Counter()
     method = self_instruct if stage.method == "self_instruct" else evol_instruct
-    made = method(stage, ctx, seeds, dropped)
+    made = method(stage, ctx, seeds, dropped)  # every rank: the rounds depend on the responses
+    if not ctx.dist.is_main:  # rank 0 writes the artifact
+        return {}
     ctx.stats["dropped"] = dict(sorted(dropped.items()))
     ctx.stats["new_items"] = len(made)
     kept = [{stage.column: s, "origin": "seed"} for s in seeds] if stage.keep_seeds else []

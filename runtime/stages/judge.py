@@ -39,6 +39,8 @@ def run(node, ctx, out: Path) -> dict:
     rubric = ctx.template(stage.prompt)
     requests = row_requests(ctx, stage, rows, rubric)
     judgements = generate_rows(ctx, stage, rows, requests, teacher=stage.judge)
+    if not ctx.dist.is_main:  # rank 0 writes the artifact
+        return {}
     low, high = stage.scale
     kept, dropped = [], {"unparsable": 0, "out_of_scale": 0}
     for row, (text,) in zip(rows, judgements, strict=True):

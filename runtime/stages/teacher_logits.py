@@ -46,14 +46,25 @@ def run(node, ctx, out: Path) -> dict:
     folder = ctx.cache.progress_dir(node.fingerprint)
     folder.mkdir(parents=True, exist_ok=True)
     size = teacher.batch_size if white else max(1, getattr(teacher, "concurrency", 8) * 4)
-    scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    ctx.start(len(rows))
+    bounds = [(start, min(len(rows), start + size)) for start in range(0, len(rows), size)]
+    dist = ctx.dist
+    mine = [bound for b, bound in enumerate(bounds) if b % dist.world == dist.rank]
+    ctx.count(
+        "resumed_rows", sum(end - start for start, end in bounds if _chunk(folder, start).exists())
+    )
+    dist.wait()  # every rank has counted the chunks found before any rank adds one
+    ctx.start(sum(end - start for start, end in mine))
+    error = None
     try:
-        for start in range(0, len(rows), size):
-            chunk = folder / f"chunk-{start:08d}.npz"
-            end = min(len(rows), start + size)
+        for start, end in mine:
+            chunk = _chunk(folder, start)
             if not chunk.exists():
-                found = teacher.topk_logprobs(prompts[start:end], targets[start:end], stage.top_k)
+                try:
+                    found = teacher.topk_logprobs(
+                        prompts[start:end], targets[start:end], stage.top_k
+                    )
+                except TeacherError as failure:
+                    raise RunError(f"{node.name}: {failure}") from None
                 budgets = [
                     _budget(teacher, tokenizer, p, t, stage.max_length, white)
                     for p, t in zip(prompts[start:end], targets[start:end], strict=True)
@@ -61,20 +72,36 @@ def run(node, ctx, out: Path) -> dict:
                 _save_chunk(
                     chunk, [_row(t, b, mapper) for t, b in zip(found, budgets, strict=True)]
                 )
-            else:
-                ctx.count("resumed_rows", end - start)
-            scored += _load_chunk(chunk)
             ctx.advance(end - start)
-    except TeacherError as error:
-        raise RunError(f"{node.name}: {error}") from None
+    except RunError as failure:
+        if not dist.active:
+            raise
+        error = str(failure)  # told to the other ranks below, then raised on every one
     finally:
-        ctx.stats["teacher"] = {k: v - before.get(k, 0) for k, v in teacher.stats.as_dict().items()}
+        used = {k: v - before.get(k, 0) for k, v in teacher.stats.as_dict().items()}
+        ctx.stats["teacher"] = used
+    if dist.active:  # rank 0 writes the artifact from every rank's chunks
+        reports = dist.gather((error, used))
+        ctx.stats["teacher"] = {k: sum(u[k] for _, u in reports) for k in used}
+        errors = [e for e, _ in reports if e]
+        if errors:
+            raise RunError(errors[0])
+        if not dist.is_main:
+            return {}
+    scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start, _ in bounds:
+        scored += _load_chunk(_chunk(folder, start))
     columns = [
         c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs", "topk_target_ids")
     ]
     _write(out, rows, columns, scored, stage.top_k)
     ctx.stats["target_tokens"] = int(sum(len(t) for _, _, t in scored))
     return {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}
+
+
+def _chunk(folder: Path, start: int) -> Path:
+    """The file of the chunk of rows from ``start`` (the same whichever rank scores it)."""
+    return folder / f"chunk-{start:08d}.npz"
 
 
 def _budget(teacher, tokenizer, prompt: str, target: str, max_length: int, white: bool) -> int:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from kdlang.runtime.train.job import build_job
 from kdlang.runtime.train.loop import fit
-from kdlang.runtime.train.metrics import METRICS, PICTURE, plot_curves, read_metrics
+from kdlang.runtime.train.metrics import METRICS, PICTURE, plot_curves
 from kdlang.runtime.train.models import save_student
 
 
@@ -34,14 +34,13 @@ def run(node, ctx, out: Path) -> dict:
     if job.resumed_from:
         ctx.stats["resumed_from_step"] = job.resumed_from
     job.dist.barrier()
-    # Every process writes the same artifact; the cache keeps the first one committed.
-    records = read_metrics(job.folder / METRICS) if not job.dist.is_main else records
+    if not job.dist.is_main:  # rank 0 writes the artifact; the executor waits for every rank
+        return {}
     written = save_student(job.models.student, job.tokenizer, out)
     shutil.copyfile(job.folder / METRICS, out / METRICS)
     if (job.folder / "tensorboard").is_dir():
         shutil.copytree(job.folder / "tensorboard", out / "tensorboard")
     plot_curves(records, [t.key for t in job.objective.terms], out / PICTURE)
-    job.dist.barrier()  # the executor removes the progress folder once the artifact is in
     last = records[-1] if records else {}
     return {
         "rows": len(job.examples) or len(job.pairs),

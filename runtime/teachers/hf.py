@@ -159,6 +159,17 @@ class HFTeacher(Teacher):
                         on_result(index, list(results[index]))  # type: ignore[arg-type]
         return [list(r) for r in results]  # type: ignore[misc]
 
+    def decode_groups(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
+        """The request indices :meth:`generate` decodes together, batch by batch, when every
+        request asks for one sample. Generating each group's requests alone (in this order)
+        decodes exactly the same batches, so the work can be split by groups without changing
+        a token."""
+        if any(r.n != 1 for r in requests):
+            raise ValueError("decode_groups needs requests of one sample each")
+        lengths = [len(self._prompt_ids(r.prompt, r.system)) for r in requests]
+        order = sorted(range(len(requests)), key=lambda i: -lengths[i])  # stable, like generate
+        return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+
     # ---------------------------------------------------------------- scoring
 
     @torch.no_grad()

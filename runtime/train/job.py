@@ -20,7 +20,6 @@ import torch
 from kdlang.runtime.cache import DATA_FILE
 from kdlang.runtime.context import RunError
 from kdlang.runtime.train import models as md
-from kdlang.runtime.train.distributed import from_env
 from kdlang.runtime.train.examples import (
     Example,
     Pair,
@@ -38,7 +37,7 @@ TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS = "topk_ids", "topk_logprobs", "topk_targe
 
 def build_job(train, ctx) -> Job:
     recipe = ctx.program.recipe
-    dist = from_env()
+    dist = ctx.dist
     seed = train.seed if train.seed is not None else recipe.seed
     spec = recipe.models[train.student.name]
     settings = ctx.model_settings(spec)

@@ -1,16 +1,22 @@
-"""Two processes under torchrun (Gloo on CPU) follow the single-process trajectory: each reads
-half of every step's rows, terms are divided by the global counts and gradients are summed."""
+"""Two processes under torchrun (Gloo on CPU), started by ``kdlang run --launcher torchrun``,
+follow the single-process trajectory: each reads half of every step's rows, terms are divided by
+the global counts and gradients are summed."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.runtime.train.support import metrics, models, node, run_recipe, write_recipe
+from tests.runtime.distributed.support import launch
+from tests.runtime.train.support import (
+    artifact,
+    metrics,
+    models,
+    node,
+    run_recipe,
+    write_recipe,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -33,18 +39,14 @@ train distill {
 
 
 def test_two_processes_match_one(tmp_path, tiny_pair):
+    """``kdlang run --launcher torchrun --nproc 2`` trains as one process does."""
     single = run_recipe(write_recipe(tmp_path / "single", models(tiny_pair) + BODY))
     recipe = write_recipe(tmp_path / "multi", models(tiny_pair) + BODY)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "kdlang", "run", str(recipe),
-        "--workdir", str(recipe.parent), "--device", "cpu",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    done = launch(recipe, 2)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((recipe.parent / "runs" / "t" / "report.json").read_text())
     assert node(report, "distill")["status"] == "ran"
+    assert node(report, "distill")["stats"]["processes"] == 2
     expected = metrics(single, "distill")
     found = metrics(report, "distill")
     assert [r["step"] for r in found] == list(range(6))
@@ -52,3 +54,5 @@ def test_two_processes_match_one(tmp_path, tiny_pair):
         assert a["tokens"] == b["tokens"]
         for key in ("loss", "sft", "forward_kl", "grad_norm"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), (a["step"], key)
+    # the trained weights are the same too (rank 0 wrote them)
+    assert (artifact(report, "distill") / "model" / "model.safetensors").is_file()
