@@ -68,10 +68,12 @@ def _check_without_typer(args: list[str]) -> int | None:
     parsed = check_cmd.parse_args(args[1:])
     if parsed is None:
         return None
-    # The process ends with the command, so the cyclic garbage collector only costs time: off
-    # while checking, and what the check built is frozen at the end, out of the collections the
-    # interpreter runs as it shuts down (those took longer than a check's own collections).
-    gc.disable()
+    # Checking builds many long-lived objects (parser tables, schemas, the IR) and little cyclic
+    # garbage: young objects are collected every 50,000 allocations rather than 700 (cycles are
+    # still freed, however many files are checked), and what exists at the end is frozen, out of
+    # the collections the interpreter runs as it shuts down. Together about 35 ms.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 10, 10)
     # What typer does around a command: Ctrl-C exits 130 quietly, a closed output pipe exits 1.
     try:
         return check_cmd.run_check(*parsed)
@@ -85,7 +87,7 @@ def _check_without_typer(args: list[str]) -> int | None:
         return 1
     finally:
         gc.freeze()
-        gc.enable()
+        gc.set_threshold(*thresholds)
 
 
 class _ClosedPipe:
