@@ -16,6 +16,7 @@ rank 0 writes to the cache's index and the run report.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
@@ -187,6 +188,9 @@ def _run_node(
     if not dist.is_main:
         progress = None
     result = _run_here(plan, node, cache, resources, progress, stages, replace, commit=dist.gather)
+    # What the stage held (a sharded student and its process-group state) goes now, not at
+    # interpreter exit, where its teardown can abort the process.
+    gc.collect()
     return dist.broadcast(result)
 
 

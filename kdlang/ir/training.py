@@ -132,6 +132,10 @@ class Train(Node):
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU."
     )
     compile: Bool = Field(False, description="torch.compile the student.")
+    strategy: Annotated[Literal["ddp", "fsdp"], Symbol] = Field(
+        "ddp",
+        description="Under several processes: ddp replicates the student, fsdp shards it (FSDP2, a unit per decoder layer); one process ignores it.",
+    )
     checkpoint_every: Int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
     log_every: Int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
     seed: Int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")

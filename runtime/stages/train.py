@@ -13,10 +13,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from kdlang.runtime.train.fsdp import full_state
 from kdlang.runtime.train.job import build_job
 from kdlang.runtime.train.loop import fit
 from kdlang.runtime.train.metrics import METRICS, PICTURE, plot_curves
-from kdlang.runtime.train.models import save_student
+from kdlang.runtime.train.models import load_trainable, save_student
+from torch import nn
 
 
 def run(node, ctx, out: Path) -> dict:
@@ -34,9 +36,16 @@ def run(node, ctx, out: Path) -> dict:
     if job.resumed_from:
         ctx.stats["resumed_from_step"] = job.resumed_from
     job.dist.barrier()
+    student = job.models.student
+    if job.sharded:  # gather the trained weights into an unsharded student on rank 0
+        names = {f"student.{n}" for n, p in student.named_parameters() if p.requires_grad}
+        weights, _ = full_state(nn.ModuleDict({"student": student}), None, names)
+        if job.dist.is_main:
+            student = job.reload()
+            load_trainable({"student": student}, weights)
     if not job.dist.is_main:  # rank 0 writes the artifact; the executor waits for every rank
         return {}
-    written = save_student(job.models.student, job.tokenizer, out)
+    written = save_student(student, job.tokenizer, out)
     shutil.copyfile(job.folder / METRICS, out / METRICS)
     if (job.folder / "tensorboard").is_dir():
         shutil.copytree(job.folder / "tensorboard", out / "tensorboard")

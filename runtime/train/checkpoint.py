@@ -1,15 +1,26 @@
 """Training checkpoints in a stage's progress folder, committed atomically.
 
-A checkpoint is a folder ``ckpt-<step>`` holding ``state.pt`` (the step to run next, trainable
-weights, optimizer state, data position) and one ``rng-<rank>.pt`` per process (Python, NumPy,
-torch CPU and CUDA generator states). It is written under ``ckpt-<step>.tmp``, synced, and
-renamed into place by rank 0 once every rank has written its part; only then are older ones
-removed. A crash at any moment leaves the previous checkpoint intact, and a half-written
-``.tmp`` folder is never read.
+A checkpoint is a folder ``ckpt-<step>`` holding ``state.pt`` (the step to run next, the data
+position, the number of processes that wrote it), ``weights.pt`` (the trainable weights and the
+optimizer state, both full and keyed by parameter name) and one ``rng-<rank>.pt`` per process
+(Python, NumPy, torch CPU and CUDA generator states). It is written under
+``ckpt-<step>.tmp``, synced, and renamed into place by rank 0 once every rank has written its
+part; only then are older ones removed. A crash at any moment leaves the previous checkpoint
+intact, and a half-written ``.tmp`` folder is never read.
+
+**Any number of processes, either strategy.** The weights and optimizer state are full (under
+``fsdp`` gathered to rank 0 first) and named, so a checkpoint written by N processes loads under
+M, with ``ddp`` or ``fsdp``. The data order is a function of the step (every step reads the same
+rows, shared out over however many processes there are). The generators are restored per rank
+when the checkpoint was written by as many processes as now; when the count changed, each rank
+re-seeds its generators from (seed, step, rank) (:func:`seed_rng`). Only what draws from those
+generators — dropout — can then differ from an uninterrupted run; without dropout the trajectory
+is the same (on-policy draws and samples are seeded by the step, not by the generators).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -25,9 +36,17 @@ PREFIX = "ckpt-"
 
 @dataclass
 class Checkpoint:
+    folder: Path
     step: int
     state: dict[str, Any]
     rng: dict[str, Any] | None
+    """This rank's generator states, when the checkpoint was written by as many processes as
+    now (else ``None``: re-seed with :func:`seed_rng`)."""
+
+    def weights(self) -> dict[str, Any]:
+        """``{"trainable": {name: tensor}, "optimizer": {...}}`` (loaded on demand: under
+        ``fsdp`` only rank 0 reads it)."""
+        return torch.load(self.folder / "weights.pt", map_location="cpu", weights_only=False)
 
 
 def rng_state() -> dict[str, Any]:
@@ -49,9 +68,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(folder: Path, step: int, state: dict[str, Any], dist) -> Path:
-    """Commit checkpoint ``step`` (the next step to run). ``state`` matters on rank 0 only;
-    every rank writes its random-generator states. Collective: all ranks call it."""
+def seed_rng(seed: int, step: int, rank: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) from (seed, step, rank): the generators of a
+    rank resuming at ``step`` under another number of processes than the checkpoint's."""
+    text = f"kdlang-rng:{seed}:{step}:{rank}".encode()
+    value = int.from_bytes(hashlib.sha256(text).digest()[:4], "big")
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def save(
+    folder: Path, step: int, state: dict[str, Any], weights: dict[str, Any] | None, dist
+) -> Path:
+    """Commit checkpoint ``step`` (the next step to run). ``state`` and ``weights`` matter on
+    rank 0 only; every rank writes its random-generator states. Collective: all ranks call it."""
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f"{PREFIX}{step:08d}.tmp"
     if dist.is_main:
@@ -60,7 +91,8 @@ def save(folder: Path, step: int, state: dict[str, Any], dist) -> Path:
     dist.barrier()
     _write(tmp / f"rng-{dist.rank}.pt", rng_state())
     if dist.is_main:
-        _write(tmp / "state.pt", {"step": step, **state})
+        _write(tmp / "weights.pt", weights)
+        _write(tmp / "state.pt", {"step": step, "world": dist.world, **state})
     dist.barrier()
     if dist.is_main:
         _fsync_dir(tmp)
@@ -74,7 +106,7 @@ def save(folder: Path, step: int, state: dict[str, Any], dist) -> Path:
     return final
 
 
-def load_latest(folder: Path, rank: int) -> Checkpoint | None:
+def load_latest(folder: Path, rank: int, world: int = 1) -> Checkpoint | None:
     """The newest committed checkpoint, or ``None``."""
     found = sorted(
         (p for p in folder.glob(f"{PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")),
@@ -85,10 +117,10 @@ def load_latest(folder: Path, rank: int) -> Checkpoint | None:
     latest = found[-1]
     state = torch.load(latest / "state.pt", map_location="cpu", weights_only=False)
     rng_file = latest / f"rng-{rank}.pt"
-    rng = (
-        torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
-    )
-    return Checkpoint(step=int(state["step"]), state=state, rng=rng)
+    rng = None
+    if state.get("world") == world and rng_file.exists():
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+    return Checkpoint(folder=latest, step=int(state["step"]), state=state, rng=rng)
 
 
 def _step(path: Path) -> int:

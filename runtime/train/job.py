@@ -86,19 +86,23 @@ def build_job(train, ctx) -> Job:
 
     total = train.max_steps or train.epochs * max(1, math.ceil(len(rows) / train.batch))
     try:
-        objective = Objective(
-            train.losses,
-            total_steps=total,
-            on_policy=train.on_policy,
-            teacher="online" if online else ("cached" if wants_teacher else None),
-            path=path,
-            width=md.shared_width(student_head, teacher_head, len(tokenizer)),
-            layers=(
-                _config(student, "num_hidden_layers"),
-                _config(teacher_model, "num_hidden_layers"),
-            ),
-            widths=(_config(student, "hidden_size"), _config(teacher_model, "hidden_size")),
-        )
+        with torch.random.fork_rng(devices=[]):
+            # Hidden-state projections start from the training seed: the same on every rank
+            # and in every run, whatever ran before in the process.
+            torch.manual_seed(seed)
+            objective = Objective(
+                train.losses,
+                total_steps=total,
+                on_policy=train.on_policy,
+                teacher="online" if online else ("cached" if wants_teacher else None),
+                path=path,
+                width=md.shared_width(student_head, teacher_head, len(tokenizer)),
+                layers=(
+                    _config(student, "num_hidden_layers"),
+                    _config(teacher_model, "num_hidden_layers"),
+                ),
+                widths=(_config(student, "hidden_size"), _config(teacher_model, "hidden_size")),
+            )
     except ValueError as error:  # a hidden-state layer the model does not have
         raise RunError(f"`{ctx.node.name}`: {error}") from None
     folder = ctx.cache.progress_dir(ctx.node.fingerprint)
@@ -117,6 +121,10 @@ def build_job(train, ctx) -> Job:
         online=online,
         sample_batch=spec.batch_size,
         dist=dist,
+        strategy=train.strategy,
+        reload=lambda: md.load_student(settings, spec.lora, device=torch.device("cpu"), seed=seed)[
+            0
+        ],
     )
     if pairs:
         job.reference = reference_logprobs(job)

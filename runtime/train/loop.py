@@ -9,7 +9,8 @@ For each optimizer step s (resuming at the last checkpoint's step):
 3. count what the step's terms are averaged over (target positions, teacher positions, pairs),
    summed over processes;
 4. for each of ``grad_accum`` micro-batches: forward (autocast), the composed loss, backward;
-5. sum gradients over processes, clip their norm, AdamW step;
+5. sum gradients over processes (``ddp``; ``fsdp`` reduce-scatters them in the backward passes),
+   clip their norm, AdamW step;
 6. append the step's record to ``metrics.jsonl`` and TensorBoard; every ``checkpoint_every``
    steps commit a checkpoint (weights, optimizer, RNG states, data position).
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from kdlang.runtime.train import checkpoint
+from kdlang.runtime.train import checkpoint, fsdp
 from kdlang.runtime.train.distributed import Dist
 from kdlang.runtime.train.examples import (
     DataOrder,
@@ -67,6 +68,15 @@ class Job:
     dist: Dist = field(default_factory=Dist)
     on_step: Callable[[dict], None] | None = None
     resumed_from: int = 0
+    strategy: str = "ddp"
+    reload: Callable[[], nn.Module] | None = None
+    """A fresh, unsharded student (its initial weights): where ``fsdp``'s trained weights are
+    gathered to be saved."""
+
+    @property
+    def sharded(self) -> bool:
+        """The student is sharded over the processes (``fsdp`` with more than one)."""
+        return self.strategy == "fsdp" and self.dist.active
 
     @property
     def pad_id(self) -> int:
@@ -79,26 +89,47 @@ def fit(job: Job) -> list[dict]:
     every step."""
     train, objective, dist = job.train, job.objective, job.dist
     student = job.models.student
+    if job.sharded:
+        fsdp.shard(student, job.device, dist.world)
     trainable = {"student": student, "projections": objective.projections}
     objective.projections.to(job.device)
+    holder = nn.ModuleDict(trainable)  # names parameters as checkpoints do: student.*, ...
+    names = {name for name, p in holder.named_parameters() if p.requires_grad}
     params = [p for m in trainable.values() for p in m.parameters() if p.requires_grad]
+    # Gradients summed by hand: all of them (ddp), or the replicated projections' (fsdp).
+    summed = [p for p in objective.projections.parameters() if p.requires_grad]
+    summed = summed if job.sharded else params
     adamw = optimizer(list(trainable.values()), train)
     autocast = precision(train.precision, job.device)
     order = DataOrder(max(len(job.examples), len(job.pairs)), train.batch, job.seed)
 
     start = 0
-    saved = checkpoint.load_latest(job.folder, dist.rank)
+    saved = checkpoint.load_latest(job.folder, dist.rank, dist.world)
     if saved is not None:
-        load_trainable(trainable, saved.state["trainable"])
-        adamw.load_state_dict(saved.state["optimizer"])
+        if job.sharded:
+            weights = saved.weights() if dist.is_main else {}
+            fsdp.load_full_state(
+                holder,
+                adamw,
+                weights.get("trainable", {}),
+                weights.get("optimizer"),
+                names,
+                dist.is_main,
+            )
+        else:
+            weights = saved.weights()
+            load_trainable(trainable, weights["trainable"])
+            set_optimizer_state(holder, adamw, weights["optimizer"])
+        start = job.resumed_from = saved.step
         if saved.rng is not None:
             checkpoint.set_rng_state(saved.rng)
-        start = job.resumed_from = saved.step
+        else:  # written by another number of processes
+            checkpoint.seed_rng(job.seed, start, dist.rank)
     else:
         torch.manual_seed(job.seed + dist.rank)
     log = MetricsLog(job.folder / METRICS, start=start, write=dist.is_main)
     board = Board(job.folder / "tensorboard", start=start, write=dist.is_main)
-    models = job.models
+    models = replace(job.models, head_call=fsdp.head_call(student) if job.sharded else None)
     if train.compile:
         models = replace(models, student=torch.compile(student))
 
@@ -110,32 +141,51 @@ def fit(job: Job) -> list[dict]:
             for group in adamw.param_groups:
                 group["lr"] = lr
 
-            rows = dist.shard(order.step_rows(step))
+            step_rows = order.step_rows(step)
+            rows = dist.shard(step_rows)
             examples = [job.examples[r] for r in rows] if job.examples else []
             pairs = [job.pairs[r] for r in rows] if job.pairs else []
             on_policy = is_on_policy(job.seed, step, values["on_policy"])
-            if on_policy and examples:
+            if on_policy and job.sharded and job.examples:
+                # Every rank decodes the whole step (the same forwards on every rank), then
+                # keeps its share.
+                everyone = [job.examples[r] for r in step_rows]
+                with autocast():
+                    examples = dist.shard(student_samples(job, student, everyone, step))
+            elif on_policy and examples:
                 with autocast():
                     examples = student_samples(job, student, examples, step)
             counts = step_counts(examples, pairs, job.online or on_policy, dist, job.device)
 
             student.train()
             parts = {t.key: 0.0 for t in objective.terms if objective.applies(t, on_policy)}
-            for micro in micro_batches(list(range(len(rows))), train.grad_accum):
-                tokens, batch, reference = micro_inputs(
-                    job, micro, rows, examples, pairs, on_policy
-                )
+            micros = micro_batches(list(range(len(rows))), train.grad_accum)
+            fillers = 0
+            if job.sharded:  # as many forward and backward passes on every rank
+                most = -(-len(step_rows) // dist.world)
+                fillers = len(micro_batches(list(range(most)), train.grad_accum)) - len(micros)
+            for micro in micros + [None] * fillers:
+                if micro is None:  # a filler: the step's first row, weighted 0
+                    tokens, batch, reference = filler_inputs(job, step_rows, on_policy)
+                else:
+                    tokens, batch, reference = micro_inputs(
+                        job, micro, rows, examples, pairs, on_policy
+                    )
                 with autocast():
                     loss, micro_parts = objective.micro_loss(
                         models, values, counts, tokens, batch, reference, on_policy
                     )
+                if micro is None:
+                    if loss.requires_grad:
+                        loss.mul(0.0).backward()
+                    continue
                 if loss.requires_grad:  # a micro-batch with nothing to learn adds nothing
                     loss.backward()
                 for key, value in micro_parts.items():
                     parts[key] += float(value)
 
-            dist.sum_gradients(params)
-            grad_norm = _clip(params, train.clip)
+            dist.sum_gradients(summed)
+            grad_norm = fsdp.clip(params, train.clip) if job.sharded else _clip(params, train.clip)
             adamw.step()
             adamw.zero_grad(set_to_none=True)
 
@@ -158,16 +208,46 @@ def fit(job: Job) -> list[dict]:
                 job.on_step(record)
             done = step + 1
             if done % train.checkpoint_every == 0 and done < job.total_steps:
-                state = {
-                    "trainable": trainable_state(trainable),
-                    "optimizer": adamw.state_dict(),
-                    "data": order.position(done),
-                }
-                checkpoint.save(job.folder, done, state, dist)
+                weights = trainable_weights(job, holder, adamw, names)
+                checkpoint.save(job.folder, done, {"data": order.position(done)}, weights, dist)
     finally:
         log.close()
         board.close()
     return log.records
+
+
+def trainable_weights(job: Job, holder: nn.Module, adamw, names: set[str]) -> dict | None:
+    """``{"trainable": ..., "optimizer": ...}``, full and named, on rank 0 (``None`` on the
+    others). Collective under ``fsdp``."""
+    if job.sharded:
+        weights, state = fsdp.full_state(holder, adamw, names)
+        return {"trainable": weights, "optimizer": state} if job.dist.is_main else None
+    if not job.dist.is_main:
+        return None
+    trainable = {name: module for name, module in holder.items()}
+    return {"trainable": trainable_state(trainable), "optimizer": optimizer_state(holder, adamw)}
+
+
+def optimizer_state(holder: nn.Module, adamw) -> dict:
+    """The optimizer's state keyed by parameter name (the format ``fsdp`` checkpoints have)."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(holder, adamw)
+
+
+def set_optimizer_state(holder: nn.Module, adamw, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    set_optimizer_state_dict(holder, adamw, state)
+
+
+def filler_inputs(job: Job, step_rows: list[int], on_policy: bool):
+    """Inputs of a filler micro-batch (``fsdp``: a rank with fewer rows than another): the
+    step's first row, whose loss is then weighted 0."""
+    row = step_rows[:1]
+    examples = [job.examples[r] for r in row] if job.examples else []
+    pairs = [job.pairs[r] for r in row] if job.pairs else []
+    return micro_inputs(job, [0], row, examples, pairs, on_policy)
 
 
 def student_samples(job: Job, student: nn.Module, examples: list[Example], step: int):

@@ -67,6 +67,15 @@ class Models:
     student_head: nn.Linear
     teacher: nn.Module | None = None
     teacher_head: nn.Linear | None = None
+    head_call: Any = None
+    """How terms that run the student's lm_head outside ``forward`` (the fused-linear path) are
+    called: ``head_call(fn, *args)``, a forward method of a sharded student's root
+    (:mod:`.fsdp`); ``None``: ``fn(*args)`` directly."""
+
+    def with_head(self, fn, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.head_call is None:
+            return fn(*args, **kwargs)
+        return self.head_call(fn, *args, **kwargs)
 
 
 class Objective:
@@ -196,8 +205,12 @@ class Objective:
             name = term.name
             if name == "sft" and not on_policy:
                 if fused:
-                    parts[term.key] = terms.chunked_head_sum(
-                        s_states[-1][:, :-1], models.student_head, labels, _sft_rows
+                    parts[term.key] = models.with_head(
+                        terms.chunked_head_sum,
+                        s_states[-1][:, :-1],
+                        models.student_head,
+                        labels,
+                        _sft_rows,
                     )
                 else:
                     parts[term.key] = terms.sft_sum(s_logits, labels)
@@ -237,7 +250,8 @@ class Objective:
         if self.teacher == "online":
             if self.path == "fused_linear":
                 h_t = t_states[-1][:, :-1].to(s_states[-1].device)
-                return terms.fused_divergence_sum(
+                return models.with_head(
+                    terms.fused_divergence_sum,
                     s_states[-1][:, :-1],
                     models.student_head,
                     h_t,
@@ -256,8 +270,14 @@ class Objective:
             def rows(z, lab, ids, lps):
                 return terms.divergence_sum(z, lab, teacher_topk=(ids, lps), **settings)
 
-            return terms.chunked_head_sum(
-                s_states[-1][:, :-1], models.student_head, labels, rows, *topk, width=width
+            return models.with_head(
+                terms.chunked_head_sum,
+                s_states[-1][:, :-1],
+                models.student_head,
+                labels,
+                rows,
+                *topk,
+                width=width,
             )
         return terms.divergence_sum(s_logits, labels, teacher_topk=topk, **settings)
 

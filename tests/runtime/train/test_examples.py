@@ -93,15 +93,24 @@ def test_loss_path_is_the_plans_choice():
 def test_checkpoints_commit_atomically_and_keep_the_latest(tmp_path):
     dist = Dist()
     assert checkpoint.load_latest(tmp_path, 0) is None
-    checkpoint.save(tmp_path, 4, {"weights": torch.ones(2)}, dist)
+    checkpoint.save(tmp_path, 4, {"data": 1}, {"trainable": torch.ones(2)}, dist)
     torch.manual_seed(11)
     expected = torch.rand(3)
     torch.manual_seed(11)
-    checkpoint.save(tmp_path, 8, {"weights": torch.zeros(2)}, dist)
+    checkpoint.save(tmp_path, 8, {"data": 2}, {"trainable": torch.zeros(2)}, dist)
     (tmp_path / "ckpt-00000012.tmp").mkdir()  # a crash while writing the next one
     saved = checkpoint.load_latest(tmp_path, 0)
-    assert saved.step == 8 and torch.equal(saved.state["weights"], torch.zeros(2))
+    assert saved.step == 8 and saved.state["data"] == 2 and saved.state["world"] == 1
+    assert torch.equal(saved.weights()["trainable"], torch.zeros(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-00000008", "ckpt-00000012.tmp"]
     torch.manual_seed(0)
     checkpoint.set_rng_state(saved.rng)
     assert torch.equal(torch.rand(3), expected)
+    # written by one process, read by rank 1 of two: its generators are seeded, not restored
+    assert checkpoint.load_latest(tmp_path, 1, world=2).rng is None
+    checkpoint.seed_rng(7, 8, 1)
+    first = torch.rand(3)
+    checkpoint.seed_rng(7, 8, 1)
+    assert torch.equal(torch.rand(3), first)
+    checkpoint.seed_rng(7, 8, 0)
+    assert not torch.equal(torch.rand(3), first)
