@@ -6,8 +6,6 @@ literals, column names, calls of built-in functions, arithmetic, comparisons, ``
 seen; :mod:`kdlang.check.functions` defines the built-ins.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field
@@ -30,34 +28,34 @@ class Apply(Node):
 
     kind: Literal["apply"] = "apply"
     func: str
-    args: list[Expr]
-    kwargs: dict[str, Expr] = Field(default_factory=dict)
+    args: list["Expr"]
+    kwargs: dict[str, "Expr"] = Field(default_factory=dict)
 
 
 class BinOp(Node):
     kind: Literal["binop"] = "binop"
     op: Literal["+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"]
-    left: Expr
-    right: Expr
+    left: "Expr"
+    right: "Expr"
 
 
 class UnOp(Node):
     kind: Literal["unop"] = "unop"
     op: Literal["-", "not"]
-    operand: Expr
+    operand: "Expr"
 
 
 class Seq(Node):
     kind: Literal["seq"] = "seq"
-    items: list[Expr]
+    items: list["Expr"]
 
 
 class Between(Node):
     """``low..high``, inclusive at both ends (``len(x) in 8..400``)."""
 
     kind: Literal["range"] = "range"
-    low: Expr
-    high: Expr
+    low: "Expr"
+    high: "Expr"
 
 
 Expr = Annotated[Union[Lit, Column, Apply, BinOp, UnOp, Seq, Between], Field(discriminator="kind")]  # noqa: UP007

@@ -1,7 +1,5 @@
 """The IR of one recipe file: its declarations by name, in source order."""
 
-from __future__ import annotations
-
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -50,7 +48,7 @@ class Recipe(BaseModel):
     )
 
     @classmethod
-    def empty(cls, file: str) -> Recipe:
+    def empty(cls, file: str) -> "Recipe":
         """A recipe of ``file`` with nothing declared yet, filled in by lowering. Not validated:
         each declaration is validated by its own model when lowered, and validating this
         container would build the schema of every IR model, used by the file or not."""

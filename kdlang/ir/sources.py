@@ -1,8 +1,6 @@
 """IR of the recipe header and of the declarations that bring things in: models, datasets,
 prompts."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict

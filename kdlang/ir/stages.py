@@ -4,8 +4,6 @@ One class per operator, named by its DSL word; :data:`STAGE_OPERATORS` is the re
 lowering, the checker, the planner and the runtime all key on.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, Strict

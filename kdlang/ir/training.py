@@ -1,7 +1,5 @@
 """IR of learning and measuring: ``train`` blocks and their ``loss`` lines, ``eval``, ``export``."""
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field

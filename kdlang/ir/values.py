@@ -6,8 +6,6 @@ below then give them meaning, so each setting's type decides what a call like ``
 or a bare name like ``exact`` means there.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Annotated, Any, Literal
 
