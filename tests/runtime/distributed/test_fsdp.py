@@ -1,7 +1,7 @@
 """``strategy = "fsdp"``: two processes (Gloo on CPU) shard the student with FSDP2 and follow the
 single-process trajectory — materialized logits, the fused-linear path (the lm_head run outside
 ``forward`` through the root's registered forward method), tied embeddings, a cached top-k,
-hidden-state projections, on-policy samples, a LoRA student (frozen and trained parameters in
+hidden-state projections, on-policy samples, DPO pairs, a LoRA student (frozen and trained parameters in
 one unit), a rank with no rows (filler micro-batches) and a checkpoint written from gathered full
 state dicts."""
 
@@ -14,7 +14,7 @@ from tests.runtime.train.support import artifact, metrics, node, run_recipe, wri
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-TRAINS = ("plain", "fused", "tied", "adapted")
+TRAINS = ("plain", "fused", "tied", "adapted", "prefer")
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,17 @@ train adapted {{
   loss sft weight 1.0
   loss forward_kl weight 1.0
 }}
+dataset prefs = inline([
+  {{q: "What is 12 plus 7?", chosen: "19", rejected: "21"}},
+  {{q: "What is 30 minus 4?", chosen: "26", rejected: "34"}},
+  {{q: "How many cows?", chosen: "8 cows.", rejected: "I do not know."}},
+  {{q: "Say hello.", chosen: "Hello!", rejected: "No."}},
+  {{q: "Name a sea animal.", chosen: "A fish.", rejected: "A car."}},
+])
+train prefer {{
+  student = student  data = prefs  prompt = ask  {common}  strategy = fsdp
+  loss dpo(beta = 0.5) weight 1.0
+}}
 train tied {{
   student = gstudent  data = soft  prompt = ask  target = a
   {common}  strategy = fsdp  loss_path = fused_linear
@@ -137,4 +148,4 @@ def test_fsdp_on_two_processes_matches_one_process(tmp_path, tiny_pair, tied_pai
     assert node(single, "fused")["stats"]["loss_path"]["path"] == "fused_linear"
 
 
-LOSSES = {"sft", "forward_kl", "jsd", "hidden_mse"}
+LOSSES = {"sft", "forward_kl", "jsd", "hidden_mse", "dpo"}
