@@ -63,7 +63,8 @@ def run(
             launcher, nproc, file, overrides, only, force, device, workdir, cache
         )
         read_source(file)  # a missing recipe is a usage error here, not in every process
-        raise typer.Exit(subprocess.call(command))
+        status = subprocess.call(command)
+        raise typer.Exit(status if status >= 0 else 128 - status)  # killed by a signal: 128 + n
 
     from kdlang.check import check_files, load_checked
     from kdlang.plan import build_plan

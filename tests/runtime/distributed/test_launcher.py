@@ -87,6 +87,12 @@ def test_launcher_options_are_usage_checked(recipe, started, args, message):
     assert "Traceback" not in result.output and started == []
 
 
+def test_a_launcher_killed_by_a_signal_exits_128_plus_its_number(recipe, monkeypatch):
+    monkeypatch.setattr(run_cmd.subprocess, "call", lambda command: -9)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert cli("run", str(recipe), "--launcher", "torchrun").exit_code == 137
+
+
 def test_a_launched_process_does_not_launch_again(recipe, started, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = cli("run", str(recipe), "--launcher", "torchrun", "--nproc", "2")
