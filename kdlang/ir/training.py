@@ -130,6 +130,10 @@ class Train(Node):
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU."
     )
     compile: Bool = Field(False, description="torch.compile the student.")
+    gradient_checkpointing: Bool = Field(
+        False,
+        description="Recompute the student's decoder layers in the backward pass instead of keeping their activations: less memory, more time.",
+    )
     strategy: Annotated[Literal["ddp", "fsdp"], Symbol] = Field(
         "ddp",
         description="Under several processes: ddp replicates the student, fsdp shards it (FSDP2, a unit per decoder layer); one process ignores it.",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from kdlang.runtime.context import RunError
 from kdlang.runtime.train import checkpoint, fsdp
 from kdlang.runtime.train.distributed import Dist
 from kdlang.runtime.train.examples import (
@@ -89,6 +90,8 @@ def fit(job: Job) -> list[dict]:
     every step."""
     train, objective, dist = job.train, job.objective, job.dist
     student = job.models.student
+    if train.gradient_checkpointing:  # before sharding: FSDP wraps the checkpointed layers
+        enable_gradient_checkpointing(student)
     if job.sharded:
         fsdp.shard(student, job.device, dist.world)
     trainable = {"student": student, "projections": objective.projections}
@@ -136,6 +139,8 @@ def fit(job: Job) -> list[dict]:
     try:
         for step in range(start, job.total_steps):
             began = time.perf_counter()
+            if job.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(job.device)
             values = objective.values(step)
             lr = train.lr * train.lr_schedule.factor(step, job.total_steps)
             for group in adamw.param_groups:
@@ -202,6 +207,10 @@ def fit(job: Job) -> list[dict]:
                 **order.position(step),
                 "seconds": round(time.perf_counter() - began, 4),
             }
+            if job.device.type == "cuda":  # this process's peak during the step
+                record["gpu_memory_gib"] = round(
+                    torch.cuda.max_memory_allocated(job.device) / 2**30, 3
+                )
             log.append(record)
             board.add(record)
             if job.on_step is not None:
@@ -214,6 +223,23 @@ def fit(job: Job) -> list[dict]:
         log.close()
         board.close()
     return log.records
+
+
+def enable_gradient_checkpointing(student: nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (transformers' own
+    checkpointing, non-reentrant: it needs no input that requires a gradient, so LoRA students
+    work as they are)."""
+    base = student.get_base_model() if hasattr(student, "get_base_model") else student
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise RunError(f"{type(base).__name__} does not support gradient_checkpointing")
+    options = {"use_reentrant": False}
+    enable = getattr(base, "activation_checkpointing_enable", None)  # its newer name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=options)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    if getattr(base.config, "use_cache", False):
+        base.config.use_cache = False  # a cache is of no use while training
 
 
 def trainable_weights(job: Job, holder: nn.Module, adamw, names: set[str]) -> dict | None:

@@ -177,3 +177,50 @@ def test_tokenizers_with_different_vocabularies_are_refused(tiny_pair, tiny_othe
     other = AutoTokenizer.from_pretrained(tiny_other_vocab_dir)
     with pytest.raises(RunError, match=r"do not share a vocabulary.*320 vs 300 tokens"):
         check_same_vocab(student, other, "student", "other")
+
+
+def test_gradient_checkpointing_follows_the_same_trajectory(tmp_path, tiny_pair):
+    """Recomputing the decoder layers in the backward pass changes memory, not the numbers:
+    the same losses and gradient norms step by step, for a full and for a LoRA student."""
+    loss = "loss sft weight 0.5\n  loss forward_kl weight 1.0 temperature 2.0"
+    runs = ""
+    for name, student in (("full", "student"), ("lora", "adapted")):
+        for suffix, extra in (("", ""), ("_ckpt", "gradient_checkpointing = true")):
+            runs += f"""
+    train {name}{suffix} {{
+      student = {student}  teacher = teacher  data = rows  prompt = ask  target = a
+      max_steps = 6  batch = 4  lr = 1e-2  {extra}
+      {loss}
+    }}"""
+    body = f'model adapted = hf("{tiny_pair.student}", lora = lora(r = 4, alpha = 8.0))\n' + runs
+    report = run_recipe(write_recipe(tmp_path, models(tiny_pair) + DATA + body))
+    for name in ("full", "lora"):
+        plain, recomputed = metrics(report, name), metrics(report, f"{name}_ckpt")
+        assert len(plain) == len(recomputed) == 6
+        for a, b in zip(plain, recomputed, strict=True):
+            for key in ("loss", "sft", "forward_kl", "grad_norm"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), (name, a["step"], key)
+        assert plain[-1]["loss"] < plain[0]["loss"]
+
+
+def test_gradient_checkpointing_recomputes_the_decoder_layers(tiny_pair):
+    """With it, each decoder layer's insides run twice per step: again in the backward pass."""
+    import torch
+    from kdlang.runtime.train.loop import enable_gradient_checkpointing
+    from transformers import AutoModelForCausalLM
+
+    def layer_calls(checkpointing: bool) -> int:
+        model = AutoModelForCausalLM.from_pretrained(tiny_pair.student)
+        model.train()
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        calls = []
+        mlp = model.model.layers[0].mlp
+        forward = mlp.forward
+        mlp.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)
+        ids = torch.arange(8).unsqueeze(0)
+        model(input_ids=ids, labels=ids).loss.backward()
+        return len(calls)
+
+    assert layer_calls(False) == 1
+    assert layer_calls(True) == 2
