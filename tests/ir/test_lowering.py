@@ -405,6 +405,7 @@ def test_train_values_and_defaults():
         "loss_path": "auto",
         "precision": "auto",
         "compile": False,
+        "gradient_checkpointing": False,
         "strategy": "ddp",
         "checkpoint_every": 200,
         "log_every": 10,
