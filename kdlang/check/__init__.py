@@ -50,22 +50,26 @@ def load_checked(path: str, overrides: list[str] = ()) -> tuple[Program, list[Di
 
 
 def check_files(
-    paths: list[str], overrides: list[str] = ()
+    paths: list[str], overrides: list[str] = (), texts: dict[str, str] | None = None
 ) -> tuple[list[Diagnostic], dict[str, str]]:
-    """Diagnostics of every file (in file order) and the sources they point into."""
+    """Diagnostics of every file (in file order) and the sources they point into. ``texts``
+    gives the source of a path that is not read from disk (e.g. ``<stdin>``)."""
     diagnostics: list[Diagnostic] = []
     sources: dict[str, str] = {}
+    texts = texts or {}
     for path in paths:
         errors = Collector()
         try:
-            program = check_program(path, list(overrides), errors)
+            program = check_program(path, list(overrides), errors, texts.get(path))
         except DiagnosticError as failure:  # pragma: no cover - every step collects instead
             errors.extend(failure.diagnostics)
             program = None
         if program is not None:
             sources.update(program.sources)
         else:
-            sources[path] = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+            sources[path] = texts.get(path) or (
+                Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
+            )
             sources.update(_override_sources(overrides))
         diagnostics.extend(
             sorted(

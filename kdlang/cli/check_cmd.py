@@ -11,6 +11,7 @@ from __future__ import annotations
 from kdlang.cli.common import EXIT_ERRORS, EXIT_OK, check_format, print_diagnostics, read_source
 
 FORMATS = ("text", "json")
+STDIN = "<stdin>"
 
 
 def run_check(files: list[str], fmt: str, overrides: list[str]) -> int:
@@ -18,11 +19,12 @@ def run_check(files: list[str], fmt: str, overrides: list[str]) -> int:
     from kdlang.syntax.diagnostics import Severity
 
     check_format(fmt, FORMATS)
-    for path in files:
-        read_source(path)  # a file that cannot be read is a usage error (exit 2), not a finding
+    # A file that cannot be read is a usage error (exit 2), not a finding. ``-`` is standard
+    # input, named ``<stdin>`` in diagnostics; its imports are relative to the current folder.
+    texts = {STDIN if path == "-" else path: read_source(path) for path in files}
     from kdlang.check import check_files
 
-    diagnostics, sources = check_files(files, overrides)
+    diagnostics, sources = check_files(list(texts), overrides, texts)
     print_diagnostics(diagnostics, sources, fmt)
     return EXIT_ERRORS if any(d.severity is Severity.ERROR for d in diagnostics) else EXIT_OK
 

@@ -3,6 +3,7 @@ the typer app does: same output, same exit code. Anything else is left to typer.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,14 @@ def test_anything_else_goes_to_typer(args, code):
     result = _main(args)
     assert result.returncode == code
     assert result.stderr.endswith("typer imported: True")
+
+
+def test_check_reads_standard_input_as_a_file_named_stdin():
+    faulty = 'recipe "r" {}\nmodel m = hf("a", temperatur = 1)\n'
+    result = _main(["check", "-"], stdin=faulty)
+    assert result.returncode == 1
+    assert "--> <stdin>:2:19" in result.stderr and "temperatur" in result.stderr
+    clean = Path(CLEAN).read_text(encoding="utf-8")
+    result = _main(["check", "-", "--format", "json"], stdin=clean)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
