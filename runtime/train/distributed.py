@@ -153,6 +153,21 @@ def from_env(device: str = "auto") -> Dist:
     return _CURRENT
 
 
+def shutdown() -> None:
+    """Leave the process group: a barrier, then its destruction, so that no rank exits while
+    another still talks to it and no communicator thread outlives the interpreter's teardown
+    (which can abort a finished process). A no-op with one process."""
+    global _CURRENT
+    current, _CURRENT = _CURRENT, None
+    if current is None or not current.active:
+        return
+    import torch
+
+    if torch.distributed.is_initialized():
+        current.wait()
+        torch.distributed.destroy_process_group()
+
+
 def _all_reduce(grads: list[torch.Tensor]) -> None:
     import torch
 
