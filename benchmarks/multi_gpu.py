@@ -3,7 +3,7 @@ and memory of ``ddp`` and ``fsdp``, and a run killed under N processes resumed u
 
     python benchmarks/multi_gpu.py [--gpus N] [--steps S] [--batch-per-gpu B] [--seq L]
                                    [--out DIR] [--small] [--device cuda|cpu] [--keep]
-                                   [--timeout SECONDS]
+                                   [--timeout SECONDS] [--gradient-checkpointing]
 
 Everything is built offline in a work folder (a temporary one; ``--keep`` keeps it): a
 word-level tokenizer of 128,256 entries shared by a random-init Llama-3.2-1B-like student
@@ -249,7 +249,10 @@ def build_assets(spec: dict) -> None:
 # -- recipes and runs ---------------------------------------------------------------------------
 
 
-def recipe_text(title: str, *, strategy, batch, grad_accum, steps, every, seq) -> str:
+def recipe_text(
+    title: str, *, strategy, batch, grad_accum, steps, every, seq, checkpointing=False
+) -> str:
+    recompute = "\n  gradient_checkpointing = true" if checkpointing else ""
     return f"""recipe "{title}" {{
   seed = 0
 }}
@@ -262,7 +265,7 @@ prompt ask = "{{{{ prompt }}}}"
 train distill {{
   student = student  teacher = teacher  data = rows  prompt = ask  target = "target"
   max_steps = {steps}  batch = {batch}  grad_accum = {grad_accum}  max_length = {seq}
-  lr = 1e-4  checkpoint_every = {every}  strategy = {strategy}
+  lr = 1e-4  checkpoint_every = {every}  strategy = {strategy}{recompute}
   loss sft weight 0.2
   loss forward_kl weight 1.0 temperature 2.0
 }}
@@ -429,7 +432,13 @@ class Bench:
         """Write ``recipes/<name>.kd`` and ``kdlang check`` it; an error text if it fails (its
         output goes to ``row["error_tail"]``)."""
         path = self.work / "recipes" / f"{name}.kd"
-        path.write_text(recipe_text(title, seq=self.args.seq, **settings), encoding="utf-8")
+        text = recipe_text(
+            title,
+            seq=self.args.seq,
+            checkpointing=self.args.gradient_checkpointing,
+            **settings,
+        )
+        path.write_text(text, encoding="utf-8")
         checked = kdlang(self.env, self.work, "check", str(path))
         if checked.returncode == 0:
             return path, None
@@ -609,7 +618,8 @@ def table(document: dict) -> str:
         f"student ({size(document['student'])}) and online teacher ({size(document['teacher'])}), "
         f"vocabulary {document['vocab']:,}; loss sft 0.2 + forward_kl 1.0 at T = 2. Rows of "
         f"{seq} tokens ({document['target_tokens']} of them target tokens), {b} rows per {unit} "
-        f"and step (global batch: {b} x processes), one micro-batch. "
+        f"and step (global batch: {b} x processes), one micro-batch"
+        + (", gradient_checkpointing on. " if document.get("gradient_checkpointing") else ". ")
         + (
             f"The resume recipe has grad_accum = {n}: one process runs a step in micro-batches "
             f"of {b} rows, {n} processes in micro-batches of {-(-b // n)}. "
@@ -692,6 +702,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--small", action="store_true", help="tiny models, 128 tokens per row")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="every run's train recomputes the student's layers in backward (outputs *_checkpointing)",
+    )
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run")
     args = parser.parse_args()
     if args.small:
@@ -757,6 +772,7 @@ def main() -> None:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
             "small": args.small,
+            "gradient_checkpointing": args.gradient_checkpointing,
             "seq": args.seq,
             "batch_per_gpu": b,
             "steps": args.steps,
@@ -780,6 +796,7 @@ def main() -> None:
         words = assets["device_name"].split() or ["gpu"]
         gpu = "cpu" if args.device == "cpu" else words[min(1, len(words) - 1)].lower()
         slug = f"{gpu}_x{n}" + ("_small" if args.small else "")
+        slug += "_checkpointing" if args.gradient_checkpointing else ""
         args.out.mkdir(parents=True, exist_ok=True)
         for row in rows:  # each step's main values stay
             records = row.pop("records", [])
