@@ -16,44 +16,25 @@ device copy rate measured in the same run. Results go to ``--out`` as JSON and m
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+try:
+    from benchmarks.source_tree import ROOT, use_checkout  # loaded as a pytest plugin
+except ImportError:
+    from source_tree import ROOT, use_checkout  # run as a script
+
 T = 2.0
 KINDS = ("forward_kl", "reverse_kl", "jsd", "tvd")
 WIDTHS = (128256, 32000, 151936)  # the headline width first
 
 
 def bootstrap() -> None:
-    """Make ``kdlang.runtime`` importable from a source checkout that is not installed:
-    a temporary ``kdlang`` package of links mirroring the install mapping (for this
-    process and its children, e.g. pytest workers)."""
-    try:
-        importlib.import_module("kdlang.runtime.losses")
-        return
-    except ImportError:
-        for name in [m for m in sys.modules if m == "kdlang" or m.startswith("kdlang.")]:
-            del sys.modules[name]
-    shim = Path(tempfile.gettempdir()) / "kdlang-source-shim"
-    pkg = shim / "kdlang"
-    pkg.mkdir(parents=True, exist_ok=True)
-    links = {p.name: p for p in (ROOT / "kdlang").iterdir()}
-    links.update(runtime=ROOT / "runtime", grammar=ROOT / "grammar")
-    for name, target in links.items():
-        if not (pkg / name).exists():
-            (pkg / name).symlink_to(target)
-    sys.path[:0] = [str(shim), str(ROOT)]
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(shim), str(ROOT), os.environ.get("PYTHONPATH", "")]
-    )
-    importlib.invalidate_caches()
-    importlib.import_module("kdlang.runtime.losses")
+    """Make ``kdlang.runtime`` importable, from this checkout if kdlang is not installed (for
+    this process and its children, e.g. pytest workers)."""
+    use_checkout("kdlang.runtime.losses")
 
 
 def pytest_configure(config) -> None:

@@ -61,7 +61,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from source_tree import ROOT, link_package
+
 VOCAB = 128256
 PROMPT_WORDS = 64
 WARMUP = 2
@@ -107,14 +108,7 @@ def python_env(work: Path, device: str) -> tuple[dict[str, str], str]:
     found = _probe(env, work)
     if found is not None:
         return env, found
-    shim = work / "python"
-    package = shim / "kdlang"
-    package.mkdir(parents=True, exist_ok=True)
-    links = {p.name: p for p in (ROOT / "kdlang").iterdir() if p.name != "__pycache__"}
-    links.update(runtime=ROOT / "runtime", grammar=ROOT / "grammar", recipes=ROOT / "recipes")
-    for name, target in links.items():
-        if not (package / name).exists():
-            (package / name).symlink_to(target)
+    shim = link_package(work / "python")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
     found = _probe(env, work)
     if found is None:

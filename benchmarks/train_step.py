@@ -28,41 +28,22 @@ Results go to ``--out`` as ``train_step_<device>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[1]
+from source_tree import ROOT, use_checkout
+
 TEMPERATURE = 2.0
 
 
 def bootstrap() -> None:
-    """Import ``kdlang.runtime`` from this checkout when kdlang is not installed: a temporary
-    ``kdlang`` folder of links mirroring the install mapping (``runtime/`` → ``kdlang.runtime``).
-    Only the runtime is imported, so the language side's dependencies need not be there."""
-    try:
-        importlib.import_module("kdlang.runtime.train.objective")
-        return
-    except ImportError:
-        for name in [m for m in sys.modules if m == "kdlang" or m.startswith("kdlang.")]:
-            del sys.modules[name]
-    shim = Path(tempfile.gettempdir()) / "kdlang-train-bench"
-    package = shim / "kdlang"
-    package.mkdir(parents=True, exist_ok=True)
-    links = {p.name: p for p in (ROOT / "kdlang").iterdir()}
-    links["runtime"] = ROOT / "runtime"
-    for name, target in links.items():
-        if not (package / name).exists():
-            (package / name).symlink_to(target)
-    sys.path.insert(0, str(shim))
-    importlib.invalidate_caches()
-    importlib.import_module("kdlang.runtime.train.objective")
+    """Import ``kdlang.runtime`` from this checkout when kdlang is not installed. Only the
+    runtime is imported, so the language side's dependencies need not be there."""
+    use_checkout("kdlang.runtime.train.objective")
 
 
 def llama(hidden, layers, heads, kv_heads, mlp, vocab, small):
