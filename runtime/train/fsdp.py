@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from kdlang.runtime.context import RunError
+from kdlang.runtime.train.models import base_model
 from torch import nn
 
 HEAD_METHOD = "kdlang_head_terms"
@@ -46,7 +47,7 @@ def shard(student: nn.Module, device: torch.device, world: int) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
-    base = _base(student)
+    base = base_model(student)
     kinds = set(getattr(base, "_no_split_modules", None) or ())
     layers = [m for m in base.modules() if type(m).__name__ in kinds]
     if not layers:
@@ -69,11 +70,6 @@ def shard(student: nn.Module, device: torch.device, world: int) -> None:
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
 
-def _base(student: nn.Module) -> nn.Module:
-    inner = getattr(student, "get_base_model", None)
-    return inner() if callable(inner) else student
-
-
 def _head_terms(self, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
     """``fn(*args, **kwargs)``: a term computed with the student's lm_head on hidden states.
     Registered as a forward method of the root unit, so the head's parameters are gathered."""
@@ -83,7 +79,7 @@ def _head_terms(self, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any
 def head_call(student: nn.Module) -> Callable[..., torch.Tensor] | None:
     """How the objective runs lm_head terms outside ``forward``: through the sharded root's
     forward method, or ``None`` (call them directly) for an unsharded student."""
-    return _base(student).__dict__.get(HEAD_METHOD)
+    return base_model(student).__dict__.get(HEAD_METHOD)
 
 
 def _options(**settings: bool):

@@ -242,5 +242,5 @@ def _device(setting: str, dist) -> torch.device:
 def _config(model, field: str) -> int:
     if model is None:
         return 0
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    config = md.base_model(model).config
     return int(getattr(config, field))

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from kdlang.runtime.context import RunError
 from kdlang.runtime.train import checkpoint, fsdp
 from kdlang.runtime.train.distributed import Dist
 from kdlang.runtime.train.examples import (
@@ -39,7 +38,13 @@ from kdlang.runtime.train.examples import (
     truncate,
 )
 from kdlang.runtime.train.metrics import METRICS, Board, MetricsLog
-from kdlang.runtime.train.models import load_trainable, optimizer, precision, trainable_state
+from kdlang.runtime.train.models import (
+    enable_gradient_checkpointing,
+    load_trainable,
+    optimizer,
+    precision,
+    trainable_state,
+)
 from kdlang.runtime.train.objective import Models, Objective
 from kdlang.runtime.train.onpolicy import is_on_policy, sample_targets
 from torch import nn
@@ -223,23 +228,6 @@ def fit(job: Job) -> list[dict]:
         log.close()
         board.close()
     return log.records
-
-
-def enable_gradient_checkpointing(student: nn.Module) -> None:
-    """Recompute each decoder layer's activations in the backward pass (transformers' own
-    checkpointing, non-reentrant: it needs no input that requires a gradient, so LoRA students
-    work as they are)."""
-    base = student.get_base_model() if hasattr(student, "get_base_model") else student
-    if not getattr(base, "supports_gradient_checkpointing", False):
-        raise RunError(f"{type(base).__name__} does not support gradient_checkpointing")
-    options = {"use_reentrant": False}
-    enable = getattr(base, "activation_checkpointing_enable", None)  # its newer name
-    if enable is not None:
-        enable(activation_checkpointing_kwargs=options)
-    else:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
-    if getattr(base.config, "use_cache", False):
-        base.config.use_cache = False  # a cache is of no use while training
 
 
 def trainable_weights(job: Job, holder: nn.Module, adamw, names: set[str]) -> dict | None:

@@ -117,11 +117,32 @@ def check_same_vocab(student_tokenizer, teacher_tokenizer, student: str, teacher
     )
 
 
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model itself: inside its peft wrapper when it has one."""
+    inner = getattr(model, "get_base_model", None)
+    return inner() if callable(inner) else model
+
+
 def head(model: nn.Module) -> nn.Linear:
     """The lm_head (output embeddings) of a transformers model, through peft wrappers."""
-    inner = getattr(model, "get_base_model", None)
-    base = inner() if callable(inner) else model
-    return base.get_output_embeddings()
+    return base_model(model).get_output_embeddings()
+
+
+def enable_gradient_checkpointing(student: nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (transformers' own
+    checkpointing, non-reentrant: it needs no input that requires a gradient, so LoRA students
+    work as they are)."""
+    base = base_model(student)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise RunError(f"{type(base).__name__} does not support gradient_checkpointing")
+    options = {"use_reentrant": False}
+    enable = getattr(base, "activation_checkpointing_enable", None)  # its newer name
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=options)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    if getattr(base.config, "use_cache", False):
+        base.config.use_cache = False  # a cache is of no use while training
 
 
 def shared_width(student_head: nn.Linear, teacher_head: nn.Linear | None, vocab: int) -> int | None:
@@ -152,8 +173,7 @@ def supports_fused(model: nn.Module) -> bool:
     linear head (no logit soft-capping)."""
     import inspect
 
-    inner = getattr(model, "get_base_model", None)
-    base = inner() if callable(inner) else model
+    base = base_model(model)
     config = getattr(base, "config", None)
     if getattr(config, "final_logit_softcapping", None):
         return False

@@ -14,6 +14,7 @@ import hashlib
 import random
 
 from kdlang.runtime.train.examples import Example
+from kdlang.runtime.train.models import base_model
 from torch import nn
 
 
@@ -43,7 +44,7 @@ def sample_targets(
     from kdlang.runtime.teachers.hf import _eos_ids
     from kdlang.runtime.teachers.hf_decode import SequenceSpec, decode_batch
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     eos = _eos_ids(base, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
     specs = [

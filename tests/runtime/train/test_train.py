@@ -206,7 +206,7 @@ def test_gradient_checkpointing_follows_the_same_trajectory(tmp_path, tiny_pair)
 def test_gradient_checkpointing_recomputes_the_decoder_layers(tiny_pair):
     """With it, each decoder layer's insides run twice per step: again in the backward pass."""
     import torch
-    from kdlang.runtime.train.loop import enable_gradient_checkpointing
+    from kdlang.runtime.train.models import enable_gradient_checkpointing
     from transformers import AutoModelForCausalLM
 
     def layer_calls(checkpointing: bool) -> int:
