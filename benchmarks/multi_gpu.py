@@ -61,9 +61,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import shapes
+from shapes import STUDENT, TEACHER
 from source_tree import ROOT, link_package
 
-VOCAB = 128256
 PROMPT_WORDS = 64
 WARMUP = 2
 STEP_KEYS = (
@@ -77,8 +78,6 @@ STEP_KEYS = (
     "gpu_memory_gib",
 )
 UNK, BOS, EOS, PAD = "<unk>", "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"
-STUDENT = {"hidden": 2048, "layers": 16, "heads": 32, "kv_heads": 8, "mlp": 8192}
-TEACHER = {"hidden": 3072, "layers": 28, "heads": 24, "kv_heads": 8, "mlp": 8192}
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -135,23 +134,11 @@ def _probe(env: dict[str, str], cwd: Path) -> str | None:
 
 
 def llama_config(shape: dict, vocab: int, small: bool, seq: int, specials: dict):
-    from transformers import LlamaConfig
-
-    hidden, layers, heads, kv_heads, mlp = (
-        shape[k] for k in ("hidden", "layers", "heads", "kv_heads", "mlp")
-    )
-    if small:
-        hidden, layers, heads, kv_heads, mlp = hidden // 16, 2, 4, 2, mlp // 16
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+    return shapes.llama_config(
+        shape,
+        vocab,
+        small=small,
         max_position_embeddings=max(8192, seq),
-        tie_word_embeddings=True,
-        rope_theta=500000.0,
         bos_token_id=specials[BOS],
         eos_token_id=specials[EOS],
         pad_token_id=specials[PAD],
@@ -170,7 +157,7 @@ def build_assets(spec: dict) -> None:
 
     logging.disable_progress_bar()
     work, seq, small = Path(spec["work"]), spec["seq"], spec["small"]
-    vocab = VOCAB // 16 if small else VOCAB
+    vocab = shapes.vocab(small)
     words = [f"w{i}" for i in range(vocab - 4)]
     table = {token: i for i, token in enumerate([UNK, BOS, EOS, PAD, *words])}
     core = Tokenizer(models.WordLevel(table, unk_token=UNK))

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from shapes import STUDENT, TEACHER, llama_config, vocab
 from source_tree import ROOT, use_checkout
 
 TEMPERATURE = 2.0
@@ -46,30 +47,13 @@ def bootstrap() -> None:
     use_checkout("kdlang.runtime.train.objective")
 
 
-def llama(hidden, layers, heads, kv_heads, mlp, vocab, small):
-    from transformers import LlamaConfig
-
-    if small:
-        hidden, layers, heads, kv_heads, mlp, vocab = hidden // 16, 2, 4, 2, mlp // 16, vocab // 16
-    return LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=8192,
-        tie_word_embeddings=True,
-        rope_theta=500000.0,
-    )
-
-
 def build(args, device):
     import torch
     from transformers import LlamaForCausalLM
 
-    student_config = llama(2048, 16, 32, 8, 8192, 128256, args.small)
-    teacher_config = llama(3072, 28, 24, 8, 8192, 128256, args.small)
+    size = vocab(args.small)
+    student_config = llama_config(STUDENT, size, small=args.small)
+    teacher_config = llama_config(TEACHER, size, small=args.small)
     torch.manual_seed(0)
     with torch.device(device):
         student = LlamaForCausalLM(student_config)
