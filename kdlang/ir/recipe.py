@@ -51,8 +51,17 @@ class Recipe(BaseModel):
     def empty(cls, file: str) -> "Recipe":
         """A recipe of ``file`` with nothing declared yet, filled in by lowering. Not validated:
         each declaration is validated by its own model when lowered, and validating this
-        container would build the schema of every IR model, used by the file or not."""
-        return cls.model_construct(file=file)
+        container would build the schema of every IR model, used by the file or not. Every field
+        is given: pydantic would otherwise inspect each default factory's signature."""
+        return cls.model_construct(
+            file=file,
+            header=None,
+            imports=[],
+            exports=[],
+            name_spans={},
+            broken={},
+            **{section: {} for section in cls.SECTIONS},
+        )
 
     def lookup(self, name: str) -> tuple[str, Any] | None:
         """(section, node) of a declared name, or None."""

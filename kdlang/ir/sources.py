@@ -3,35 +3,35 @@ prompts."""
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, Strict
+from pydantic import Field
 
-from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, SecretStr, Str, StrOrEnv, Symbol
+from kdlang.ir.values import ColumnName, Node, SecretStr, StrOrEnv, Symbol
 
-PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class RecipeHeader(Node):
     """``recipe "name" { ... }``: settings that apply to the whole recipe."""
 
     kind: Literal["recipe"] = "recipe"
-    title: Str
-    seed: Int = Field(
+    title: str
+    seed: int = Field(
         0, ge=0, description="Seed of every random choice (sampling, shuffling, init)."
     )
-    description: Str | None = Field(None, description="One line shown in reports and model cards.")
+    description: str | None = Field(None, description="One line shown in reports and model cards.")
 
 
 class LoRA(Node):
     """``lora(r = 8, alpha = 16, dropout = 0.05, target_modules = [...])``: train adapters via peft."""
 
     kind: Literal["lora"] = "lora"
-    r: Int = Field(8, ge=1, description="Adapter rank.")
-    alpha: Float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: Float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[Str] | None = Field(
+    r: int = Field(8, ge=1, description="Adapter rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(
         None, description="Module names to adapt; default: peft's choice for the architecture."
     )
-    merge: Bool = Field(
+    merge: bool = Field(
         True,
         description="On export, merge the adapters into the weights (else save the adapter alone).",
     )
@@ -41,8 +41,8 @@ class HFModel(Node):
     """``hf("path-or-hub-id", ...)``: a transformers causal LM. White-box: logits available."""
 
     kind: Literal["hf"] = "hf"
-    path: Str = Field(description="Local folder (relative to the recipe) or hub id.")
-    revision: Str | None = Field(
+    path: str = Field(description="Local folder (relative to the recipe) or hub id.")
+    revision: str | None = Field(
         None, description="Hub revision (commit, tag, branch); pinned in fingerprints."
     )
     dtype: Annotated[Literal["auto", "float32", "bfloat16", "float16"], Symbol] = Field(
@@ -51,13 +51,13 @@ class HFModel(Node):
     device: Annotated[Literal["auto", "cpu", "cuda"], Symbol] = Field(
         "auto", description="Where the model runs."
     )
-    batch_size: Int = Field(
+    batch_size: int = Field(
         16, ge=1, description="Sequences per forward pass when generating or scoring."
     )
     lora: LoRA | None = Field(
         None, description="Train LoRA adapters instead of all weights (students)."
     )
-    trust_remote_code: Bool = Field(False, description="Allow the model's own code from the hub.")
+    trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub.")
     chat_template: Annotated[Literal["auto", "none"], Symbol] = Field(
         "auto",
         description="auto: apply the tokenizer's chat template when it has one; none: plain text.",
@@ -71,7 +71,7 @@ class OpenAIModel(Node):
     """
 
     kind: Literal["openai"] = "openai"
-    model: Str = Field(description="Model name as the server knows it.")
+    model: str = Field(description="Model name as the server knows it.")
     base_url: StrOrEnv | None = Field(
         None,
         description="Server URL (vLLM, TGI, llama.cpp, Ollama, a hosted API); default: the client's.",
@@ -80,16 +80,16 @@ class OpenAIModel(Node):
         None,
         description='Secret key, only as env("NAME"): never stored, logged or hashed by value.',
     )
-    concurrency: Int = Field(8, ge=1, description="Requests in flight at once.")
-    timeout: Float = Field(
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    timeout: float = Field(
         60.0, gt=0, description="Seconds before a request is abandoned and retried."
     )
-    max_retries: Int = Field(
+    max_retries: int = Field(
         6,
         ge=0,
         description="Retries of a failed request (429 honours Retry-After; 5xx, timeouts, malformed bodies back off).",
     )
-    chat: Bool = Field(True, description="Use the chat-completions endpoint (else completions).")
+    chat: bool = Field(True, description="Use the chat-completions endpoint (else completions).")
 
 
 MODEL_KINDS: dict[str, type[Node]] = {"hf": HFModel, "openai": OpenAIModel}
@@ -108,38 +108,38 @@ class DataCommon(Node):
     limit: PositiveInt | None = Field(
         None, description="Keep only the first N rows (after shuffling)."
     )
-    shuffle: Bool = Field(False, description="Shuffle rows with the recipe seed.")
+    shuffle: bool = Field(False, description="Shuffle rows with the recipe seed.")
 
 
 class JsonlData(DataCommon):
     """``jsonl("path")``: one JSON object per line."""
 
     kind: Literal["jsonl"] = "jsonl"
-    path: Str = Field(description=FILE_PATH)
+    path: str = Field(description=FILE_PATH)
 
 
 class CsvData(DataCommon):
     """``csv("path")``: a header row, then rows."""
 
     kind: Literal["csv"] = "csv"
-    path: Str = Field(description=FILE_PATH)
+    path: str = Field(description=FILE_PATH)
 
 
 class ParquetData(DataCommon):
     """``parquet("path")``."""
 
     kind: Literal["parquet"] = "parquet"
-    path: Str = Field(description=FILE_PATH)
+    path: str = Field(description=FILE_PATH)
 
 
 class HFData(DataCommon):
     """``hf("id-or-local-path", split = "train", config = ...)`` through ``datasets.load_dataset``."""
 
     kind: Literal["hf"] = "hf"
-    id: Str = Field(description="Hub dataset id, or a local folder `datasets` can load.")
-    split: Str = Field("train", description="The split read.")
-    config: Str | None = Field(None, description="Configuration name, for datasets with several.")
-    revision: Str | None = Field(None, description="Hub revision (commit, tag, branch).")
+    id: str = Field(description="Hub dataset id, or a local folder `datasets` can load.")
+    split: str = Field("train", description="The split read.")
+    config: str | None = Field(None, description="Configuration name, for datasets with several.")
+    revision: str | None = Field(None, description="Hub revision (commit, tag, branch).")
 
 
 class InlineData(DataCommon):
@@ -176,7 +176,7 @@ class Prompt(Node):
     sandboxed, with undefined variables as errors."""
 
     kind: Literal["prompt"] = "prompt"
-    text: Str
+    text: str
     origin: tuple[int, int] = Field(
         (1, 1),
         exclude=True,

@@ -6,13 +6,13 @@ lowering, the checker, the planner and the runtime all key on.
 
 from typing import Annotated, Literal
 
-from pydantic import Field, Strict
+from pydantic import Field
 
 from kdlang.ir.expr import Expr
-from kdlang.ir.values import Bool, ColumnName, Float, Int, Node, RefField, Str, Symbol
+from kdlang.ir.values import ColumnName, Node, RefField, Symbol
 
-Temperature = Annotated[float, Strict(), Field(ge=0.0)]
-TopP = Annotated[float, Strict(), Field(gt=0.0, le=1.0)]
+Temperature = Annotated[float, Field(ge=0.0)]
+TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 INPUT = "The dataset or stage whose rows are read (the operator's argument)."
 
 
@@ -21,8 +21,8 @@ class Generating(Node):
 
     temperature: Temperature = Field(1.0, description="Sampling temperature; 0 = greedy.")
     top_p: TopP = Field(1.0, description="Nucleus sampling mass.")
-    max_tokens: Int = Field(256, ge=1, description="Most new tokens per generation.")
-    stop: list[Str] | None = Field(
+    max_tokens: int = Field(256, ge=1, description="Most new tokens per generation.")
+    stop: list[str] | None = Field(
         None, description="Strings that end a generation (not included)."
     )
 
@@ -38,10 +38,10 @@ class LabelStage(Generating):
     input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes (a `model` declaration).")
     prompt: RefField = Field(description="The prompt rendered for each row.")
-    system: Str | RefField | None = Field(
+    system: str | RefField | None = Field(
         None, description="System prompt (Orca-style explanation tuning)."
     )
-    samples: Int = Field(1, ge=1, description="Generations per row.")
+    samples: int = Field(1, ge=1, description="Generations per row.")
     output: ColumnName = Field("output", description="Name of the column the generations go to.")
 
 
@@ -63,15 +63,15 @@ class ExpandStage(Generating):
     column: ColumnName = Field(
         description="The column holding the seed items (instructions, questions)."
     )
-    n: Int = Field(100, ge=1, description="New items to produce (self_instruct).")
-    demos: Int = Field(
+    n: int = Field(100, ge=1, description="New items to produce (self_instruct).")
+    demos: int = Field(
         3, ge=1, description="Seed demonstrations shown per request (self_instruct)."
     )
-    rounds: Int = Field(1, ge=1, description="Evolution rounds per seed (evol_instruct).")
+    rounds: int = Field(1, ge=1, description="Evolution rounds per seed (evol_instruct).")
     prompt: RefField | None = Field(
         None, description="Own generation prompt (variables: demos, item, operation)."
     )
-    keep_seeds: Bool = Field(True, description="Keep the seed rows in the output.")
+    keep_seeds: bool = Field(True, description="Keep the seed rows in the output.")
 
 
 class CurateStage(Generating):
@@ -85,7 +85,7 @@ class CurateStage(Generating):
     input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes.")
     prompt: RefField = Field(description="The prompt rendered for each input row.")
-    per_item: Int = Field(1, ge=1, description="Items written per input row.")
+    per_item: int = Field(1, ge=1, description="Items written per input row.")
     output: ColumnName = Field("output", description="Name of the column the items go to.")
 
 
@@ -101,11 +101,11 @@ class JudgeStage(Generating):
     judge: RefField = Field(description="The judging model.")
     prompt: RefField = Field(description="The rubric prompt.")
     output: ColumnName = Field("score", description="The numeric column added.")
-    scale: list[Float] = Field(
+    scale: list[float] = Field(
         [1.0, 10.0], min_length=2, max_length=2, description="[lowest, highest] valid score."
     )
     temperature: Temperature = Field(0.0, description="Sampling temperature; 0 = greedy.")
-    max_tokens: Int = Field(64, ge=1, description="Most tokens of one judgement.")
+    max_tokens: int = Field(64, ge=1, description="Most tokens of one judgement.")
 
 
 class PairsStage(Node):
@@ -121,7 +121,7 @@ class PairsStage(Node):
     group: ColumnName = Field(description="Column identifying the prompt the responses answer.")
     response: ColumnName = Field(description="Column holding a response.")
     score: ColumnName = Field("score", description="Column holding the response's score.")
-    min_margin: Float = Field(
+    min_margin: float = Field(
         0.0, ge=0, description="Smallest score difference between chosen and rejected."
     )
 
@@ -141,11 +141,11 @@ class DedupRule(Node):
     method: Literal["exact", "minhash"] = Field(
         "exact", description="exact: identical text; minhash: near-duplicates (MinHash LSH)."
     )
-    threshold: Float = Field(
+    threshold: float = Field(
         0.9, gt=0, le=1, description="minhash: Jaccard similarity from which rows are duplicates."
     )
-    num_perm: Int = Field(128, ge=16, description="minhash: permutations per signature.")
-    ngram: Int = Field(5, ge=1, description="minhash: words per shingle.")
+    num_perm: int = Field(128, ge=16, description="minhash: permutations per signature.")
+    ngram: int = Field(5, ge=1, description="minhash: words per shingle.")
 
 
 class DecontaminateRule(Node):
@@ -155,7 +155,7 @@ class DecontaminateRule(Node):
     rule: Literal["decontaminate"] = "decontaminate"
     column: ColumnName = Field(description="The column compared.")
     against: RefField = Field(description="The dataset no row may overlap with.")
-    ngram: Int = Field(13, ge=1, description="Words per n-gram, written `by ngram(n = 13)`.")
+    ngram: int = Field(13, ge=1, description="Words per n-gram, written `by ngram(n = 13)`.")
 
 
 FilterRule = Annotated[KeepRule | DedupRule | DecontaminateRule, Field(discriminator="rule")]
@@ -178,8 +178,8 @@ class TeacherLogitsStage(Node):
     teacher: RefField = Field(description="The white-box model scored (an `hf` model).")
     prompt: RefField = Field(description="The prompt the target text follows.")
     target: ColumnName = Field(description="Column holding the text the student will learn.")
-    top_k: Int = Field(32, ge=1, description="Log-probs kept per token.")
-    max_length: Int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")
+    top_k: int = Field(32, ge=1, description="Log-probs kept per token.")
+    max_length: int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")
 
 
 STAGE_OPERATORS: dict[str, type[Node]] = {
@@ -203,4 +203,4 @@ Stage = Annotated[
     Field(discriminator="op"),
 ]
 
-__all__ = ["STAGE_OPERATORS", "Float", "Stage"]
+__all__ = ["STAGE_OPERATORS", "Stage"]

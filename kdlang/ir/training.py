@@ -6,15 +6,11 @@ from pydantic import Field
 
 from kdlang.ir.expr import Expr
 from kdlang.ir.values import (
-    Bool,
     ColumnName,
-    Float,
-    Int,
     LRSchedule,
     LRScheduleField,
     Node,
     RefField,
-    Str,
     Symbol,
     scheduled_within,
 )
@@ -45,7 +41,7 @@ class DivergenceLoss(LossBase):
     temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
     beta: Fraction = Field(0.5, description="jsd: mixture weight; 0 = forward KL, 1 = reverse KL.")
     alpha: Fraction = Field(0.1, description="skew_kl / skew_rkl: skew of the mixture.")
-    temperature_scale: Bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
+    temperature_scale: bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
 
 
 class HiddenLoss(LossBase):
@@ -53,7 +49,7 @@ class HiddenLoss(LossBase):
     chosen student/teacher layers, through a learned linear projection when widths differ."""
 
     name: Literal["hidden_mse", "hidden_cosine"]
-    layers: list[Annotated[list[Int], Field(min_length=2, max_length=2)]] = Field(
+    layers: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         min_length=1, description="Pairs [student_layer, teacher_layer] whose states are matched."
     )
 
@@ -63,7 +59,7 @@ class DPOLoss(LossBase):
     the reference model being the initial student."""
 
     name: Literal["dpo"] = "dpo"
-    beta: Float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
+    beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
 
 
 LOSSES: dict[str, type[LossBase]] = {
@@ -95,33 +91,33 @@ class Train(Node):
     losses: list[
         Annotated[SFTLoss | DivergenceLoss | HiddenLoss | DPOLoss, Field(discriminator="name")]
     ] = Field(min_length=1)
-    epochs: Int = Field(
+    epochs: int = Field(
         1, ge=1, description="Passes over the data (ignored when max_steps is set)."
     )
-    max_steps: Int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
-    batch: Int = Field(8, ge=1, description="Sequences per optimizer step (after accumulation).")
-    grad_accum: Int = Field(1, ge=1, description="Micro-batches per optimizer step.")
-    lr: Float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
+    batch: int = Field(8, ge=1, description="Sequences per optimizer step (after accumulation).")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    lr: float = Field(1e-4, gt=0, description="Peak learning rate (AdamW).")
     lr_schedule: LRScheduleField = Field(
         # built unvalidated: validating it here would build a schema whenever the IR is imported
         LRSchedule.model_construct(kind="constant"),
         description="constant, linear(warmup = ..) or cosine(warmup = .., min_ratio = ..).",
     )
-    weight_decay: Float = Field(0.0, ge=0, description="AdamW weight decay.")
-    betas: list[Float] = Field(
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: list[float] = Field(
         [0.9, 0.999], min_length=2, max_length=2, description="AdamW [beta1, beta2]."
     )
-    clip: Float | None = Field(1.0, gt=0, description="Gradient-norm clipping; null disables.")
-    max_length: Int = Field(
+    clip: float | None = Field(1.0, gt=0, description="Gradient-norm clipping; null disables.")
+    max_length: int = Field(
         512, ge=8, description="Longest prompt + target in tokens (longer rows are truncated)."
     )
     on_policy: Fraction = Field(
         0.0, description="GKD λ: probability that a batch's targets are sampled from the student."
     )
-    sample_temperature: Float = Field(
+    sample_temperature: float = Field(
         1.0, gt=0, description="Temperature of on-policy student samples."
     )
-    max_new_tokens: Int = Field(128, ge=1, description="Longest on-policy student sample.")
+    max_new_tokens: int = Field(128, ge=1, description="Longest on-policy student sample.")
     loss_path: Annotated[Literal["auto", "materialized", "fused_linear"], Symbol] = Field(
         "auto",
         description="How token-level losses get logits: auto picks fused_linear when N x V logits would be large.",
@@ -129,8 +125,8 @@ class Train(Node):
     precision: Annotated[Literal["auto", "fp32", "bf16"], Symbol] = Field(
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU."
     )
-    compile: Bool = Field(False, description="torch.compile the student.")
-    gradient_checkpointing: Bool = Field(
+    compile: bool = Field(False, description="torch.compile the student.")
+    gradient_checkpointing: bool = Field(
         False,
         description="Recompute the student's decoder layers in the backward pass instead of keeping their activations: less memory, more time.",
     )
@@ -138,15 +134,15 @@ class Train(Node):
         "ddp",
         description="Under several processes: ddp replicates the student, fsdp shards it (FSDP2, a unit per decoder layer); one process ignores it.",
     )
-    checkpoint_every: Int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
-    log_every: Int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
-    seed: Int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
+    checkpoint_every: int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
+    seed: int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
 
 
 class Metric(Node):
     """``metric [NAME =] EXPR``: a per-row expression averaged over the dataset."""
 
-    name: Str
+    name: str
     expr: Expr
 
 
@@ -162,11 +158,11 @@ class Evaluate(Node):
     data: RefField = Field(description="The dataset evaluated on.")
     prompt: RefField = Field(description="The prompt the model answers.")
     metrics: list[Metric] = Field(min_length=1)
-    temperature: Annotated[Float, Field(ge=0)] = Field(
+    temperature: Annotated[float, Field(ge=0)] = Field(
         0.0, description="Sampling temperature; 0 = greedy."
     )
-    max_tokens: Int = Field(128, ge=1, description="Most new tokens per answer.")
-    limit: Int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
+    max_tokens: int = Field(128, ge=1, description="Most new tokens per answer.")
+    limit: int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
 
 
 class Export(Node):
@@ -175,8 +171,8 @@ class Export(Node):
 
     kind: Literal["export"] = "export"
     train: RefField
-    path: Str
-    merge_lora: Bool = Field(
+    path: str
+    merge_lora: bool = Field(
         True, description="Merge LoRA adapters into the weights (else save the adapter)."
     )
-    card: Bool = Field(True, description="Write README.md (model card) next to the weights.")
+    card: bool = Field(True, description="Write README.md (model card) next to the weights.")

@@ -15,22 +15,26 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
 )
 from pydantic_core import PydanticCustomError
 
 from kdlang.syntax.span import Span
 
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
-Str = Annotated[str, Strict()]
-Bool = Annotated[bool, Strict()]
+NODE_CONFIG = ConfigDict(
+    extra="forbid", arbitrary_types_allowed=True, defer_build=True, strict=True
+)
+"""Every declaration and operator node: unknown settings are errors; values are strict (no
+``"3"`` for 3, no 1 for ``true``; an int is still a float); a model's schema is built when it is
+first used, so that a check builds those of the operators a recipe uses and no others."""
+
+VALUE_CONFIG = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True, strict=True)
+"""The values inside settings (references, percentages, calls, schedules): immutable."""
 
 
 class Node(BaseModel):
     """Base of every IR node: closed (unknown fields are errors) and positioned."""
 
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, defer_build=True)
+    model_config = NODE_CONFIG
 
     span: Span = Field(exclude=True, repr=False)
     spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
@@ -39,7 +43,7 @@ class Node(BaseModel):
 class Ref(BaseModel):
     """A reference to a declaration by name (``teacher``, ``distill``)."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     name: str
     span: Span = Field(exclude=True, repr=False)
@@ -54,7 +58,7 @@ class EnvRef(BaseModel):
     Only the variable's name is stored, printed and hashed; its value never enters the IR.
     """
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     env: str
     span: Span = Field(exclude=True, repr=False)
@@ -63,7 +67,7 @@ class EnvRef(BaseModel):
 class Percent(BaseModel):
     """``30%`` (``fraction`` = 0.3). As a duration: that fraction of the training run."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     fraction: float
 
@@ -71,7 +75,7 @@ class Percent(BaseModel):
 class CallValue(BaseModel):
     """A call in value position, before a field's type gives it meaning."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     name: str
     args: tuple[Any, ...] = ()
@@ -82,7 +86,7 @@ class CallValue(BaseModel):
 class Transition(BaseModel):
     """``a -> b`` inside a schedule call."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     start: Any
     end: Any
@@ -97,7 +101,7 @@ def _symbol(value: Any) -> Any:
 
 Symbol = BeforeValidator(_symbol)
 
-ColumnName = Annotated[str, Symbol, Strict()]
+ColumnName = Annotated[str, Symbol]
 """A column name: a string, or a bare name (``output = rationale``)."""
 
 
@@ -132,7 +136,7 @@ def _secret_only(value: Any) -> Any:
 
 
 SecretStr = Annotated[EnvRef, BeforeValidator(_secret_only)]
-StrOrEnv = Annotated[Str | EnvRef, BeforeValidator(_secret)]
+StrOrEnv = Annotated[str | EnvRef, BeforeValidator(_secret)]
 
 
 # -- durations and schedules ------------------------------------------------------------------
@@ -148,9 +152,7 @@ def _fraction_of_run(value: Percent) -> Percent:
     return value
 
 
-Duration = (
-    Annotated[Percent, AfterValidator(_fraction_of_run)] | Annotated[int, Strict(), Field(ge=1)]
-)
+Duration = Annotated[Percent, AfterValidator(_fraction_of_run)] | Annotated[int, Field(ge=1)]
 """A span of training: a percentage of the run, or a number of optimizer steps."""
 
 
@@ -173,7 +175,7 @@ class Schedule(BaseModel):
     - ``warmup(v, over = D)``: 0 rising linearly to v over D, then v.
     """
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     kind: Literal["constant", "linear", "cosine", "step", "warmup"]
     start: float
@@ -269,7 +271,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-Scheduled = Annotated[Float | Schedule, BeforeValidator(_schedule)]
+Scheduled = Annotated[float | Schedule, BeforeValidator(_schedule)]
 """A number, or a schedule of numbers over training."""
 
 
@@ -278,7 +280,7 @@ def scheduled_within(
 ) -> Any:
     """A number within bounds, or a schedule. A constant out of bounds is an error here
     (KD0104); whether a schedule stays within them is checked later (KD0305)."""
-    number = Annotated[float, Strict(), Field(gt=gt, ge=ge, le=le)]
+    number = Annotated[float, Field(gt=gt, ge=ge, le=le)]
     return Annotated[number | Schedule, BeforeValidator(_schedule)]
 
 
@@ -294,11 +296,11 @@ class LRSchedule(BaseModel):
     """Learning-rate shape: ``constant``, ``linear`` (decay to ``min_ratio``) or ``cosine``, each
     with an optional linear ``warmup`` (a percentage of the run or a step count)."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = VALUE_CONFIG
 
     kind: Literal["constant", "linear", "cosine"]
     warmup: Duration | None = None
-    min_ratio: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.0
+    min_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     def factor(self, step: int, total_steps: int) -> float:
         warm = duration_steps(self.warmup, total_steps) if self.warmup is not None else 0
