@@ -61,7 +61,7 @@ class Overrides:
                 expr = parse_expression(value, file)
             except DiagnosticError as failure:
                 errors.extend(
-                    dataclasses.replace(d, span=_shift(d.span, offset), code="KD0404")
+                    d._replace(span=_shift(d.span, offset), code="KD0404")
                     for d in failure.diagnostics
                 )
                 continue

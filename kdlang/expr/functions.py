@@ -11,17 +11,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 # Types: "str", "int", "float", "bool", "list", "null", "any"; "num" = int or float (as a return
 # type: int when every numeric argument is an int, else float).
 NUMERIC = frozenset({"int", "float"})
 
 
-@dataclass(frozen=True)
-class Function:
+class Function(NamedTuple):
+    """A built-in: its signature (what the checker reads) and its implementation."""
+
     name: str
     params: tuple[tuple[str, frozenset[str]], ...]
     returns: str

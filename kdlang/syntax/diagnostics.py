@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from kdlang.syntax.span import Span, source_lines
 
@@ -20,9 +20,9 @@ class Severity(StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True)
-class Diagnostic:
-    """One finding about a recipe: a coded message about a span of its source."""
+class Diagnostic(NamedTuple):
+    """One finding about a recipe: a coded message about a span of its source. Immutable;
+    ``d._replace(code=...)`` gives a changed copy."""
 
     code: str
     message: str
@@ -62,11 +62,14 @@ class DiagnosticError(Exception):
         super().__init__("; ".join(f"{d.span}: {d.code} {d.message}" for d in self.diagnostics))
 
 
-@dataclass
 class Collector:
     """Accumulates diagnostics so one run reports every error of a file, not only the first."""
 
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    def __init__(self, diagnostics: Iterable[Diagnostic] = ()):
+        self.diagnostics: list[Diagnostic] = list(diagnostics)
+
+    def __repr__(self) -> str:
+        return f"Collector({self.diagnostics!r})"
 
     def error(self, code: str, message: str, span: Span, help: str | None = None, notes=()) -> None:
         self.diagnostics.append(Diagnostic(code, message, span, help, tuple(notes)))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, order=True)
-class Span:
-    """A region of a source file: 1-based lines and columns, ``end_column`` exclusive."""
+class Span(NamedTuple):
+    """A region of a source file: 1-based lines and columns, ``end_column`` exclusive.
+
+    Immutable, hashable and ordered by position (file, then line, then column). A named tuple
+    rather than a frozen dataclass: every ``kdlang`` command loads it, and a frozen, ordered
+    dataclass compiles ten methods as it is defined."""
 
     file: str
     line: int
