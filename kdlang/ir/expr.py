@@ -6,59 +6,64 @@ literals, column names, calls of built-in functions, arithmetic, comparisons, ``
 seen; :mod:`kdlang.check.functions` defines the built-ins.
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field
 
-from kdlang.ir.values import Node
+from kdlang.ir.values import Node, lowered
 
 
-class Lit(Node):
+class ExprNode(Node):
+    """Base of the expression nodes below."""
+
+
+Expr = lowered(ExprNode)
+"""Any expression node."""
+
+
+class Lit(ExprNode):
     kind: Literal["lit"] = "lit"
     value: Any
 
 
-class Column(Node):
+class Column(ExprNode):
     kind: Literal["column"] = "column"
     name: str
 
 
-class Apply(Node):
+class Apply(ExprNode):
     """A call of a built-in function: ``extract(rationale, r"#### (-?\\d+)")``."""
 
     kind: Literal["apply"] = "apply"
     func: str
-    args: list["Expr"]
-    kwargs: dict[str, "Expr"] = Field(default_factory=dict)
+    args: list[Expr]
+    kwargs: dict[str, Expr] = Field(default_factory=dict)
 
 
-class BinOp(Node):
+class BinOp(ExprNode):
     kind: Literal["binop"] = "binop"
     op: Literal["+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"]
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
 
 
-class UnOp(Node):
+class UnOp(ExprNode):
     kind: Literal["unop"] = "unop"
     op: Literal["-", "not"]
-    operand: "Expr"
+    operand: Expr
 
 
-class Seq(Node):
+class Seq(ExprNode):
     kind: Literal["seq"] = "seq"
-    items: list["Expr"]
+    items: list[Expr]
 
 
-class Between(Node):
+class Between(ExprNode):
     """``low..high``, inclusive at both ends (``len(x) in 8..400``)."""
 
     kind: Literal["range"] = "range"
-    low: "Expr"
-    high: "Expr"
-
-
-Expr = Annotated[Union[Lit, Column, Apply, BinOp, UnOp, Seq, Between], Field(discriminator="kind")]  # noqa: UP007
+    low: Expr
+    high: Expr
 
 
 def columns_used(expr: Any) -> list[Column]:

@@ -12,6 +12,7 @@ from kdlang.ir.values import (
     Node,
     RefField,
     Symbol,
+    lowered,
     scheduled_within,
 )
 
@@ -70,7 +71,8 @@ LOSSES: dict[str, type[LossBase]] = {
     "dpo": DPOLoss,
 }
 
-Loss = Annotated[SFTLoss | DivergenceLoss | HiddenLoss | DPOLoss, Field(discriminator="name")]
+Loss = lowered(LossBase)
+"""Any loss term (the class its ``loss`` line names)."""
 
 
 class Train(Node):
@@ -88,9 +90,7 @@ class Train(Node):
         None, description="Template of the input part; its tokens get no loss."
     )
     target: ColumnName = Field("output", description="Column holding the text the student learns.")
-    losses: list[
-        Annotated[SFTLoss | DivergenceLoss | HiddenLoss | DPOLoss, Field(discriminator="name")]
-    ] = Field(min_length=1)
+    losses: list[Loss] = Field(min_length=1)
     epochs: int = Field(
         1, ge=1, description="Passes over the data (ignored when max_steps is set)."
     )

@@ -16,7 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 from kdlang.syntax.span import Span
 
@@ -38,6 +38,28 @@ class Node(BaseModel):
 
     span: Span = Field(exclude=True, repr=False)
     spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)
+
+
+class _Lowered:
+    """Validation of a field holding nodes the lowering has already built: an instance check.
+
+    Losses and expression nodes are made by the lowering alone, each validated by its own class
+    as it is made, and never read from dicts or JSON. Typing such a field as the union of the
+    classes it may hold would have pydantic build the schema of every class of the union again
+    inside each model with the field, used by the recipe or not (the expression classes are
+    also recursive): a large part of ``kdlang check``'s start-up. Dumps still serialize each
+    node by its own class."""
+
+    def __init__(self, base: type):
+        self.base = base
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.is_instance_schema(self.base)
+
+
+def lowered(base: type) -> Any:
+    """The type of a field holding nodes of ``base``'s subclasses built by the lowering."""
+    return Annotated[base, _Lowered(base)]
 
 
 class Ref(BaseModel):
