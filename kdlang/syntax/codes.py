@@ -32,7 +32,9 @@ _TABLE = [
         "The parser met a token that cannot appear at this place. The message lists what it "
         "expected. Declarations start with `recipe`, `import`, `model`, `dataset`, `prompt`, "
         "`stage`, `train`, `eval` or `export`; inside blocks come `key = value` settings and the "
-        "`loss`, `keep`, `dedup`, `decontaminate` and `metric` lines.",
+        "`loss`, `keep`, `dedup`, `decontaminate` and `metric` lines. `model`, `prompt` and "
+        "`import` declarations take no `{ ... }` block: a model's settings go in its call "
+        '(`hf("...", dtype = bfloat16)`), a prompt is its template string.',
     ),
     (
         "KD0003",

@@ -166,6 +166,15 @@ def syntax_diagnostic(error: UnexpectedInput, source: str, file: str) -> Diagnos
                 _token_span(file, opener),
                 help=f"add the matching `{_pair(opener.value)}` before that `{token.value}`",
             )
+    if token.type == "LBRACE" and expected <= _DECLARATION_KEYWORDS | {"$END"}:
+        declaration = _current_declaration(tokens, token)
+        if declaration is not None and declaration.type in _BLOCKLESS:
+            return Diagnostic(
+                "KD0002",
+                f"a `{declaration.value}` declaration takes no block",
+                at,
+                help=_BLOCKLESS[declaration.type],
+            )
     if token.type == "NAME" and expected <= _DECLARATION_KEYWORDS | {"$END"}:
         following = [t for t in tokens if t.start_pos >= token.end_pos][:1]
         if following and following[0].type == "EQUAL":
@@ -371,6 +380,25 @@ def _classify(token: Token, expected: set[str], previous: Token | None) -> str |
         return "KD0008"
     if token.type in _CLOSERS and not (expected & {token.type}):
         return "KD0010"
+    return None
+
+
+_BLOCKLESS = {
+    "MODEL": 'give its settings in the call: `hf("...", dtype = bfloat16, lora = lora(r = 16))`',
+    "PROMPT": 'a prompt is its template string: `prompt NAME = "..."`',
+    "IMPORT": 'an import is a file name alone: `import "common.kd"`',
+}
+"""Declarations written without a ``{ ... }`` block, and how their settings are given instead."""
+
+
+def _current_declaration(tokens: list[Token], token: Token) -> Token | None:
+    """The keyword of the declaration ``token`` is in: the last one starting a line before it."""
+    for index in range(len(tokens) - 1, -1, -1):
+        candidate = tokens[index]
+        if candidate.end_pos > token.start_pos:
+            continue
+        if candidate.type in _DECLARATION_KEYWORDS and _first_on_line(tokens, index):
+            return candidate
     return None
 
 
