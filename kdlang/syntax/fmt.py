@@ -210,15 +210,27 @@ class _Printer:
         raise AssertionError(type(node))
 
     def wrapped(self, node: ast.Expr, indent: str) -> str:
-        """A call or list too long for one line: one argument or item per line."""
+        """A call, list or map too long for one line: one argument, item or entry per line, each
+        of them wrapped the same way while it is still too long."""
         inner = indent + INDENT
+
+        def part(prefix: str, value: ast.Expr) -> str:
+            text = prefix + self.expr(value)
+            if len(inner + text) + 1 > MAX_WIDTH:  # + 1: the comma that ends the line
+                text = prefix + self.wrapped(value, inner)
+            return text
+
+        def lines(opening: str, parts: list[str], closing: str) -> str:
+            return opening + "\n" + "".join(f"{inner}{p},\n" for p in parts) + indent + closing
+
         if isinstance(node, ast.Call) and (node.args or node.kwargs):
-            parts = [self.expr(a) for a in node.args] + [
-                f"{k.name} = {self.expr(k.value)}" for k in node.kwargs
-            ]
-            return node.name + "(\n" + "".join(f"{inner}{p},\n" for p in parts) + indent + ")"
+            parts = [part("", a) for a in node.args]
+            parts += [part(f"{k.name} = ", k.value) for k in node.kwargs]
+            return lines(node.name + "(", parts, ")")
         if isinstance(node, ast.ListExpr) and node.items:
-            return "[\n" + "".join(f"{inner}{self.expr(i)},\n" for i in node.items) + indent + "]"
+            return lines("[", [part("", i) for i in node.items], "]")
+        if isinstance(node, ast.MapExpr) and node.entries:
+            return lines("{", [part(f"{e.key_raw}: ", e.value) for e in node.entries], "}")
         return self.expr(node)
 
     def arguments(self, call: ast.Call) -> str:

@@ -169,6 +169,33 @@ def test_good_recipes_are_formatted():
         assert format_source(source) == source, path.name
 
 
+def test_long_values_wrap_level_by_level_until_every_line_fits():
+    rows = ", ".join(f'{{country: "Country number {i}", capital: "Capital {i}"}}' for i in range(3))
+    source = f"dataset d = inline([{rows}], limit = 2)\nmodel m = hf({{a: [{rows}]}})\n"
+    expected = """\
+dataset d = inline(
+  [
+    {country: "Country number 0", capital: "Capital 0"},
+    {country: "Country number 1", capital: "Capital 1"},
+    {country: "Country number 2", capital: "Capital 2"},
+  ],
+  limit = 2,
+)
+model m = hf(
+  {
+    a: [
+      {country: "Country number 0", capital: "Capital 0"},
+      {country: "Country number 1", capital: "Capital 1"},
+      {country: "Country number 2", capital: "Capital 2"},
+    ],
+  },
+)
+"""
+    assert format_source(source) == expected
+    assert format_source(expected) == expected
+    assert tree(parse(expected)) == tree(parse(source))
+
+
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
