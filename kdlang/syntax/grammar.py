@@ -10,6 +10,8 @@ from importlib import resources
 
 from lark import Lark, Token
 
+from kdlang.syntax.lexer import SharedScanContextualLexer
+
 _comment_sink: ContextVar[list[Token] | None] = ContextVar("kdlang_comment_sink", default=None)
 
 
@@ -51,6 +53,8 @@ def parser(strict: bool = False) -> Lark:
         maybe_placeholders=True,
         strict=strict,
         lexer_callbacks={"COMMENT": _lexed_comment},
+        # Lark's contextual lexer, each parser state scanning through one shared scanner.
+        _plugins={"ContextualLexer": SharedScanContextualLexer},
         # The LALR tables are stored in the temp folder, keyed by the grammar's hash: building
         # them takes longer than everything else `kdlang check` does.
         cache=not strict,
