@@ -13,7 +13,6 @@ from pathlib import Path
 
 from kdlang.check.compat import check_compat
 from kdlang.check.names import check_names
-from kdlang.check.overrides import Overrides, source_names
 from kdlang.check.program import Program, load_program
 from kdlang.check.schemas import compute_schemas
 from kdlang.syntax.diagnostics import Collector, Diagnostic, DiagnosticError
@@ -25,11 +24,16 @@ def check_program(
     path: str, overrides: list[str], errors: Collector, source: str | None = None
 ) -> Program | None:
     """Load and check one recipe; diagnostics go to ``errors``."""
-    parsed = Overrides.parse(overrides, errors)
+    parsed = None
+    if overrides:  # imported only when given: most checks have none
+        from kdlang.check.overrides import Overrides
+
+        parsed = Overrides.parse(overrides, errors)
     program = load_program(path, errors, parsed, source)
     if program is None:
         return None
-    program.sources.update(parsed.sources)
+    if parsed is not None:
+        program.sources.update(parsed.sources)
     names_resolved = check_names(program.recipe, errors)
     # Columns, prompts and expressions are checked even when a reference failed (what reads an
     # unresolved name is skipped there), so that one run reports every error of the file;
@@ -81,5 +85,7 @@ def check_files(
 
 
 def _override_sources(overrides) -> dict[str, str]:
+    from kdlang.check.overrides import source_names
+
     texts = list(overrides)
     return dict(zip(source_names(texts), texts, strict=True))
