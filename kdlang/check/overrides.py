@@ -5,6 +5,7 @@ Paths: ``recipe.seed``; ``DECL.setting`` (``distill.lr``, ``rationales.samples``
 weight``). The value is an expression of the language (``1e-4``, ``"text"``, ``linear(0 -> 1)``,
 ``[1, 2]``). An override replaces the setting in the syntax tree before lowering, so it is
 validated exactly like the recipe's own text; its diagnostics point into the ``--set`` text.
+``DECL`` may be declared in the checked file or in any file it imports.
 """
 
 from __future__ import annotations
@@ -39,9 +40,16 @@ class Override:
 
 
 class Overrides:
+    """The ``--set`` overrides of one command, applied to each file as it is loaded: an override
+    changes the declaration it names in whichever file declares it (the root file or one it
+    imports); ``recipe.*`` changes the root file's header."""
+
     def __init__(self, items: list[Override], sources: dict[str, str]):
         self.items = items
         self.sources = sources
+        self.applied: set[int] = set()
+        self.names: list[str] = []
+        """Every declared name met so far (for "did you mean" on an override that matched none)."""
 
     @classmethod
     def parse(cls, texts: list[str], errors: Collector) -> Overrides:
@@ -75,10 +83,33 @@ class Overrides:
             )
         return cls(items, sources)
 
-    def apply(self, module: ast.Module, program, errors: Collector) -> None:
-        program.sources.update(self.sources)
-        for item in self.items:
-            _apply(item, module, errors)
+    def apply(self, module: ast.Module, program, errors: Collector, root: bool) -> None:
+        """Apply, to ``module`` (``root``: the file checked), the overrides naming what it
+        declares."""
+        if root:
+            program.sources.update(self.sources)
+        declared = _declared(module)
+        self.names.extend(declared)
+        for index, item in enumerate(self.items):
+            if index in self.applied:
+                continue
+            head = item.path.split(".")[0]
+            if "." not in item.path or (head == "recipe" and root) or head in declared:
+                self.applied.add(index)
+                _apply(item, module, declared, errors)
+
+    def report_unmatched(self, root: str, errors: Collector) -> None:
+        """KD0401 for each override whose declaration no loaded file declares."""
+        for index, item in enumerate(self.items):
+            if index not in self.applied:
+                head = item.path.split(".")[0]
+                errors.error(
+                    "KD0401",
+                    f"override path `{item.path}`: no declaration `{head}` in {root} "
+                    "or the files it imports",
+                    item.path_span,
+                    help=suggestion(head, [*self.names, "recipe"]),
+                )
 
 
 def source_names(texts: list[str]) -> list[str]:
@@ -93,7 +124,17 @@ def source_names(texts: list[str]) -> list[str]:
     return names
 
 
-def _apply(item: Override, module: ast.Module, errors: Collector) -> None:
+def _declared(module: ast.Module) -> dict[str, ast.NamedDecl]:
+    return {
+        d.name: d
+        for d in module.decls
+        if isinstance(d, ast.NamedDecl) and not isinstance(d, ast.ExportDecl)
+    }
+
+
+def _apply(
+    item: Override, module: ast.Module, named: dict[str, ast.NamedDecl], errors: Collector
+) -> None:
     parts = item.path.split(".")
     if len(parts) < 2:
         errors.error(
@@ -112,20 +153,7 @@ def _apply(item: Override, module: ast.Module, errors: Collector) -> None:
             module.decls.insert(0, decl)
         _set(decl, None, decl.block, rest, RecipeHeader, item, errors)
         return
-    named = {
-        d.name: d
-        for d in module.decls
-        if isinstance(d, ast.NamedDecl) and not isinstance(d, ast.ExportDecl)
-    }
-    decl = named.get(head)
-    if decl is None:
-        errors.error(
-            "KD0401",
-            f"override path `{item.path}`: no declaration `{head}` in {module.file}",
-            item.path_span,
-            help=suggestion(head, [*named, "recipe"]),
-        )
-        return
+    decl = named[head]
     if rest[0] == "loss" and isinstance(decl, ast.TrainDecl):
         _set_loss(decl, rest[1:], item, errors)
         return

@@ -44,6 +44,8 @@ def load_program(
     """Parse and lower ``path`` and, recursively, its imports. None if the root cannot parse."""
     program = Program(recipe=Recipe.empty(file=path), root=path)
     loaded = _load(path, program, errors, [], overrides, source)
+    if loaded and overrides is not None:
+        overrides.report_unmatched(path, errors)
     return program if loaded else None
 
 
@@ -61,8 +63,8 @@ def _load(
     except DiagnosticError as failure:
         errors.extend(failure.diagnostics)
         return False
-    if overrides is not None and not stack:
-        overrides.apply(module, program, errors)
+    if overrides is not None:
+        overrides.apply(module, program, errors, root=not stack)
     program.modules[path] = module
     for decl in module.decls:
         if not isinstance(decl, ast.ImportDecl):

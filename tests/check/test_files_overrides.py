@@ -88,6 +88,36 @@ def test_overrides_change_the_recipe(project: Path):
     assert recipe.models["teacher"].dtype == "bfloat16"
 
 
+def test_overrides_reach_declarations_of_imported_files(project: Path):
+    # The models and data of the recipe live in a file it imports (and one that file imports).
+    write(
+        project,
+        {
+            "shared/models.kd": HEADER.replace('"models/', '"../models/').replace(
+                '"data/', '"../data/'
+            )
+        },
+    )
+    write(project, {"shared/all.kd": 'import "models.kd"\n'})
+    root = 'import "shared/all.kd"\n' + RECIPE.removeprefix(HEADER)
+    write(project, {"recipe.kd": root})
+    program, _ = load_checked(
+        str(project / "recipe.kd"),
+        ["teacher.dtype=bfloat16", "problems.limit=2", "distill.lr=1e-5", "recipe.seed=5"],
+    )
+    recipe = program.recipe
+    assert recipe.models["teacher"].dtype == "bfloat16"
+    assert recipe.datasets["problems"].limit == 2
+    assert (recipe.trains["distill"].lr, recipe.seed) == (1e-5, 5)
+    # A name declared nowhere is reported once, with the names of every file to choose from.
+    d = only(diagnose(project, root, ["teachr.dtype=float32"]), "KD0401")
+    assert d.message == (
+        f"override path `teachr.dtype`: no declaration `teachr` in {project / 'recipe.kd'} "
+        "or the files it imports"
+    )
+    assert d.help == 'did you mean "teacher"?'
+
+
 @pytest.mark.parametrize(
     ("override", "message", "help"),
     [
