@@ -6,18 +6,44 @@ and strings, blank lines between items). Meaning is given later, by lowering to 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
 
 from kdlang.syntax.span import Span
 
 
 class Node:
-    """Equality and repr of every node class below, as ``@dataclass`` would write them (fields
-    compared in order between nodes of one class; ``Class(field=value, ...)``), but written once
-    here rather than compiled again for each of the forty classes whenever kdlang starts."""
+    """``__init__``, equality and repr of every node class below, as ``@dataclass`` would write
+    them (fields in declaration order, positional or by name, a field's default or default
+    factory when omitted; fields compared in order between nodes of one class;
+    ``Class(field=value, ...)``), but written once here rather than compiled again for each of
+    the forty classes whenever kdlang starts."""
 
     __slots__ = ()
     __hash__ = None  # mutable, hence unhashable, like any dataclass with generated equality
+
+    def __init__(self, *args, **kwargs):
+        spec = _init_spec(type(self))
+        if len(args) > len(spec):
+            raise TypeError(f"{type(self).__name__} has {len(spec)} fields, got {len(args)} values")
+        given = len(args) + len(kwargs)
+        for index, (name, default, factory) in enumerate(spec):
+            if index < len(args):
+                value = args[index]
+                if name in kwargs:
+                    raise TypeError(f"{type(self).__name__}: `{name}` given twice")
+            elif name in kwargs:
+                value = kwargs[name]
+            elif default is not MISSING:
+                value, given = default, given + 1
+            elif factory is not MISSING:
+                value, given = factory(), given + 1
+            else:
+                raise TypeError(f"{type(self).__name__}: missing `{name}`")
+            setattr(self, name, value)
+        if given != len(spec):
+            unknown = sorted(set(kwargs) - {name for name, _, _ in spec})
+            raise TypeError(f"{type(self).__name__}: no field {', '.join(unknown)}")
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -32,9 +58,15 @@ class Node:
         return f"{self.__class__.__qualname__}({shown})"
 
 
-node = dataclass(repr=False, eq=False)
-"""The dataclass decorator of node classes: ``__init__`` generated, equality and repr from
-:class:`Node`."""
+@cache
+def _init_spec(cls: type) -> tuple[tuple[str, object, object], ...]:
+    """(name, default, default factory) of each field of a node class, in order."""
+    return tuple((f.name, f.default, f.default_factory) for f in fields(cls))
+
+
+node = dataclass(init=False, repr=False, eq=False)
+"""The dataclass decorator of node classes: fields declared, and ``__init__``, equality and repr
+from :class:`Node`."""
 
 # ------------------------------------------------------------------------------------------------
 # Expressions

@@ -17,6 +17,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
 from kdlang.syntax import grammar
+from kdlang.syntax import parser as syntax_parser
 from kdlang.syntax.lexer import SharedScanContextualLexer
 from kdlang.syntax.parser import KEYWORDS, parse
 from tests.syntax.recipe_strategies import syntactic_recipes
@@ -146,10 +147,12 @@ def test_token_soup(lexemes, joiner):
     assert outcome(True, text) == outcome(False, text)
 
 
-def test_states_mostly_scan_with_the_shared_scanner():
+def test_states_mostly_scan_with_the_shared_scanner(monkeypatch):
     """The point of it: a recipe's parse compiles few scanners of its own."""
+    fresh = grammar.parser.__wrapped__()  # not the process's parser, which other tests used
+    monkeypatch.setattr(syntax_parser, "lark_parser", lambda: fresh)
     parse((ROOT / "recipes/quickstart.kd").read_text(encoding="utf-8"))
-    lexer = grammar.parser().parser.lexer
+    lexer = fresh.parser.lexer
     assert isinstance(lexer, SharedScanContextualLexer)
     used = {
         id(state): state._scanner
