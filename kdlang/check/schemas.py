@@ -67,6 +67,10 @@ def compute_schemas(program: Program, errors: Collector) -> dict[str, Columns | 
         checker.train(name, train)
     for name, ev in recipe.evals.items():
         checker.evaluate(name, ev)
+    # Every prompt's template is parsed, also when nothing valid renders it (unused, or used by a
+    # declaration with errors of its own): its syntax errors are reported in the same run.
+    for name, prompt in recipe.prompts.items():
+        checker.template_syntax(name, prompt)
     return schemas
 
 
@@ -161,6 +165,17 @@ class _StageChecker:
                 self.reported,
                 source=self.sources.get(prompt.span.file),
             )
+
+    def template_syntax(self, name: str, prompt) -> None:
+        check_template(
+            prompt,
+            name,
+            None,
+            self.errors,
+            prompt.span,
+            reported=self.reported,
+            source=self.sources.get(prompt.span.file),
+        )
 
     def column(self, node, field: str, columns: Columns, what: str = "column") -> None:
         name = getattr(node, field)

@@ -135,6 +135,21 @@ def test_template_syntax_error_with_an_unknown_tag(project: Path):
     assert "frobnicate" in d.message
 
 
+def test_template_syntax_is_checked_where_nothing_valid_renders_the_prompt(project: Path):
+    # Unused, and used by a stage with an error of its own: both syntax errors are reported with
+    # that error, in one run.
+    text = HEADER + (
+        'prompt unused = "{{ question }"\n'  # line 5
+        'prompt solve = "Q: {{ question }} {% if x %}"\n'  # line 6
+        "stage answers = label(problems) { teacher = teacher  prompt = solve  samples = 2.5 }\n"
+    )
+    assert found(diagnose(project, text)) == [
+        ("KD0207", 5, 18),
+        ("KD0207", 6, 17),
+        ("KD0103", 7, 80),
+    ]
+
+
 def test_template_variables():
     assert template_variables("{{ a }} {{ b.c }} {% if d %}{{ e | upper }}{% endif %}") == {
         "a",
