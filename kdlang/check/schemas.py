@@ -146,6 +146,7 @@ class _StageChecker:
         self.schemas = schemas
         self.errors = errors
         self.reported: set = set()
+        self.parsed: set[str] = set()  # prompts whose template has been parsed
 
     def prompt(
         self, node, field: str, columns: Columns | None, extra: set[str] = frozenset()
@@ -155,6 +156,7 @@ class _StageChecker:
             return
         prompt = self.recipe.prompts.get(ref.name)
         if prompt is not None:
+            self.parsed.add(ref.name)
             check_template(
                 prompt,
                 ref.name,
@@ -167,6 +169,8 @@ class _StageChecker:
             )
 
     def template_syntax(self, name: str, prompt) -> None:
+        if name in self.parsed:
+            return
         check_template(
             prompt,
             name,
