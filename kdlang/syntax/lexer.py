@@ -88,14 +88,15 @@ def _fold_keywords(terminals: list) -> tuple[list, dict[str, _Rename]]:
     """The terminals to scan for, and the renaming callbacks of the pattern terminals.
 
     A string terminal (a keyword) that a pattern terminal of the same priority matches whole
-    is not scanned for itself: the pattern's match is renamed when its text is the keyword."""
+    is not scanned for itself: the pattern's match is renamed when its text is the keyword. A
+    string with flags (``"model"i``) stays an alternative of its own."""
     patterns = [t for t in terminals if isinstance(t.pattern, PatternRE)]
     strings = [t for t in terminals if isinstance(t.pattern, PatternStr)]
     folded, renames = set(), {}
     for pattern in patterns:
         keywords = {}
         for string in strings:
-            if string.priority != pattern.priority:
+            if string.priority != pattern.priority or string.pattern.flags:
                 continue
             word = string.pattern.value
             spelled = re.match(pattern.pattern.to_regexp(), word)
