@@ -52,7 +52,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,9 @@ from pathlib import Path
 import shapes
 from shapes import STUDENT, TEACHER
 from source_tree import ROOT, link_package
+
+sys.path.insert(0, str(ROOT))  # for tests.runtime.distributed.support
+from tests.runtime.distributed.support import kill
 
 PROMPT_WORDS = 64
 WARMUP = 2
@@ -278,52 +280,6 @@ def start(env, recipe: Path, workdir: Path, nproc: int, device: str, log: str):
         )
     process.command = command
     return process
-
-
-def kill(process: subprocess.Popen) -> None:
-    """SIGKILL ``process``'s group and everything it started (the launcher puts its workers in
-    sessions of their own): every process is stopped first, then all are killed."""
-    stopped: list[int] = []
-    while True:
-        tree = [process.pid, *descendants(process.pid)]
-        fresh = [pid for pid in tree if pid not in stopped]
-        if not fresh:
-            break
-        for pid in fresh:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGSTOP)
-        stopped += fresh
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    for pid in stopped:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    process.wait()
-    deadline = time.monotonic() + 60
-    while any(alive(pid) for pid in stopped[1:]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(stat.parent.name))
-    found, pending = [], [pid]
-    while pending:
-        for child in children.get(pending.pop(), []):
-            found.append(child)
-            pending.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def finish(process, timeout: float) -> int | None:

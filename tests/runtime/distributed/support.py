@@ -49,14 +49,25 @@ def start(recipe: Path, nproc: int, env=None) -> subprocess.Popen:
 
 def kill(process: subprocess.Popen) -> None:
     """SIGKILL ``process`` and every process it started, directly or not (the launcher starts
-    its workers in sessions of their own): a crash of the whole group at one moment."""
-    tree = [process.pid, *descendants(process.pid)]
-    for pid in tree:
+    its workers in sessions of their own): a crash of the whole tree at one moment. Every
+    process is stopped first, so that none starts another or notices the others dying."""
+    stopped: list[int] = []
+    while True:
+        fresh = [pid for pid in [process.pid, *descendants(process.pid)] if pid not in stopped]
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped += fresh
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)  # a group the process leads, if it leads one
+    for pid in stopped:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     process.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while any(_alive(pid) for pid in tree[1:]) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while any(_alive(pid) for pid in stopped[1:]) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -64,11 +75,9 @@ def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux: read from /proc)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
     found, pending = [], [pid]
     while pending:
         for child in children.get(pending.pop(), []):
@@ -79,7 +88,6 @@ def descendants(pid: int) -> list[int]:
 
 def _alive(pid: int) -> bool:
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
-    return state != "Z"
