@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.openai_server import FakeOpenAIServer
 from tests.runtime.stages.support import (
     BASE_URL_ENV,
-    api_model,
+    api_label_body,
     node,
     plan,
     run_recipe,
@@ -74,14 +74,7 @@ def data_bytes(document: dict, name: str) -> bytes:
 
 
 def test_killed_api_label_run_resumes_without_repeating_work(tmp_path, monkeypatch):
-    body = (
-        "dataset qs = inline(["
-        + ", ".join(f'{{question: "question {i:02d}"}}' for i in range(ROWS))
-        + "])\n"
-        + api_model("api", concurrency=2)
-        + '\nprompt ask = "Answer: {{ question }}"\n'
-        + "stage answers = label(qs) { teacher = api  prompt = ask  temperature = 0.7 }\n"
-    )
+    body = api_label_body(ROWS, concurrency=2)
     crashed, reference = (
         write_recipe(tmp_path / "crashed", body),
         write_recipe(tmp_path / "ref", body),

@@ -14,6 +14,7 @@ from tests.fixtures.openai_server import FakeOpenAIServer, ScriptedModel
 from tests.runtime.distributed.support import kill, launch, report, start
 from tests.runtime.stages.support import (
     BASE_URL_ENV,
+    api_label_body,
     api_model,
     node,
     run_recipe,
@@ -137,14 +138,7 @@ def logged(folder: Path) -> list[int]:
 def test_a_stage_killed_under_two_processes_resumes_under_one(tmp_path, monkeypatch):
     """Each rank logs its own part; a run of any size reads them all and asks only for the
     rest, and the artifact equals an uninterrupted run's."""
-    body = (
-        "dataset qs = inline(["
-        + ", ".join(f'{{question: "question {i:02d}"}}' for i in range(ROWS))
-        + "])\n"
-        + api_model("api", concurrency=1)
-        + '\nprompt ask = "Answer: {{ question }}"\n'
-        + "stage answers = label(qs) { teacher = api  prompt = ask  temperature = 0.7 }\n"
-    )
+    body = api_label_body(ROWS, concurrency=1)
     killed = write_recipe(tmp_path / "killed", body)
     reference = write_recipe(tmp_path / "reference", body)
     with FakeOpenAIServer(latency=0.05) as api:

@@ -29,6 +29,18 @@ def api_model(name: str = "api", *, concurrency: int = 4, **settings: Any) -> st
     )
 
 
+def api_label_body(rows: int, *, concurrency: int) -> str:
+    """A recipe body: ``rows`` inline questions, answered by the test server's teacher in the
+    stage ``answers`` (sampled, so that a repeated request would show in the output)."""
+    questions = ", ".join(f'{{question: "question {i:02d}"}}' for i in range(rows))
+    return (
+        f"dataset qs = inline([{questions}])\n"
+        + api_model("api", concurrency=concurrency)
+        + '\nprompt ask = "Answer: {{ question }}"\n'
+        + "stage answers = label(qs) { teacher = api  prompt = ask  temperature = 0.7 }\n"
+    )
+
+
 def write_recipe(folder: Path, body: str, *, title: str = "t", seed: int = 7) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "recipe.kd"
