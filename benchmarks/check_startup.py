@@ -69,15 +69,16 @@ def main() -> None:
         env["PYTHONDONTWRITEBYTECODE"] = "1"
     else:
         compileall.compile_dir(ROOT / "kdlang", quiet=1)
-    commands = [[sys.executable, "-c", "import lark, pydantic, jinja2"]]
-    commands += [[sys.executable, "-c", ENTRY_POINT, "check", recipe] for recipe in recipes]
-    commands += [[sys.executable, "-c", "pass"]]
+    python = sys.executable
+    rows = [
+        ("python -c pass (interpreter start-up)", [python, "-c", "pass"]),
+        ("import lark, pydantic, jinja2", [python, "-c", "import lark, pydantic, jinja2"]),
+        *((f"kdlang check {r}", [python, "-c", ENTRY_POINT, "check", r]) for r in recipes),
+    ]
     load_before = os.getloadavg()[0]
-    measured = walls(commands, args.n, env)
+    measured = walls([command for _, command in rows], args.n, env)
     load_after = os.getloadavg()[0]
-    floor = statistics.median(measured[0])
-    names = ["import lark, pydantic, jinja2"] + [f"kdlang check {r}" for r in recipes]
-    names += ["python -c pass (interpreter start-up)"]
+    floor = statistics.median(measured[1])
     print(
         f"\nmedian of {args.n} runs, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
         f"load average {load_before:.2f} before and {load_after:.2f} after"
@@ -86,8 +87,7 @@ def main() -> None:
     )
     print("| command | wall (ms) | fastest (ms) | ratio to floor |")
     print("|---|---|---|---|")
-    rows = list(zip(names, measured, strict=True))
-    for name, times in rows[-1:] + rows[:-1]:
+    for (name, _), times in zip(rows, measured, strict=True):
         median = statistics.median(times)
         print(f"| {name} | {median * 1000:.0f} | {min(times) * 1000:.0f} | {median / floor:.2f} |")
 

@@ -23,27 +23,25 @@ class Node:
     __hash__ = None  # mutable, hence unhashable, like any dataclass with generated equality
 
     def __init__(self, *args, **kwargs):
-        spec = _init_spec(type(self))
+        spec, names = _init_spec(type(self))
         if len(args) > len(spec):
             raise TypeError(f"{type(self).__name__} has {len(spec)} fields, got {len(args)} values")
-        given = len(args) + len(kwargs)
+        if kwargs and not kwargs.keys() <= names:
+            raise TypeError(f"{type(self).__name__}: no field {', '.join(kwargs.keys() - names)}")
         for index, (name, default, factory) in enumerate(spec):
             if index < len(args):
-                value = args[index]
                 if name in kwargs:
                     raise TypeError(f"{type(self).__name__}: `{name}` given twice")
+                value = args[index]
             elif name in kwargs:
                 value = kwargs[name]
             elif default is not MISSING:
-                value, given = default, given + 1
+                value = default
             elif factory is not MISSING:
-                value, given = factory(), given + 1
+                value = factory()
             else:
                 raise TypeError(f"{type(self).__name__}: missing `{name}`")
             setattr(self, name, value)
-        if given != len(spec):
-            unknown = sorted(set(kwargs) - {name for name, _, _ in spec})
-            raise TypeError(f"{type(self).__name__}: no field {', '.join(unknown)}")
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f.name) for f in fields(self))
@@ -59,9 +57,10 @@ class Node:
 
 
 @cache
-def _init_spec(cls: type) -> tuple[tuple[str, object, object], ...]:
-    """(name, default, default factory) of each field of a node class, in order."""
-    return tuple((f.name, f.default, f.default_factory) for f in fields(cls))
+def _init_spec(cls: type) -> tuple[tuple[tuple[str, object, object], ...], frozenset[str]]:
+    """(name, default, default factory) of each field of a node class, in order; their names."""
+    spec = tuple((f.name, f.default, f.default_factory) for f in fields(cls))
+    return spec, frozenset(name for name, _, _ in spec)
 
 
 node = dataclass(init=False, repr=False, eq=False)
