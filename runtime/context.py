@@ -71,6 +71,7 @@ class StageContext:
         self.resources = resources
         self._progress = progress
         self._task = None
+        self._description = ""
         self.stats: dict[str, Any] = {}
 
     # -- the program -----------------------------------------------------------------------
@@ -197,14 +198,19 @@ class StageContext:
         if self._progress is None:
             return
         description = description or f"{self.node.name} ({self.node.op})"
+        self._description = description
         if self._task is None:
             self._task = self._progress.add_task(description, total=total)
         else:
             self._progress.reset(self._task, total=total, description=description)
 
-    def advance(self, count: int = 1) -> None:
+    def advance(self, count: int = 1, status: str | None = None) -> None:
+        """Move the bar ``count`` items on; ``status`` (e.g. the latest loss) is shown beside
+        the stage's name."""
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task, count)
+            if status is not None:
+                self._progress.update(self._task, description=f"{self._description} · {status}")
 
     def count(self, key: str, amount: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + amount

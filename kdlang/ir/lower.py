@@ -78,8 +78,10 @@ class _Lowering:
             return
         if isinstance(decl, ast.ExportDecl):
             fields = self.fields(decl.block)
-            fields.add("train", Ref(name=decl.name, span=decl.name_span), decl.name_span)
-            fields.add("path", self.value(decl.path), decl.path.span, decl.path)
+            self.given(
+                Export, fields, "train", Ref(name=decl.name, span=decl.name_span), decl.name_span
+            )
+            self.given(Export, fields, "path", self.value(decl.path), decl.path.span, decl.path)
             node = self.validated(Export, fields, decl.span, decl.name_span)
             if node is not None:
                 recipe.exports.append(node)
@@ -191,7 +193,7 @@ class _Lowering:
             rules = self.rules(decl.block)
             if len(rules) != len(lines):
                 fields.reported.add("rules")  # each failed rule is reported already
-            fields.add("rules", rules, decl.block.span if decl.block else op.span)
+            self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
         return self.validated(cls, fields, decl.span, decl.name_span)
 
     def train(self, decl: ast.TrainDecl):
@@ -224,7 +226,7 @@ class _Lowering:
                 fields.reported.add("losses")  # reported already
             else:
                 losses.append(loss)
-        fields.add("losses", losses, decl.block.span)
+        self.given(Train, fields, "losses", losses, decl.block.span)
         return self.validated(Train, fields, decl.span, decl.name_span)
 
     def loss(self, stmt: ast.LossStmt):
@@ -248,7 +250,7 @@ class _Lowering:
                 return None
             self.keywords(fields, stmt.args)
         fields.add("name", stmt.name, stmt.name_span)
-        fields.add("weight", self.value(stmt.weight), stmt.weight.span, stmt.weight)
+        self.given(cls, fields, "weight", self.value(stmt.weight), stmt.weight.span, stmt.weight)
         if stmt.temperature is not None:
             if "temperature" in fields.values:
                 self.errors.error("KD0106", "temperature given twice", stmt.temperature.span)
@@ -285,7 +287,7 @@ class _Lowering:
                 help="add e.g. `metric exact_match(output, answer)` in its block",
             )
             fields.reported.add("metrics")
-        fields.add("metrics", metrics, decl.block.span if decl.block else op.span)
+        self.given(Evaluate, fields, "metrics", metrics, decl.block.span if decl.block else op.span)
         return self.validated(Evaluate, fields, decl.span, decl.name_span)
 
     # -- blocks --------------------------------------------------------------------------------
@@ -340,6 +342,17 @@ class _Lowering:
                     help=_where_allowed(stmt),
                 )
         return fields
+
+    def given(self, cls, fields: Fields, key: str, value, span: Span, expr=None) -> None:
+        """Add a field the declaration's syntax gives (``cls.syntax_fields``); a setting of the
+        same name is reported rather than silently replaced."""
+        if key in fields.values:
+            self.errors.error(
+                "KD0102",
+                f"`{key}` is not a setting: it is given by {cls.syntax_fields[key]}",
+                fields.key_spans[key],
+            )
+        fields.add(key, value, span, expr)
 
     def keywords(self, fields: Fields, call: ast.Call) -> None:
         for kw in call.kwargs:

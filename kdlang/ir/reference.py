@@ -35,8 +35,17 @@ from kdlang.ir.sources import (
     RecipeHeader,
 )
 from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule
-from kdlang.ir.training import DIVERGENCES, DPOLoss, Evaluate, Export, HiddenLoss, SFTLoss, Train
-from kdlang.ir.training import DivergenceLoss as Divergence
+from kdlang.ir.training import (
+    DivergenceLoss,
+    DPOLoss,
+    Evaluate,
+    Export,
+    HiddenLoss,
+    JSDLoss,
+    SFTLoss,
+    SkewLoss,
+    Train,
+)
 
 # Fields that are no setting: positions, discriminators, and what statements or the
 # declaration's head give (a filter's rules, a train's losses, an export's path ...).
@@ -96,11 +105,14 @@ def entries() -> list[tuple[str, list[Entry]]]:
     losses = [
         Entry("`loss sft weight W`", SFTLoss),
         Entry(
-            "`loss " + "|".join(DIVERGENCES) + "[(...)] weight W [temperature T]`",
-            Divergence,
+            "`loss forward_kl|reverse_kl|tvd[(...)] weight W [temperature T]`",
+            DivergenceLoss,
             intro="`weight` and `temperature` follow the name; the others are options in "
-            "parentheses: `loss jsd(beta = 0.9) weight 1.0 temperature 2.0`.",
+            "parentheses: `loss forward_kl(temperature_scale = true) weight 1.0 temperature 2.0`. "
+            "Each divergence accepts its own options only.",
         ),
+        Entry("`loss jsd[(beta = B)] weight W [temperature T]`", JSDLoss),
+        Entry("`loss skew_kl|skew_rkl[(alpha = A)] weight W [temperature T]`", SkewLoss),
         Entry("`loss hidden_mse|hidden_cosine(layers = ...) weight W`", HiddenLoss),
         Entry("`loss dpo[(beta = B)] weight W`", DPOLoss),
     ]

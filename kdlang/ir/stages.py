@@ -4,7 +4,7 @@ One class per operator, named by its DSL word; :data:`STAGE_OPERATORS` is the re
 lowering, the checker, the planner and the runtime all key on.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -163,6 +163,10 @@ FilterRule = Annotated[KeepRule | DedupRule | DecontaminateRule, Field(discrimin
 
 class FilterStage(Node):
     """``filter(input) { keep ... dedup ... decontaminate ... }``: rules applied in order."""
+
+    syntax_fields: ClassVar[dict[str, str]] = {
+        "rules": "its `keep`, `dedup` and `decontaminate` lines"
+    }
 
     op: Literal["filter"] = "filter"
     input: RefField = Field(description=INPUT)

@@ -1,6 +1,6 @@
 """IR of learning and measuring: ``train`` blocks and their ``loss`` lines, ``eval``, ``export``."""
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -25,6 +25,10 @@ DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
 
 
 class LossBase(Node):
+    syntax_fields: ClassVar[dict[str, str]] = {
+        "weight": "`weight W` after the loss's name and options"
+    }
+
     weight: NonNegative = Field(description="Multiplier of the term; a number or a schedule.")
 
 
@@ -35,14 +39,29 @@ class SFTLoss(LossBase):
 
 
 class DivergenceLoss(LossBase):
-    """``loss forward_kl|reverse_kl|jsd|tvd|skew_kl|skew_rkl[(beta = .., alpha = ..)] weight W
-    [temperature T]``: token-level KD against the teacher's distribution (online or cached)."""
+    """``loss forward_kl|reverse_kl|tvd weight W [temperature T]``: token-level KD against the
+    teacher's distribution (online or cached). :class:`JSDLoss` and :class:`SkewLoss` add the
+    option of their kind; no kind accepts another's."""
 
-    name: Literal["forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl"]
+    name: Literal["forward_kl", "reverse_kl", "tvd"]
     temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
-    beta: Fraction = Field(0.5, description="jsd: mixture weight; 0 = forward KL, 1 = reverse KL.")
-    alpha: Fraction = Field(0.1, description="skew_kl / skew_rkl: skew of the mixture.")
     temperature_scale: bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
+
+
+class JSDLoss(DivergenceLoss):
+    """``loss jsd(beta = B) weight W [temperature T]``: the generalized Jensen-Shannon
+    divergence of GKD."""
+
+    name: Literal["jsd"] = "jsd"  # type: ignore[assignment]
+    beta: Fraction = Field(0.5, description="Mixture weight; 0 = forward KL, 1 = reverse KL.")
+
+
+class SkewLoss(DivergenceLoss):
+    """``loss skew_kl|skew_rkl(alpha = A) weight W [temperature T]``: DistiLLM's skew KL and
+    skew reverse KL."""
+
+    name: Literal["skew_kl", "skew_rkl"]  # type: ignore[assignment]
+    alpha: Fraction = Field(0.1, description="Skew of the mixture.")
 
 
 class HiddenLoss(LossBase):
@@ -65,7 +84,9 @@ class DPOLoss(LossBase):
 
 LOSSES: dict[str, type[LossBase]] = {
     "sft": SFTLoss,
-    **dict.fromkeys(DIVERGENCES, DivergenceLoss),
+    **dict.fromkeys(("forward_kl", "reverse_kl", "tvd"), DivergenceLoss),
+    "jsd": JSDLoss,
+    **dict.fromkeys(("skew_kl", "skew_rkl"), SkewLoss),
     "hidden_mse": HiddenLoss,
     "hidden_cosine": HiddenLoss,
     "dpo": DPOLoss,
@@ -77,6 +98,8 @@ Loss = lowered(LossBase)
 
 class Train(Node):
     """``train NAME { ... }``: the student learns from ``data`` with the listed losses."""
+
+    syntax_fields: ClassVar[dict[str, str]] = {"losses": "its `loss NAME weight W` lines"}
 
     kind: Literal["train"] = "train"
     student: RefField = Field(description="The model trained (an `hf` model).")
@@ -135,7 +158,11 @@ class Train(Node):
         description="Under several processes: ddp replicates the student, fsdp shards it (FSDP2, a unit per decoder layer); one process ignores it.",
     )
     checkpoint_every: int = Field(200, ge=1, description="Optimizer steps between checkpoints.")
-    log_every: int = Field(10, ge=1, description="Optimizer steps between logged metrics.")
+    log_every: int = Field(
+        10,
+        ge=1,
+        description="Optimizer steps between writes of the metrics (metrics.jsonl, TensorBoard) and updates of the progress bar's loss; every step keeps its record, and a checkpoint or the last step writes too.",
+    )
     seed: int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
 
 
@@ -153,6 +180,8 @@ class Evaluate(Node):
     averaged. ``perplexity(target_column)`` is a metric computed by scoring instead.
     """
 
+    syntax_fields: ClassVar[dict[str, str]] = {"metrics": "its `metric EXPR` lines"}
+
     op: Literal["evaluate"] = "evaluate"
     model: RefField = Field(description="A `train` (its student after training) or a `model`.")
     data: RefField = Field(description="The dataset evaluated on.")
@@ -168,6 +197,11 @@ class Evaluate(Node):
 class Export(Node):
     """``export TRAIN to "path" { ... }``: ``save_pretrained`` of the trained student + tokenizer
     and a model card generated from the recipe."""
+
+    syntax_fields: ClassVar[dict[str, str]] = {
+        "train": '`export TRAIN to "PATH"`',
+        "path": '`export TRAIN to "PATH"`',
+    }
 
     kind: Literal["export"] = "export"
     train: RefField

@@ -114,7 +114,11 @@ def _report(
     kind = error["type"]
     what = _label(cls, fields)
     if kind == "extra_forbidden":
-        known = [name for name in cls.model_fields if name not in _INTERNAL]
+        known = [
+            name
+            for name in cls.model_fields
+            if name not in _INTERNAL and name not in cls.syntax_fields
+        ]
         errors.error(
             "KD0102",
             f"unknown setting `{key}` for {what}",

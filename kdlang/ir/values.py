@@ -7,7 +7,7 @@ or a bare name like ``exact`` means there.
 """
 
 import math
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -35,6 +35,11 @@ class Node(BaseModel):
     """Base of every IR node: closed (unknown fields are errors) and positioned."""
 
     model_config = NODE_CONFIG
+
+    syntax_fields: ClassVar[dict[str, str]] = {}
+    """Fields the declaration's syntax gives rather than a ``key = value`` setting (a train's
+    ``loss`` lines, an export's path), each with how it is written: a setting of that name is
+    an error, never silently replaced."""
 
     span: Span = Field(exclude=True, repr=False)
     spans: dict[str, Span] = Field(default_factory=dict, exclude=True, repr=False)

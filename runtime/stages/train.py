@@ -27,11 +27,13 @@ def run(node, ctx, out: Path) -> dict:
     ctx.start(job.total_steps, f"{node.name} (train)")
     shown = [0]
 
-    def advance(record: dict) -> None:  # a resumed run starts past its first steps
-        ctx.advance(record["step"] + 1 - shown[0])
-        shown[0] = record["step"] + 1
+    def advance(window: list[dict]) -> None:  # a resumed run starts past its first steps
+        last = window[-1]["step"] + 1
+        loss = sum(r["loss"] for r in window) / len(window)
+        ctx.advance(last - shown[0], status=f"loss {loss:.4g}")
+        shown[0] = last
 
-    job.on_step = advance
+    job.on_log = advance
     records = fit(job)
     if job.resumed_from:
         ctx.stats["resumed_from_step"] = job.resumed_from

@@ -72,7 +72,8 @@ class Job:
     online: bool = False
     sample_batch: int = 16
     dist: Dist = field(default_factory=Dist)
-    on_step: Callable[[dict], None] | None = None
+    on_log: Callable[[list[dict]], None] | None = None
+    """Called with the records of each ``log_every`` window as they are written."""
     resumed_from: int = 0
     strategy: str = "ddp"
     reload: Callable[[], nn.Module] | None = None
@@ -141,6 +142,7 @@ def fit(job: Job) -> list[dict]:
     if train.compile:
         models = replace(models, student=torch.compile(student))
 
+    window: list[dict] = []  # records not yet written
     try:
         for step in range(start, job.total_steps):
             began = time.perf_counter()
@@ -216,18 +218,29 @@ def fit(job: Job) -> list[dict]:
                 record["gpu_memory_gib"] = round(
                     torch.cuda.max_memory_allocated(job.device) / 2**30, 3
                 )
-            log.append(record)
-            board.add(record)
-            if job.on_step is not None:
-                job.on_step(record)
+            window.append(record)
             done = step + 1
-            if done % train.checkpoint_every == 0 and done < job.total_steps:
+            saving = done % train.checkpoint_every == 0 and done < job.total_steps
+            if done % train.log_every == 0 or done == job.total_steps or saving:
+                write_window(job, log, board, window)
+            if saving:
                 weights = trainable_weights(job, holder, adamw, names)
                 checkpoint.save(job.folder, done, {"data": order.position(done)}, weights, dist)
     finally:
         log.close()
         board.close()
     return log.records
+
+
+def write_window(job: Job, log: MetricsLog, board: Board, window: list[dict]) -> None:
+    """Write the records of the steps since the last write (every ``log_every`` steps, before
+    each checkpoint and at the end) to ``metrics.jsonl`` and TensorBoard, and show them."""
+    log.extend(window)
+    for record in window:
+        board.add(record)
+    if job.on_log is not None:
+        job.on_log(window)
+    window.clear()
 
 
 def trainable_weights(job: Job, holder: nn.Module, adamw, names: set[str]) -> dict | None:

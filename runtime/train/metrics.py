@@ -35,10 +35,11 @@ class MetricsLog:
             os.replace(tmp, path)
         self._handle = path.open("a", encoding="utf-8") if write else None
 
-    def append(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+    def extend(self, records: list[dict[str, Any]]) -> None:
+        """Append ``records`` and sync them to disk (one sync for the lot)."""
+        self.records.extend(records)
         if self._handle is not None:
-            self._handle.write(json.dumps(record, sort_keys=True) + "\n")
+            self._handle.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
             self._handle.flush()
             os.fsync(self._handle.fileno())
 

@@ -72,7 +72,7 @@ def test_overrides_change_the_recipe(project: Path):
             "distill.lr=1e-5",
             "answers.samples=4",
             "distill.loss.forward_kl.weight=linear(0.0 -> 1.0, over = 30%)",
-            "distill.loss.forward_kl.beta=0.25",
+            "distill.loss.forward_kl.temperature_scale=true",
             "teacher.dtype=bfloat16",
             "distill.epochs=2",
         ],
@@ -84,7 +84,7 @@ def test_overrides_change_the_recipe(project: Path):
     assert recipe.stages["answers"].samples == 4
     forward = distill.losses[1]
     assert forward.weight == Schedule(kind="linear", start=0.0, end=1.0, over={"fraction": 0.3})
-    assert (forward.beta, forward.temperature) == (0.25, 2.0)
+    assert (forward.temperature_scale, forward.temperature) == (True, 2.0)
     assert recipe.models["teacher"].dtype == "bfloat16"
 
 
@@ -150,6 +150,12 @@ def test_overrides_reach_declarations_of_imported_files(project: Path):
             "distill.loss.forward_kl.tempreature=1",
             "override path `distill.loss.forward_kl.tempreature`: loss `forward_kl` has no setting `tempreature`",
             'did you mean "temperature"?',
+        ),
+        (
+            # each divergence takes its own options only: beta is jsd's
+            "distill.loss.forward_kl.beta=0.25",
+            "override path `distill.loss.forward_kl.beta`: loss `forward_kl` has no setting `beta`",
+            "settings: weight, temperature, temperature_scale",
         ),
         ("solve.text=1", "override path `solve.text`: `solve` has no settings to override", None),
     ],

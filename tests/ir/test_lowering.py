@@ -10,7 +10,7 @@ from kdlang.ir import strip_spans
 from kdlang.ir.expr import Apply, Between, BinOp, Column, Lit, Seq, UnOp, columns_used
 from kdlang.ir.sources import CsvData, HFData, HFModel, InlineData, JsonlData, OpenAIModel
 from kdlang.ir.stages import DecontaminateRule, DedupRule, KeepRule
-from kdlang.ir.training import DivergenceLoss, DPOLoss, HiddenLoss, SFTLoss
+from kdlang.ir.training import DivergenceLoss, DPOLoss, HiddenLoss, JSDLoss, SFTLoss, SkewLoss
 from kdlang.ir.values import EnvRef, LRSchedule, Percent, Ref, Schedule
 from tests.ir.support import FILE, lowered, where
 
@@ -424,8 +424,6 @@ def test_train_values_and_defaults():
                 "begin": None,
             },
             "temperature": 2.0,
-            "beta": 0.5,
-            "alpha": 0.1,
             "temperature_scale": False,
         },
     ]
@@ -448,9 +446,9 @@ def test_loss_kinds():
     )
     sft, jsd, skew, hidden, dpo = losses
     assert isinstance(sft, SFTLoss) and sft.weight == 1.0
-    assert isinstance(jsd, DivergenceLoss)
+    assert isinstance(jsd, JSDLoss) and isinstance(jsd, DivergenceLoss)
     assert (jsd.name, jsd.beta, jsd.temperature, jsd.temperature_scale) == ("jsd", 0.9, 4.0, True)
-    assert (skew.name, skew.alpha) == ("skew_rkl", 0.2)
+    assert isinstance(skew, SkewLoss) and (skew.name, skew.alpha) == ("skew_rkl", 0.2)
     assert isinstance(hidden, HiddenLoss) and hidden.layers == [[1, 2], [3, 6]]
     assert isinstance(dpo, DPOLoss) and dpo.beta == 0.05
 

@@ -47,6 +47,61 @@ def test_unknown_loss_option_names_the_loss():
     assert found.help == 'did you mean "beta"?'
 
 
+@pytest.mark.parametrize(
+    ("loss", "option", "known"),
+    [
+        ("forward_kl", "beta = 0.9", "temperature, temperature_scale"),
+        ("forward_kl", "alpha = 0.7", "temperature, temperature_scale"),
+        ("tvd", "beta = 0.5", "temperature, temperature_scale"),
+        ("jsd", "alpha = 0.2", "temperature, temperature_scale, beta"),
+        ("skew_kl", "beta = 0.2", "temperature, temperature_scale, alpha"),
+        ("sft", "temperature = 2", None),
+    ],
+)
+def test_a_loss_accepts_the_options_of_its_own_kind_only(loss, option, known):
+    source = TRAIN.format(f"loss {loss}({option}) weight 1")
+    found = only(source)
+    key = option.split()[0]
+    assert (found.code, found.message) == ("KD0102", f"unknown setting `{key}` for loss `{loss}`")
+    assert at(found) == where(source, option)
+    if known is not None:
+        assert found.help == f"settings: {known}"
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "given_by"),
+    [
+        (TRAIN.format("losses = 3  loss sft weight 1"), "losses", "its `loss NAME weight W` lines"),
+        (
+            'stage f = filter(d) { rules = "x"  keep len(a) > 0 }',
+            "rules",
+            "its `keep`, `dedup` and `decontaminate` lines",
+        ),
+        (
+            "eval e = evaluate(m, d) { prompt = p  metrics = 1  metric exact_match(output, a) }",
+            "metrics",
+            "its `metric EXPR` lines",
+        ),
+        (TRAIN.format("loss sft(weight = 3) weight 1"), "weight", "`weight W` after the loss's"),
+        ('export t to "out" { path = "/" }', "path", '`export TRAIN to "PATH"`'),
+        ('export t to "out" { train = u }', "train", '`export TRAIN to "PATH"`'),
+    ],
+)
+def test_a_field_the_syntax_gives_is_no_setting(source, key, given_by):
+    """A setting named like a field the declaration's lines or head give was silently replaced
+    by them; it is an error at the setting."""
+    found = [d for d in diagnostics(source) if d.code == "KD0102"]
+    assert len(found) == 1, found
+    assert found[0].message.startswith(f"`{key}` is not a setting: it is given by {given_by}")
+    assert at(found[0])[:2] == where(source, f"{key} =")[:2]  # the setting (or keyword) itself
+
+
+def test_statement_fields_are_not_offered_as_settings():
+    found = only(TRAIN.format("loss sft weight 1  zzz = 1"))
+    assert found.code == "KD0102" and found.help.startswith("settings: student, teacher, data")
+    assert "losses" not in found.help.removeprefix("settings: ").split(", ")
+
+
 def test_unknown_lora_option():
     source = 'model m = hf("x", lora = lora(rank = 8))'
     found = only(source)

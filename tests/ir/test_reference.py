@@ -12,7 +12,7 @@ import pytest
 from kdlang.ir import lower, reference
 from kdlang.ir.sources import DATASET_KINDS, MODEL_KINDS, HFModel, OpenAIModel
 from kdlang.ir.stages import STAGE_OPERATORS, LabelStage, PairsStage
-from kdlang.ir.training import LOSSES, DivergenceLoss, Evaluate, HiddenLoss, Train
+from kdlang.ir.training import LOSSES, DivergenceLoss, Evaluate, HiddenLoss, JSDLoss, Train
 from kdlang.syntax.diagnostics import Collector
 from kdlang.syntax.parser import parse
 
@@ -128,7 +128,7 @@ def test_row_contents(text):
     ("model", "field", "expected"),
     [
         (DivergenceLoss, "temperature", "number > 0 or schedule"),
-        (DivergenceLoss, "beta", "number in [0, 1] or schedule"),
+        (JSDLoss, "beta", "number in [0, 1] or schedule"),
         (DivergenceLoss, "weight", "number >= 0 or schedule"),
         (HiddenLoss, "layers", "list of lists of 2 integers, at least 1"),
         (LabelStage, "top_p", "number in (0, 1]"),
