@@ -25,6 +25,8 @@ def value_type(value: Any) -> str:
         return "str"
     if isinstance(value, list):
         return "list"
+    if isinstance(value, dict):
+        return "map"
     return "any"
 
 
@@ -108,6 +110,8 @@ def _arrow_type(name: str) -> str:
         return "str"
     if name == "bool":
         return "bool"
-    if name.startswith(("list", "large_list")):
+    if name.startswith(("list", "large_list", "fixed_size_list")):
         return "list"
+    if name.startswith(("struct", "map")):
+        return "map"
     return "any"

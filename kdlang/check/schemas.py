@@ -12,7 +12,7 @@ from __future__ import annotations
 from kdlang.check.datafiles import UnreadableData, columns_of_rows, read_columns
 from kdlang.check.names import upstream
 from kdlang.check.program import Program
-from kdlang.check.templates import check_template
+from kdlang.check.templates import STRUCTURED, check_template
 from kdlang.expr.typecheck import typecheck
 from kdlang.ir import stages as st
 from kdlang.ir import training as tr
@@ -191,6 +191,20 @@ class _StageChecker:
                 help=suggestion(name, columns) or "columns: " + ", ".join(sorted(columns)),
             )
 
+    def text_column(self, node, field: str, columns: Columns) -> None:
+        """``field`` names a column of text (a target the model learns or is scored on)."""
+        self.column(node, field, columns)
+        name = getattr(node, field)
+        kind = columns.get(name)
+        if kind in STRUCTURED:
+            self.errors.error(
+                "KD0211",
+                f"`{field}` names `{name}`, which holds {STRUCTURED[kind]}, not text",
+                node.spans.get(field, node.span),
+                help="a target is a text column; make one with a stage that writes text "
+                "(`label`), or pick another column",
+            )
+
     def stage(self, name: str, stage, columns: Columns) -> None:
         if isinstance(
             stage, st.LabelStage | st.CurateStage | st.JudgeStage | st.TeacherLogitsStage
@@ -206,7 +220,7 @@ class _StageChecker:
             for field in ("group", "response", "score"):
                 self.column(stage, field, columns)
         if isinstance(stage, st.TeacherLogitsStage):
-            self.column(stage, "target", columns)
+            self.text_column(stage, "target", columns)
         if isinstance(stage, st.FilterStage):
             for rule in stage.rules:
                 if isinstance(rule, st.KeepRule):
@@ -240,7 +254,7 @@ class _StageChecker:
                     help="make the data with a `pairs` stage",
                 )
         if not dpo or len(train.losses) > 1:
-            self.column(train, "target", columns)
+            self.text_column(train, "target", columns)
         self.prompt(train, "prompt", columns)
 
     def evaluate(self, name: str, ev: tr.Evaluate) -> None:

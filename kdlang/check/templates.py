@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from functools import lru_cache
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from kdlang.ir.sources import Prompt
@@ -33,6 +33,39 @@ def environment() -> SandboxedEnvironment:
 def template_variables(text: str) -> set[str]:
     """Variables a template reads from its context (loop variables and `set` names excluded)."""
     return set(meta.find_undeclared_variables(environment().parse(text)))
+
+
+def printed_variables(text: str) -> set[str]:
+    """Variables a template prints as they are (``{{ name }}``, no filter or attribute), less
+    the names it assigns itself (loop variables, ``set``)."""
+    tree = environment().parse(text)
+    assigned = {
+        name.name
+        for node in tree.find_all((nodes.For, nodes.Assign))
+        for name in node.target.find_all(nodes.Name)
+    } | {n.target.name for n in tree.find_all(nodes.Assign) if isinstance(n.target, nodes.Name)}
+    printed = {
+        child.name
+        for output in tree.find_all(nodes.Output)
+        for child in output.nodes
+        if isinstance(child, nodes.Name)
+    }
+    return printed - assigned
+
+
+STRUCTURED = {"list": "a list", "map": "a map"}
+"""Column types whose text is no text: printed or trained on, they would be Python's ``str()``."""
+
+
+def _render_help(name: str, kind: str) -> str:
+    if kind == "map":
+        return (
+            f"print its fields (`{{{{ {name}.field }}}}`) or its JSON (`{{{{ {name} | tojson }}}}`)"
+        )
+    return (
+        f"render its items (`{{% for x in {name} %}}...{{% endfor %}}`) or join them "
+        f'(`{{{{ {name} | join(", ") }}}}`)'
+    )
 
 
 def check_template(
@@ -66,6 +99,16 @@ def check_template(
         return
     if columns is None:
         return
+    for name in sorted(printed_variables(prompt.text)):
+        kind = columns.get(name)
+        if kind in STRUCTURED and name not in extra:
+            errors.error(
+                "KD0211",
+                f"prompt `{prompt_name}` prints `{name}`, which holds {STRUCTURED[kind]}, not text",
+                variable_span(prompt, name, places),
+                help=_render_help(name, kind),
+                notes=[("the prompt is rendered here", use)],
+            )
     available = set(columns) | set(extra)
     for name in sorted(variables - available):
         key = (prompt_name, name)

@@ -48,6 +48,7 @@ def _name(kind: str) -> str:
         "float": "a number",
         "bool": "true/false",
         "list": "a list",
+        "map": "a map",
         "range": "a range",
         "null": "null",
     }.get(kind, kind)

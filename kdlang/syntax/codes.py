@@ -218,6 +218,15 @@ _TABLE = [
         "dependency cycle",
         "Stages depend on each other in a cycle; a recipe's stages must form a DAG.",
     ),
+    (
+        "KD0211",
+        "column of the wrong type",
+        "A column holding a list or a map (rows of a conversation, top-k ids, a JSON object) is "
+        "used where text is required: as a train's or `teacher_logits`' `target`, or printed as "
+        "it is in a prompt (`{{ turns }}`). Its text would be Python's rendering of the value. "
+        "Print its items in the template (`{% for t in turns %}{{ t.content }}{% endfor %}`, "
+        '`{{ tags | join(", ") }}`), or pick a text column.',
+    ),
     # -- compatibility --------------------------------------------------------------------------
     (
         "KD0301",

@@ -148,3 +148,81 @@ def test_pairs_stage_settings_name_columns(project: Path):
     # `score` is the default; the data has none, and the diagnostic points at the stage
     assert d.message == "`score` names column `score`, which the data does not have"
     assert (d.span.line, d.span.column) == (5, 1)
+
+
+# -- KD0211 a list or map where text is required ------------------------------------------------
+
+STRUCTURED_ROWS = [
+    {"q": "Hi?", "turns": [{"role": "user", "content": "Hi?"}], "meta": {"src": "x"}, "a": "Hi."},
+    {"q": "Yo?", "turns": [{"role": "user", "content": "Yo?"}], "meta": {"src": "y"}, "a": "Yo."},
+]
+
+
+def structured(project: Path, body: str) -> list:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write(project, {"data/chat.jsonl": jsonl(STRUCTURED_ROWS)})
+    pq.write_table(pa.Table.from_pylist(STRUCTURED_ROWS), project / "data" / "chat.parquet")
+    head = HEADER + 'dataset chat = jsonl("data/chat.jsonl")\n'
+    head += 'dataset pchat = parquet("data/chat.parquet")\n'
+    return diagnose(project, head + body)
+
+
+def test_list_and_map_columns_are_typed_from_jsonl_parquet_and_inline(project: Path):
+    structured(project, "")
+    found_schemas = schemas(project, (project / "recipe.kd").read_text())
+    expected = {"q": "str", "turns": "list", "meta": "map", "a": "str"}
+    assert found_schemas["chat"] == found_schemas["pchat"] == expected
+    inline = "dataset rows = inline([{m: {k: 1}, l: [1]}])\n"
+    assert schemas(project, inline)["rows"] == {"m": "map", "l": "list"}
+
+
+def test_a_list_or_map_column_is_no_train_target(project: Path):
+    for data, column, kind in (("chat", "turns", "a list"), ("pchat", "meta", "a map")):
+        body = (
+            'prompt ask = "Q: {{ q }}"\n'
+            f"train t {{ student = student  data = {data}  prompt = ask  target = {column}\n"
+            "  loss sft weight 1 }\n"
+        )
+        d = only(structured(project, body), "KD0211")
+        assert d.message == f"`target` names `{column}`, which holds {kind}, not text"
+        line = body.splitlines()[1]
+        assert (d.span.line, d.span.column) == (8, line.index(f"= {column}") + 3)
+    # a text column of the same data is fine
+    body = 'prompt ask = "Q: {{ q }}"\ntrain t { student = student  data = chat  prompt = ask  target = a\n  loss sft weight 1 }\n'
+    assert structured(project, body) == []
+
+
+def test_a_list_or_map_column_is_no_teacher_logits_target(project: Path):
+    body = (
+        'prompt ask = "Q: {{ q }}"\n'
+        "stage soft = teacher_logits(chat) { teacher = teacher  prompt = ask  target = turns }\n"
+    )
+    d = only(structured(project, body), "KD0211")
+    line = body.splitlines()[1]
+    assert (d.span.line, d.span.column) == (8, line.index("turns") + 1)
+
+
+def test_a_prompt_printing_a_list_or_map_column_as_it_is(project: Path):
+    body = (
+        'prompt ask = "Q: {{ q }} {{ turns }} {{ meta }}"\n'
+        "stage answers = label(chat) { teacher = teacher  prompt = ask }\n"
+    )
+    found_here = structured(project, body)
+    line = body.splitlines()[0]
+    assert [(d.code, d.span.line, d.span.column) for d in found_here] == [
+        ("KD0211", 7, line.index("turns") + 1),
+        ("KD0211", 7, line.index("meta") + 1),
+    ]
+    assert found_here[0].message == "prompt `ask` prints `turns`, which holds a list, not text"
+    assert found_here[1].message == "prompt `ask` prints `meta`, which holds a map, not text"
+
+
+def test_a_prompt_may_render_the_items_fields_or_json_of_a_structured_column(project: Path):
+    body = (
+        'prompt ask = """{% for t in turns %}{{ t.role }}: {{ t.content }}{% endfor %}'
+        '{{ meta.src }} {{ meta | tojson }} {{ turns | length }}"""\n'
+        "stage answers = label(chat) { teacher = teacher  prompt = ask }\n"
+    )
+    assert structured(project, body) == []
