@@ -179,6 +179,10 @@ class StageContext:
             "timeout": model.timeout,
             "max_retries": model.max_retries,
             "chat": model.chat,
+            "logprobs_top_k": model.logprobs_top_k,
+            "max_tokens_param": model.max_tokens_param,
+            "backoff_base": model.backoff_base,
+            "backoff_max": model.backoff_max,
         }
 
     def model_path(self, model: HFModel) -> str:

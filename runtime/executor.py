@@ -27,7 +27,7 @@ from typing import Any
 from kdlang.runtime.cache import ArtifactCache
 from kdlang.runtime.context import Resources, RunError, StageContext
 
-from kdlang.plan import Plan, PlanNode
+from kdlang.plan import Plan, PlanNode, needed
 
 
 @dataclass
@@ -52,20 +52,6 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return all(r.status != "failed" for r in self.results)
-
-
-def needed(plan: Plan, only: list[str]) -> set[str]:
-    """The named nodes and every node they depend on."""
-    wanted: set[str] = set()
-    by_name = {n.name: n for n in plan.nodes}
-    stack = list(only)
-    while stack:
-        name = stack.pop()
-        if name in wanted or name not in by_name:
-            continue
-        wanted.add(name)
-        stack.extend(by_name[name].inputs)
-    return wanted
 
 
 def run_plan(

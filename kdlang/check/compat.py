@@ -58,6 +58,9 @@ def check_compat(program: Program, errors: Collector) -> None:
                 )
     for train in recipe.trains.values():
         _check_ranges(train, errors)
+        refs = (train.student, train.teacher, train.data)
+        if any(ref is not None and ref.name in recipe.broken for ref in refs):
+            continue  # what it names has errors of its own: checked once they are fixed
         student = recipe.models.get(train.student.name)
         if student is not None and not isinstance(student, HFModel):
             errors.error(

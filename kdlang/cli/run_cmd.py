@@ -79,8 +79,9 @@ def run(
         if main:
             print_diagnostics(diagnostics, sources, "text")
         raise typer.Exit(EXIT_ERRORS) from None
-    if main:
-        print_diagnostics(warnings, program.sources, "text")
+    if main:  # an unset secret is an error below if a stage that will run needs it
+        shown = [w for w in warnings if w.code != "KD0406"]
+        print_diagnostics(shown, program.sources, "text")
     root = Path(workdir)
     plan = build_plan(program, cache or str(root / ".kdcache"))
     unknown = [name for name in [*only, *force] if name not in {n.name for n in plan.nodes}]
@@ -88,6 +89,7 @@ def run(
         _usage(
             f"no node named {', '.join(unknown)}; nodes: {', '.join(n.name for n in plan.nodes)}"
         )
+    _require_secrets(plan, only, force, main)
     if main:
         from kdlang.cli.run_view import run_with_progress
 
@@ -103,6 +105,32 @@ def run(
         shutdown()  # every rank leaves the group together, before the interpreter tears down
     if not result.ok:
         raise typer.Exit(EXIT_ERRORS)
+
+
+def _require_secrets(plan, only: list[str], force: list[str], main: bool) -> None:
+    """Stop before the first stage when a node that will run reads an unset ``env(...)``."""
+    from kdlang.check.environment import env_refs, unset
+    from kdlang.plan import needed
+    from kdlang.syntax.diagnostics import Collector
+
+    selected = needed(plan, only) if only else {n.name for n in plan.nodes}
+    running = [
+        n for n in plan.nodes if n.name in selected and (n.status != "cached" or n.name in force)
+    ]
+    missing = unset(ref for n in running for ref in env_refs(n.node, plan.recipe))
+    if not missing:
+        return
+    errors = Collector()
+    for ref in missing:
+        errors.error(
+            "KD0406",
+            f"environment variable {ref.env} is not set, and a stage that will run reads it",
+            ref.span,
+            help=f"set it before running: export {ref.env}=...",
+        )
+    if main:
+        print_diagnostics(errors.diagnostics, plan.program.sources, "text")
+    raise typer.Exit(EXIT_ERRORS)
 
 
 def launch_command(

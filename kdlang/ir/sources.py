@@ -90,6 +90,19 @@ class OpenAIModel(Node):
         description="Retries of a failed request (429 honours Retry-After; 5xx, timeouts, malformed bodies back off).",
     )
     chat: bool = Field(True, description="Use the chat-completions endpoint (else completions).")
+    logprobs_top_k: int = Field(
+        20,
+        ge=0,
+        description="Largest top-k log-probs the server returns (OpenAI and vLLM: 20); 0 = none.",
+    )
+    max_tokens_param: Annotated[Literal["max_tokens", "max_completion_tokens"], Symbol] = Field(
+        "max_tokens",
+        description="Request field of the token limit: max_completion_tokens for servers that reject max_tokens.",
+    )
+    backoff_base: float = Field(
+        0.5, gt=0, description="Seconds of the first retry's backoff (doubled per attempt)."
+    )
+    backoff_max: float = Field(30.0, gt=0, description="Longest backoff before a retry, seconds.")
 
 
 MODEL_KINDS: dict[str, type[Node]] = {"hf": HFModel, "openai": OpenAIModel}

@@ -51,6 +51,20 @@ class Plan:
         return self.program.recipe
 
 
+def needed(plan: Plan, only: list[str]) -> set[str]:
+    """The named nodes and every node they depend on."""
+    wanted: set[str] = set()
+    by_name = {n.name: n for n in plan.nodes}
+    stack = list(only)
+    while stack:
+        name = stack.pop()
+        if name in wanted or name not in by_name:
+            continue
+        wanted.add(name)
+        stack.extend(by_name[name].inputs)
+    return wanted
+
+
 def build_plan(program: Program, cache: str | None = None) -> Plan:
     """The plan of a program that passed :func:`kdlang.check.check_program`."""
     store = Store(cache or ".kdcache")

@@ -285,8 +285,10 @@ _TABLE = [
     (
         "KD0402",
         "file not found",
-        "An imported `.kd` file or a local data file does not exist (paths are relative to the "
-        "recipe file).",
+        "An imported `.kd` file, a local data file or a local model folder does not exist (paths "
+        "are relative to the recipe file). A model path is local when it cannot be a hub id: "
+        "absolute, starting with `./`, `../` or `~`, or of three or more segments; `name` and "
+        "`org/name` are hub ids unless such a folder exists beside the recipe.",
     ),
     (
         "KD0403",
@@ -298,6 +300,14 @@ _TABLE = [
         "KD0404",
         "invalid override value",
         "The value of a `--set path=value` is not a valid expression of the language.",
+    ),
+    (
+        "KD0406",
+        "environment variable not set",
+        "A warning: the recipe reads a secret with `env(\"NAME\")` and the variable is not set "
+        "where `check` or `plan` ran (secrets are often set only where recipes run). `kdlang run` "
+        "refuses to start, before its first stage, when a stage that will run needs it; stages "
+        "already cached need no secret. Set it (`export NAME=...`) before running.",
     ),
 ]
 

@@ -24,6 +24,14 @@ def check(project: Path, *extra: str, overrides=()) -> list:
 TRAIN_DATA = "student = student  data = problems  prompt = solve  target = answer"
 
 
+@pytest.fixture(autouse=True)
+def _server_url(monkeypatch):
+    """The API models of these recipes read env("OPENAI_BASE_URL") or env("URL"): set, so that the only
+    findings are the compatibility ones (an unset variable is a warning, KD0406)."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("URL", "http://127.0.0.1:9/v1")
+
+
 def test_a_white_box_teacher_with_the_same_vocabulary_is_fine(project: Path):
     assert (
         check(project, train(TRAIN_DATA, "teacher = teacher", "loss forward_kl weight 1.0")) == []
@@ -281,3 +289,19 @@ def test_vocabularies_compared_from_vocab_json(project: Path):
         "loss forward_kl weight 1.0",
     )
     assert found(check(project, extra, block)) == [("KD0302", 9, 13)]
+
+
+@pytest.mark.parametrize(
+    "declaration",
+    [
+        'model tutor = hf("models/teacher", dtype = "bf16")',  # a string where a name goes
+        'model tutor = hf("models/teacher", dtype = bf16)',  # no such dtype
+        'model tutor = hf("models/teacher", colour = 1)',  # no such setting
+    ],
+)
+def test_an_error_in_a_named_teacher_causes_no_second_error(project: Path, declaration: str):
+    """The teacher's own error is reported; the train naming it is not told it has none."""
+    text = train(TRAIN_DATA, "teacher = tutor", "on_policy = 0.5", "loss forward_kl weight 1.0")
+    diagnostics = check(project, declaration + "\n", text)
+    assert len(diagnostics) == 1, [(d.code, d.message) for d in diagnostics]
+    assert diagnostics[0].code in ("KD0102", "KD0103") and diagnostics[0].span.line == 6

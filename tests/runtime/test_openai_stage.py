@@ -102,3 +102,27 @@ def test_a_request_that_keeps_failing_fails_the_stage_and_the_rerun_loses_nothin
     assert done >= 8  # rows finished before the failure were kept...
     assert again == len(WORDS) - done  # ...and not asked for again
     assert node(resumed, "answers")["teacher"]["requests"] == again
+
+
+def test_the_recipe_sets_the_token_limit_field_and_the_backoff(tmp_path, monkeypatch):
+    """``max_tokens_param``, ``backoff_base`` and ``backoff_max`` of the recipe reach the
+    requests: the limit goes in the field the server wants, and a retry waits what they say."""
+    recipe = write_recipe(
+        tmp_path,
+        'dataset qs = inline([{question: "alpha"}])\n'
+        + api_model(
+            "api", max_tokens_param="max_completion_tokens", backoff_base=0.3, backoff_max=0.3
+        )
+        + '\nprompt ask = "Tell me about {{ question }}."\n'
+        + "stage answers = label(qs) { teacher = api  prompt = ask  max_tokens = 16 }\n",
+    )
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        server.fail("about alpha", Fault.server_error(500))
+        document = run_recipe(recipe)
+        bodies = list(server.bodies)
+    assert len(bodies) == 2  # the failure and its retry
+    for body in bodies:
+        assert body["max_completion_tokens"] == 16 and "max_tokens" not in body
+    # jittered backoff waits a time in [d/2, d] with d = min(backoff_max, base * 2^attempt)
+    assert node(document, "answers")["seconds"] >= 0.15
