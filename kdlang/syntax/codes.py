@@ -304,7 +304,7 @@ _TABLE = [
     (
         "KD0406",
         "environment variable not set",
-        "A warning: the recipe reads a secret with `env(\"NAME\")` and the variable is not set "
+        'A warning: the recipe reads a secret with `env("NAME")` and the variable is not set '
         "where `check` or `plan` ran (secrets are often set only where recipes run). `kdlang run` "
         "refuses to start, before its first stage, when a stage that will run needs it; stages "
         "already cached need no secret. Set it (`export NAME=...`) before running.",
