@@ -197,10 +197,26 @@ def tree_hash(folder: Path) -> str:
     sha = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
         sha.update(path.relative_to(folder).as_posix().encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda h=handle: h.read(1 << 20), b""):
-                sha.update(block)
+        for block in _blocks(path):
+            sha.update(block)
     return sha.hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    """The SHA-256 of every file under ``folder`` (hidden ones and manifests included), by its
+    ``/``-separated path relative to ``folder``: what an export compares its destination with."""
+    hashes = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        sha = hashlib.sha256()
+        for block in _blocks(path):
+            sha.update(block)
+        hashes[path.relative_to(folder).as_posix()] = sha.hexdigest()
+    return hashes
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
 
 
 def _fsync_tree(folder: Path) -> None:

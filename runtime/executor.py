@@ -2,7 +2,8 @@
 
 ``run_plan`` walks the plan in order. A node whose fingerprint is in the cache is reused (unless
 ``force``d); otherwise its operator (``runtime/stages/<op>.py``) writes into a temporary folder
-that is committed atomically. ``only`` runs a node and whatever it needs. The run report
+that is committed atomically. A reused export, whose output also lives outside the cache, is
+put back from the cache when its folder is missing or differs (status ``restored``). ``only`` runs a node and whatever it needs. The run report
 (``runs/<recipe>/report.md`` and ``report.json``) lists every node's status, rows, time,
 teacher usage and where its output is.
 
@@ -34,13 +35,14 @@ from kdlang.plan import Plan, PlanNode, needed
 class NodeResult:
     name: str
     op: str
-    status: str  # cached | ran | skipped | failed
+    status: str  # cached | restored | ran | skipped | failed
     fingerprint: str
     seconds: float = 0.0
     manifest: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     output: str = ""
     error: str | None = None
+    note: str | None = None  # restored: where and why
 
 
 @dataclass
@@ -65,7 +67,7 @@ def run_plan(
     on_node=None,
 ) -> RunResult:
     from kdlang.runtime.report import write_report
-    from kdlang.runtime.stages import STAGES
+    from kdlang.runtime.stages import STAGES, restorer
 
     cache = ArtifactCache(plan.cache)
     selected = needed(plan, only) if only else {n.name for n in plan.nodes}
@@ -85,7 +87,7 @@ def run_plan(
                 result = NodeResult(
                     node.name, node.op, "skipped", node.fingerprint, error="an input failed"
                 )
-            elif status == "cached":
+            elif status == "cached" and restorer(node.op) is None:
                 result = NodeResult(
                     node.name,
                     node.op,
@@ -100,9 +102,12 @@ def run_plan(
                         shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
                     dist.wait()
                 try:
-                    result = _run_node(
-                        plan, node, cache, resources, progress, STAGES, replace=node.name in forced
-                    )
+                    if status == "cached":  # its output also lives outside the cache
+                        result = _restore(plan, node, cache, resources, restorer(node.op))
+                    else:
+                        result = _run_node(
+                            plan, node, cache, resources, progress, STAGES, node.name in forced
+                        )
                 except Exception as error:  # a bug: still report what ran, then let it surface
                     results.append(
                         NodeResult(
@@ -154,6 +159,43 @@ def _status(cache: ArtifactCache, node: PlanNode, failed: set[str], forced: set[
     if cache.is_cached(node.fingerprint) and node.name not in forced:
         return "cached"
     return "run"
+
+
+def _restore(plan, node: PlanNode, cache: ArtifactCache, resources, restore) -> NodeResult:
+    """A cached node whose output also lives outside the cache (an export): ``restore`` puts it
+    back where it is not as the artifact records it. The node is ``cached`` when it was in
+    place, ``restored`` (the note says where and why) when it was written again from the cache,
+    ``failed`` when what is there may not be replaced. Rank 0 does the work; every rank returns
+    its result."""
+    dist = resources.dist
+    result = None
+    if dist.is_main:
+        context = StageContext(plan, node, cache, resources, None)
+        started = time.perf_counter()
+        artifact = cache.artifact(node.fingerprint)
+        try:
+            note = restore(node, context, artifact)
+        except RunError as failure:
+            result = NodeResult(
+                node.name,
+                node.op,
+                "failed",
+                node.fingerprint,
+                time.perf_counter() - started,
+                error=str(failure),
+            )
+        else:
+            result = NodeResult(
+                node.name,
+                node.op,
+                "restored" if note else "cached",
+                node.fingerprint,
+                time.perf_counter() - started,
+                manifest=cache.manifest(node.fingerprint) or {},
+                output=str(artifact),
+                note=note,
+            )
+    return dist.broadcast(result)
 
 
 def _run_node(

@@ -64,6 +64,7 @@ def _node_entry(result) -> dict[str, Any]:
         "fingerprint": result.fingerprint,
         "output": result.output,
         "error": result.error,
+        "note": result.note,
     }
 
 
@@ -100,7 +101,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         teacher = node["teacher"] or {}
         teacher_text = ", ".join(f"{k} {v}" for k, v in teacher.items() if v) if teacher else ""
         dropped = ", ".join(f"{k}: {v}" for k, v in (node["dropped"] or {}).items())
-        status = node["status"] + (f" ({node['error']})" if node["error"] else "")
+        why = node["error"] or node.get("note")
+        status = node["status"] + (f" ({why})" if why else "")
         lines.append(
             f"| {node['name']} | {node['op']} | {status} | {_fmt(node['rows_in'])} | {_fmt(node['rows_out'])} "
             f"| {node['seconds']} | {teacher_text} | {dropped} |"

@@ -3,8 +3,8 @@
 Pipeline: parse and lower the file and its imports (:mod:`~kdlang.check.program`), apply
 ``--set`` overrides (:mod:`~kdlang.check.overrides`), resolve names (:mod:`~kdlang.check.names`),
 derive column schemas and check prompts, expressions and column settings
-(:mod:`~kdlang.check.schemas`), local model paths (:mod:`~kdlang.check.models`), then
-compatibility (:mod:`~kdlang.check.compat`). Every
+(:mod:`~kdlang.check.schemas`), local model paths (:mod:`~kdlang.check.models`), export
+paths (:mod:`~kdlang.check.exports`), then compatibility (:mod:`~kdlang.check.compat`). Every
 diagnostic of every step is collected; nothing stops at the first error.
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kdlang.check.compat import check_compat
 from kdlang.check.environment import check_environment
+from kdlang.check.exports import check_exports
 from kdlang.check.models import check_models
 from kdlang.check.names import check_names
 from kdlang.check.program import Program, load_program
@@ -43,6 +44,7 @@ def check_program(
     # compatibility needs every model and dataset in place.
     program.schemas = compute_schemas(program, errors)
     check_models(program, errors)
+    check_exports(program, errors)
     check_environment(program.recipe, errors)
     if names_resolved:
         check_compat(program, errors)

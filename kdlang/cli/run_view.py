@@ -49,8 +49,10 @@ def run_with_progress(plan, root, only, force, device):
         if result.status == "failed":
             console.print(f"[red]failed[/] {result.name} ({result.op}): {result.error}")
         else:
+            note = f": {result.note}" if result.note else ""
             console.print(
-                f"[green]{result.status:>6}[/] {result.name} ({result.op}{extra}, {result.seconds:.1f}s)"
+                f"[green]{result.status:>6}[/] {result.name} ({result.op}{extra}, "
+                f"{result.seconds:.1f}s){note}"
             )
 
     with progress:

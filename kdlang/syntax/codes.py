@@ -302,6 +302,18 @@ _TABLE = [
         "The value of a `--set path=value` is not a valid expression of the language.",
     ),
     (
+        "KD0405",
+        "unsafe export path",
+        "An `export` puts the student's folder in place of its destination, so the destination "
+        "must be a folder of its own. Refused: an empty path or `.` (the working directory), the "
+        "working directory under any other spelling (`a/..`, its absolute path), the cache "
+        "folder (`.kdcache`) or a folder inside it, and any folder above the working directory "
+        "or the cache (`..`, `/`). Export paths are relative to the working directory "
+        "(`--workdir`, by default the current one); `check` judges them against the current "
+        "directory and `run` again against the folders it uses. Write "
+        '`export NAME to "exports/NAME"`.',
+    ),
+    (
         "KD0406",
         "environment variable not set",
         'A warning: the recipe reads a secret with `env("NAME")` and the variable is not set '

@@ -1,5 +1,6 @@
 """Stage operators, one module each, named as the DSL word: ``STAGES[op](node, ctx, out)``
-writes the node's output into ``out`` and returns its manifest fields."""
+writes the node's output into ``out`` and returns its manifest fields; ``restorer(op)`` puts a
+cached output back where it also lives outside the cache (an export)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ class _Registry(dict):
 
 
 STAGES = _Registry()
+
+RESTORES = frozenset({"export"})
+"""Operators whose output also lives outside the cache; their module's
+``restore(node, ctx, artifact)`` puts it back when a cached node's copy is missing or changed."""
+
+
+def restorer(op: str):
+    """The ``restore`` of an operator of :data:`RESTORES`; None for every other operator (and
+    nothing imported for them)."""
+    if op not in RESTORES:
+        return None
+    return import_module(f"kdlang.runtime.stages.{_MODULES[op]}").restore
