@@ -13,8 +13,9 @@ How a gallery recipe runs here:
 - **Primed models.** Random tiny models write gibberish, and the filters of five recipes check
   what the text says (an answer after ``####``, a least number of words). Those recipes get a
   *primed* copy of the pair: fine-tuned for a few seconds to answer every prompt they render on
-  their first rows with :data:`PRIMED_ANSWER`, a worked answer to the first math question. Rows
-  of that question then pass the answer checks, the others are dropped, and the filter's report
+  their first rows with :data:`PRIMED_ANSWER`, a worked answer to the first math question, so
+  decisively that sampling reproduces it on any machine (see :func:`primed_margin`). Rows of
+  that question then pass the answer checks, the others are dropped, and the filter's report
   says so.
 - **API models** are served by the local OpenAI-compatible test server: a scripted judge
   answering ``Score: N`` for ``ultrafeedback_dpo.kd``, the tiny teacher itself (its generations
@@ -156,10 +157,44 @@ def primed_conversations(*, math_only: bool) -> list[tuple[str, str | None]]:
     return pairs
 
 
+# How decisive a primed model is: at every position of PRIMED_ANSWER, the target token's logit
+# beats every other token's by at least PRIMED_MARGIN. Why this reproduces the answer whatever
+# the machine, the temperature T <= 1 (the gallery samples at 0.7 to 1.0) or top_p:
+#
+# - Sampling draws u = k * 2^-24 (torch.rand, float32), so u <= 1 - 2^-24, and takes the top
+#   token unless u * cdf[-1] >= cdf[0], i.e. unless the mass of all other tokens reaches
+#   2^-24 = 5.96e-8 of the total. top_p < 1 only removes tokens from that mass.
+# - With a margin m, each of the V - 1 other tokens weighs at most exp(-m / T) <= exp(-m) next
+#   to the top token (T <= 1), so their mass is below (V - 1) * exp(-m). A margin of
+#   ln(V - 1) + 24 ln 2 (22.4 for the 320-token vocabulary) makes it 2^-24; one logit more
+#   makes it 2^-24 / e = 2.2e-8, below half an ulp of 1.0: the float32 softmax sum rounds to
+#   exactly 1, the top token's probability is exactly 1.0 and cdf[0] = 1 > u * cdf[-1].
+# - That one logit of slack is 1000 times what floating-point rounding moves a logit on any
+#   x86 CPU (another kernel, ISA or reduction order, left padding in a batch: below 1e-3, see
+#   tests/runtime/teachers/test_hf_batch_decode.py), so no machine's rounding can undo it.
+#
+# By induction every generated token is the target's, so every step's context is the one
+# measured here, EOS included. A mean loss below a threshold is not enough: with a mean of 0.003
+# one position still gave " 3" (ending the text in "## 34") 15% after the first "##" of "####".
+def primed_margin(vocab: int) -> float:
+    return math.log(vocab - 1) + 24 * math.log(2) + 1.0
+
+
+def target_margins(logits, labels):
+    """The target token's logit minus the best other logit, at every labelled position."""
+    shifted, targets = logits[:, :-1], labels[:, 1:]
+    labelled = targets != -100
+    rows, targets = shifted[labelled], targets[labelled]
+    own = rows.gather(-1, targets[:, None]).squeeze(-1)
+    others = rows.scatter(-1, targets[:, None], float("-inf")).amax(dim=-1)
+    return own - others
+
+
 def prime(source: Path, out: Path, conversations: list[tuple[str, str | None]]) -> Path:
     """Fine-tune the model in ``source`` until it answers every conversation with PRIMED_ANSWER
-    (per-token loss below 0.003, so even sampling at temperature 1 reproduces it) and save it to
-    ``out``. Prompts are encoded exactly as the ``hf`` teacher encodes them."""
+    by a margin of :func:`primed_margin` logits at every token (so sampling at any temperature
+    up to 1 reproduces it) and save it to ``out``. Prompts are encoded exactly as the ``hf``
+    teacher encodes them."""
     import torch
     from kdlang.runtime.teachers.prompts import encode_pair
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -180,17 +215,26 @@ def prime(source: Path, out: Path, conversations: list[tuple[str, str | None]]) 
         ids[row, :end] = torch.tensor(prompt_ids + target_ids)
         labels[row, len(prompt_ids) : end] = torch.tensor(target_ids)
         mask[row, :end] = 1
+    needed = primed_margin(model.get_output_embeddings().out_features)
     torch.manual_seed(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     model.train()
-    for _ in range(200):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for _ in range(400):
+        step = model(input_ids=ids, attention_mask=mask, labels=labels)
+        margins = target_margins(step.logits, labels)
+        if margins.min().item() >= needed:
+            break
+        # Cross-entropy gets the answer right; its gradient fades as the margins grow, so a
+        # hinge on every position below the margin (aiming one logit past it) finishes the job.
+        loss = step.loss + torch.relu(needed + 1.0 - margins).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if loss.item() < 0.003:
-            break
-    assert loss.item() < 0.003, f"priming {source} did not converge: loss {loss.item():.4f}"
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    worst = target_margins(logits, labels).min().item()
+    assert worst >= needed, f"priming {source} did not converge: margin {worst:.2f} < {needed:.2f}"
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
