@@ -47,7 +47,13 @@ def body(pair, tied) -> str:
         f'{{q: "What is {i} plus {i + 3}?", a: "{2 * i + 3}, because {i} + {i + 3} = {2 * i + 3}"}}'
         for i in range(5)
     )
-    common = "max_steps = 6  batch = 4  grad_accum = 2  lr = 3e-3  checkpoint_every = 3"
+    # lr sets how far the two runs can drift apart: AdamW normalises each gradient, so where a
+    # gradient is at the level of fp32 rounding (the two process counts sum it in another
+    # order) the step is still up to ~lr (bias-corrected |m/sqrt(v)| <= 1.01 over 6 steps), in
+    # a direction the rounding picks. That drift, and the logit difference it causes, is
+    # proportional to lr x steps: at lr = 3e-3 one x86 CPU measured 1.07e-4 x max|logits| for
+    # `plain` against the bound 1e-4 below; at 1e-3 it is a third of that.
+    common = "max_steps = 6  batch = 4  grad_accum = 2  lr = 1e-3  checkpoint_every = 3"
     return f"""
 model teacher = hf("{pair.teacher}")
 model student = hf("{pair.student}")
