@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,10 @@ def test_the_gallery_is_every_recipe_of_the_docs():
 
 
 @pytest.mark.parametrize("recipe", GALLERY)
-def test_recipe_checks_without_any_diagnostic(recipe):
+def test_recipe_checks_without_any_diagnostic(recipe, monkeypatch):
+    # the secrets a recipe reads are set where it runs (unset, each would be a KD0406 warning)
+    for name in re.findall(r'env\("([A-Z_]+)"\)', (RECIPES / recipe).read_text()):
+        monkeypatch.setenv(name, "http://127.0.0.1:9/v1")
     diagnostics, _ = check_files([str(RECIPES / recipe)])
     assert [f"{d.code} {d.message} ({d.span.file}:{d.span.line})" for d in diagnostics] == []
 

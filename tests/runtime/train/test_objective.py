@@ -156,11 +156,8 @@ def topk_examples(setup, k, dtype=torch.float32):
 @pytest.mark.parametrize("name", ["forward_kl", "jsd", "tvd", "skew_kl", "skew_rkl"])
 def test_cached_topk_with_k_equal_to_v_matches_the_online_teacher(setup, name):
     tokenizer, student, teacher, examples = setup
-    losses = [
-        loss(name, 1.0, temperature=2.0, beta=0.3, alpha=0.2)
-        if name != "tvd"
-        else loss(name, 1.0, temperature=2.0)
-    ]
+    options = {"jsd": {"beta": 0.3}, "skew_kl": {"alpha": 0.2}, "skew_rkl": {"alpha": 0.2}}
+    losses = [loss(name, 1.0, temperature=2.0, **options.get(name, {}))]
     online = Objective(losses, total_steps=4, teacher="online", backend="torch")
     cached = Objective(losses, total_steps=4, teacher="cached", backend="torch")
     vocab = head(teacher).out_features

@@ -72,17 +72,17 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, gpt2_pair, monkey
     text = recipe_text(*gpt2_pair, steps=12, every=4)
     whole = run_recipe(write_recipe(tmp_path / "whole", text))
     recipe = write_recipe(tmp_path / "cut", text)
-    append = MetricsLog.append
+    extend = MetricsLog.extend
 
-    def crash_after_step_9(self, record):
-        append(self, record)
-        if record["step"] == 9:
+    def crash_once_step_9_is_written(self, records):
+        extend(self, records)
+        if any(r["step"] == 9 for r in records):
             raise Crash
 
-    monkeypatch.setattr(MetricsLog, "append", crash_after_step_9)
+    monkeypatch.setattr(MetricsLog, "extend", crash_once_step_9_is_written)
     with pytest.raises(Crash):
         run_recipe(recipe)
-    monkeypatch.setattr(MetricsLog, "append", append)
+    monkeypatch.setattr(MetricsLog, "extend", extend)
     resumed = run_recipe(recipe)
     assert node(resumed, "distill")["stats"]["resumed_from_step"] == 8
     records = metrics(resumed, "distill")
