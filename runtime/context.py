@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlang.runtime.cache import ArtifactCache, ProgressLog
-from kdlang.runtime.data import read_dataset, read_rows
-
 from kdlang.check.program import Program
 from kdlang.check.templates import environment
 from kdlang.ir.sources import HFModel, OpenAIModel
 from kdlang.ir.values import EnvRef, Ref
 from kdlang.plan import Plan, PlanNode
+
+from .cache import ArtifactCache, ProgressLog
+from .data import read_dataset, read_rows
 
 
 class RunError(Exception):
@@ -94,7 +94,7 @@ class StageContext:
         ``rank``, ``world``, ``is_main`` and the executor's collectives (see
         :mod:`kdlang.runtime.train.distributed`)."""
         if self.resources.dist is None:
-            from kdlang.runtime.train.distributed import Dist
+            from .train.distributed import Dist
 
             self.resources.dist = Dist()
         return self.resources.dist
@@ -140,7 +140,7 @@ class StageContext:
     def teacher(self, ref: Ref):
         """The teacher backend of a ``model`` declaration (loaded once per run)."""
         if ref.name not in self.resources.teachers:
-            from kdlang.runtime.teachers import load_teacher
+            from .teachers import load_teacher
 
             model = self.program.recipe.models[ref.name]
             try:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from kdlang.runtime.cache import DATA_FILE
+
+from .cache import DATA_FILE
 
 __all__ = ["DATA_FILE", "load_source", "read_rows", "write_rows"]
 

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlang.runtime.cache import ArtifactCache
-from kdlang.runtime.context import Resources, RunError, StageContext
-
 from kdlang.plan import Plan, PlanNode, needed
+
+from .cache import ArtifactCache
+from .context import Resources, RunError, StageContext
 
 
 @dataclass
@@ -66,8 +66,8 @@ def run_plan(
     progress=None,
     on_node=None,
 ) -> RunResult:
-    from kdlang.runtime.report import write_report
-    from kdlang.runtime.stages import STAGES, restorer
+    from .report import write_report
+    from .stages import STAGES, restorer
 
     cache = ArtifactCache(plan.cache)
     selected = needed(plan, only) if only else {n.name for n in plan.nodes}
@@ -145,10 +145,10 @@ calls (or its training) are shared out, and rank 0 commits the result."""
 def _processes(device: str):
     """The run's processes: one, or the group a launcher started (``WORLD_SIZE > 1``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from kdlang.runtime.train.distributed import Dist
+        from .train.distributed import Dist
 
         return Dist()
-    from kdlang.runtime.train.distributed import from_env
+    from .train.distributed import from_env
 
     return from_env(device)
 

@@ -27,7 +27,7 @@ class _Registry(dict):
     def __missing__(self, op: str):
         if op not in _MODULES:
             raise KeyError(f"no runtime for operator {op!r}")
-        runner = import_module(f"kdlang.runtime.stages.{_MODULES[op]}").run
+        runner = import_module(f".{_MODULES[op]}", __package__).run
         self[op] = runner
         return runner
 
@@ -44,4 +44,4 @@ def restorer(op: str):
     nothing imported for them)."""
     if op not in RESTORES:
         return None
-    return import_module(f"kdlang.runtime.stages.{_MODULES[op]}").restore
+    return import_module(f".{_MODULES[op]}", __package__).restore

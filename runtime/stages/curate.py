@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlang.runtime.data import write_rows
-from kdlang.runtime.stages.label import generate_rows, row_requests
+from ..data import write_rows
+from .label import generate_rows, row_requests
 
 
 def run(node, ctx, out: Path) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlang.runtime.context import RunError
-from kdlang.runtime.data import load_source, write_rows
+from ..context import RunError
+from ..data import load_source, write_rows
 
 
 def run(node, ctx, out: Path) -> dict:

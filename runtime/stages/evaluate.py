@@ -17,12 +17,12 @@ import json
 import math
 from pathlib import Path
 
-from kdlang.runtime.context import RunError
-from kdlang.runtime.stages.label import generate_rows
-from kdlang.runtime.teachers import GenerationRequest, TeacherError
-
 from kdlang.expr import evaluate
 from kdlang.expr.functions import SCORED_METRICS
+
+from ..context import RunError
+from ..teachers import GenerationRequest, TeacherError
+from .label import generate_rows
 
 LARGE_COLUMNS = ("topk_ids", "topk_logprobs", "topk_target_ids")
 
@@ -90,7 +90,7 @@ def _model(ev, ctx):
     recipe = ctx.program.recipe
     if ev.model.name not in recipe.trains:
         return ctx.teacher(ev.model), False
-    from kdlang.runtime.teachers import load_teacher
+    from ..teachers import load_teacher
 
     spec = recipe.models[recipe.trains[ev.model.name].student.name]
     settings = ctx.model_settings(spec)

@@ -35,10 +35,10 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from kdlang.runtime.context import RunError
-from kdlang.runtime.data import write_rows
-from kdlang.runtime.stages.label import generate_rows
-from kdlang.runtime.teachers import GenerationRequest
+from ..context import RunError
+from ..data import write_rows
+from ..teachers import GenerationRequest
+from .label import generate_rows
 
 SELF_INSTRUCT_PROMPT = """\
 Here are {{ demos | length }} items from a dataset:

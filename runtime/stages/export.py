@@ -38,12 +38,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kdlang.runtime.cache import file_hashes
-from kdlang.runtime.context import RunError
-from kdlang.runtime.train.card import model_card
-
 from kdlang import __version__
 from kdlang.check.exports import unsafe_destination
+
+from ..cache import file_hashes
+from ..context import RunError
+from ..train.card import model_card
 
 MARKER = ".kdlang-export.json"
 """In every export: ``{"kdlang_export": 1, "kdlang", "recipe", "train", "export", "fingerprint",

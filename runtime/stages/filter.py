@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdlang.runtime.data import write_rows
-
 from kdlang.expr import evaluate
 from kdlang.ir import stages as st
+
+from ..data import write_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 

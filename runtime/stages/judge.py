@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdlang.runtime.data import write_rows
-from kdlang.runtime.stages.label import generate_rows, row_requests
+from ..data import write_rows
+from .label import generate_rows, row_requests
 
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _SCORE = re.compile(rf"\bscore[\s*_:=#]{{0,8}}({_NUMBER})", re.IGNORECASE)

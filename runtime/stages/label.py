@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdlang.runtime.context import RunError
-from kdlang.runtime.data import write_rows
-from kdlang.runtime.teachers import GenerationRequest, TeacherError
+from ..context import RunError
+from ..data import write_rows
+from ..teachers import GenerationRequest, TeacherError
 
 
 def chunk_size(teacher, samples: int) -> int:

@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-from kdlang.runtime.data import write_rows
+from ..data import write_rows
 
 
 def _score(value) -> float | None:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from kdlang.runtime.cache import DATA_FILE
-from kdlang.runtime.context import RunError
-from kdlang.runtime.teachers import TeacherError
-from kdlang.runtime.train.models import vocab_digest
+
+from ..cache import DATA_FILE
+from ..context import RunError
+from ..teachers import TeacherError
+from ..train.models import vocab_digest
 
 
 def run(node, ctx, out: Path) -> dict:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kdlang.runtime.train.fsdp import full_state
-from kdlang.runtime.train.job import build_job
-from kdlang.runtime.train.loop import fit
-from kdlang.runtime.train.metrics import METRICS, PICTURE, plot_curves
-from kdlang.runtime.train.models import load_trainable, save_student
 from torch import nn
+
+from ..train.fsdp import full_state
+from ..train.job import build_job
+from ..train.loop import fit
+from ..train.metrics import METRICS, PICTURE, plot_curves
+from ..train.models import load_trainable, save_student
 
 
 def run(node, ctx, out: Path) -> dict:

@@ -27,8 +27,8 @@ from .base import (
 )
 
 TEACHERS: dict[str, str] = {
-    "hf": "kdlang.runtime.teachers.hf:HFTeacher",
-    "openai": "kdlang.runtime.teachers.openai:OpenAITeacher",
+    "hf": ".hf:HFTeacher",
+    "openai": ".openai:OpenAITeacher",
 }
 """Registry: backend kind → ``module:class``, resolved lazily by :func:`teacher_class`."""
 
@@ -38,7 +38,7 @@ def teacher_class(kind: str) -> type[Teacher]:
     if kind not in TEACHERS:
         raise KeyError(f"unknown teacher kind {kind!r}; known: {', '.join(sorted(TEACHERS))}")
     module, _, name = TEACHERS[kind].partition(":")
-    return getattr(import_module(module), name)
+    return getattr(import_module(module, __package__), name)
 
 
 def load_teacher(kind: str, **settings: Any) -> Teacher:

@@ -93,7 +93,7 @@ def encode(
     """``(prompt_ids, target_ids)`` as the teachers encode them (same rendering and chat
     template), the target ending with EOS so the student learns to stop; a prompt that encodes
     to nothing is given BOS (or EOS) to condition on."""
-    from kdlang.runtime.teachers.prompts import encode_pair
+    from ..teachers.prompts import encode_pair
 
     prompt_ids, target_ids = encode_pair(tokenizer, prompt, target, system, chat=chat)
     if not prompt_ids:

@@ -34,9 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from kdlang.runtime.context import RunError
-from kdlang.runtime.train.models import base_model
 from torch import nn
+
+from ..context import RunError
+from .models import base_model
 
 HEAD_METHOD = "kdlang_head_terms"
 

@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from kdlang.runtime.cache import DATA_FILE
-from kdlang.runtime.context import RunError
-from kdlang.runtime.train import models as md
-from kdlang.runtime.train.examples import (
+
+from ..cache import DATA_FILE
+from ..context import RunError
+from . import models as md
+from .examples import (
     Example,
     Pair,
     collate_pairs,
@@ -28,9 +29,9 @@ from kdlang.runtime.train.examples import (
     truncate,
     with_eos,
 )
-from kdlang.runtime.train.loop import Job
-from kdlang.runtime.train.objective import DIVERGENCES, HIDDEN, Models, Objective
-from kdlang.runtime.train.terms import sequence_logprobs
+from .loop import Job
+from .objective import DIVERGENCES, HIDDEN, Models, Objective
+from .terms import sequence_logprobs
 
 TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS = "topk_ids", "topk_logprobs", "topk_target_ids"
 
@@ -231,7 +232,7 @@ def _logits_stage(ctx, name: str):
 
 
 def _device(setting: str, dist) -> torch.device:
-    from kdlang.runtime.teachers.hf import resolve_device
+    from ..teachers.hf import resolve_device
 
     device = resolve_device(setting)
     if device.type == "cuda" and dist.active and device.index is None:

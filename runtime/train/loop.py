@@ -26,9 +26,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from kdlang.runtime.train import checkpoint, fsdp
-from kdlang.runtime.train.distributed import Dist
-from kdlang.runtime.train.examples import (
+from torch import nn
+
+from . import checkpoint, fsdp
+from .distributed import Dist
+from .examples import (
     DataOrder,
     Example,
     Pair,
@@ -37,17 +39,16 @@ from kdlang.runtime.train.examples import (
     micro_batches,
     truncate,
 )
-from kdlang.runtime.train.metrics import METRICS, Board, MetricsLog
-from kdlang.runtime.train.models import (
+from .metrics import METRICS, Board, MetricsLog
+from .models import (
     enable_gradient_checkpointing,
     load_trainable,
     optimizer,
     precision,
     trainable_state,
 )
-from kdlang.runtime.train.objective import Models, Objective
-from kdlang.runtime.train.onpolicy import is_on_policy, sample_targets
-from torch import nn
+from .objective import Models, Objective
+from .onpolicy import is_on_policy, sample_targets
 
 
 @dataclass

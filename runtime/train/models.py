@@ -9,8 +9,9 @@ import json
 from typing import Any
 
 import torch
-from kdlang.runtime.context import RunError
 from torch import nn
+
+from ..context import RunError
 
 
 def load_student(settings: dict[str, Any], lora=None, *, device: torch.device, seed: int):
@@ -19,8 +20,9 @@ def load_student(settings: dict[str, Any], lora=None, *, device: torch.device, s
     Weights load in float32 unless the model declares another dtype (``auto`` trains fp32
     master weights; bf16 arithmetic comes from autocast). With ``lora`` the base weights are
     frozen and peft adapters are added (initialised from ``seed``)."""
-    from kdlang.runtime.teachers.hf import DTYPES, _dtype_kw
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..teachers.hf import DTYPES, _dtype_kw
 
     dtype = torch.float32 if settings.get("dtype", "auto") == "auto" else DTYPES[settings["dtype"]]
     common = {

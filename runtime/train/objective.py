@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from kdlang.runtime.train import terms
-from kdlang.runtime.train.examples import IGNORE, Batch
 from torch import nn
+
+from . import terms
+from .examples import IGNORE, Batch
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
 HIDDEN = ("hidden_mse", "hidden_cosine")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import random
 
-from kdlang.runtime.train.examples import Example
-from kdlang.runtime.train.models import base_model
 from torch import nn
+
+from .examples import Example
+from .models import base_model
 
 
 def is_on_policy(seed: int, step: int, ratio: float) -> bool:
@@ -41,8 +42,8 @@ def sample_targets(
     batch_size: int,
 ) -> list[Example]:
     """``examples`` with their targets replaced by the student's samples."""
-    from kdlang.runtime.teachers.hf import _eos_ids
-    from kdlang.runtime.teachers.hf_decode import SequenceSpec, decode_batch
+    from ..teachers.hf import _eos_ids
+    from ..teachers.hf_decode import SequenceSpec, decode_batch
 
     base = base_model(model)
     eos = _eos_ids(base, tokenizer)

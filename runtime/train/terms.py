@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from kdlang.runtime.losses import distill_loss, fused_linear_distill_loss
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from ..losses import distill_loss, fused_linear_distill_loss
 
 IGNORE = -100
 CHUNK_LOGITS_BYTES = 256 * 2**20
