@@ -298,7 +298,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-Scheduled = Annotated[float | Schedule, BeforeValidator(_schedule)]
+ScheduleCall = BeforeValidator(_schedule)
+"""Reads a schedule call (``linear(1 -> 0)``) where a field takes a number or a schedule."""
+
+Scheduled = Annotated[float | Schedule, ScheduleCall]
 """A number, or a schedule of numbers over training."""
 
 
