@@ -8,11 +8,18 @@ put back from the cache when its folder is missing or differs (status ``restored
 teacher usage and where its output is.
 
 Under a launcher (``WORLD_SIZE > 1``) every process walks the plan: rank 0 decides each node's
-status and tells the others; operators without teacher or training work (:data:`MAIN_ONLY`)
+status and tells the others; operators without teacher or training work (``main_only`` in their
+descriptor, :mod:`kdlang.ir.descriptor`)
 run on rank 0 while the others wait; the others run on every rank, sharing out their teacher
 calls (``stages/label.py``: chunk ``b`` goes to rank ``b % world``, each rank logging its part)
 or their training steps, and rank 0 commits the artifact once every rank has finished. Only
 rank 0 writes to the cache's index and the run report.
+
+The runtime's layers, each importing only those before it: :mod:`.errors`, then
+:mod:`.distributed` and :mod:`.cache` (then :mod:`.data`), then :mod:`.context` (the stages'
+only door to the cache), then this module and :mod:`.report`; the operators
+(:mod:`.stages`, which call :mod:`.train`, :mod:`.teachers`, :mod:`.losses`) are imported here
+only when a node runs, so walking a plan of cached nodes imports no torch.
 """
 
 from __future__ import annotations
@@ -21,14 +28,20 @@ import gc
 import os
 import shutil
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kdlang.plan import Plan, PlanNode, needed
 
 from .cache import ArtifactCache
-from .context import Resources, RunError, StageContext
+from .context import Resources, StageContext
+from .distributed import Dist, from_env
+from .errors import RunError
+
+if TYPE_CHECKING:
+    from .stages import Restorer, Runner
 
 
 @dataclass
@@ -83,11 +96,12 @@ def run_plan(
                 continue
             # Rank 0 decides what happens to the node; every rank follows (one cache, one plan).
             status = dist.broadcast(_status(cache, node, failed, forced) if dist.is_main else None)
+            restore = restorer(node.node) if status == "cached" else None
             if status == "skipped":
                 result = NodeResult(
                     node.name, node.op, "skipped", node.fingerprint, error="an input failed"
                 )
-            elif status == "cached" and restorer(node.op) is None:
+            elif status == "cached" and restore is None:
                 result = NodeResult(
                     node.name,
                     node.op,
@@ -102,8 +116,8 @@ def run_plan(
                         shutil.rmtree(cache.progress_dir(node.fingerprint), ignore_errors=True)
                     dist.wait()
                 try:
-                    if status == "cached":  # its output also lives outside the cache
-                        result = _restore(plan, node, cache, resources, restorer(node.op))
+                    if restore is not None:  # cached, and its output also lives outside the cache
+                        result = _restore(plan, node, cache, resources, restore)
                     else:
                         result = _run_node(
                             plan, node, cache, resources, progress, STAGES, node.name in forced
@@ -136,20 +150,10 @@ def run_plan(
     return run
 
 
-MAIN_ONLY = frozenset({"dataset", "filter", "pairs", "export"})
-"""Operators without teacher or training work: under several processes rank 0 runs them and the
-others wait for the committed artifact. Every other operator runs on every rank: its teacher
-calls (or its training) are shared out, and rank 0 commits the result."""
-
-
-def _processes(device: str):
+def _processes(device: str) -> Dist:
     """The run's processes: one, or the group a launcher started (``WORLD_SIZE > 1``)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        from .train.distributed import Dist
-
         return Dist()
-    from .train.distributed import from_env
-
     return from_env(device)
 
 
@@ -161,13 +165,15 @@ def _status(cache: ArtifactCache, node: PlanNode, failed: set[str], forced: set[
     return "run"
 
 
-def _restore(plan, node: PlanNode, cache: ArtifactCache, resources, restore) -> NodeResult:
+def _restore(
+    plan: Plan, node: PlanNode, cache: ArtifactCache, resources: Resources, restore: Restorer
+) -> NodeResult:
     """A cached node whose output also lives outside the cache (an export): ``restore`` puts it
     back where it is not as the artifact records it. The node is ``cached`` when it was in
     place, ``restored`` (the note says where and why) when it was written again from the cache,
     ``failed`` when what is there may not be replaced. Rank 0 does the work; every rank returns
     its result."""
-    dist = resources.dist
+    dist = _dist(resources)
     result = None
     if dist.is_main:
         context = StageContext(plan, node, cache, resources, None)
@@ -199,16 +205,23 @@ def _restore(plan, node: PlanNode, cache: ArtifactCache, resources, restore) -> 
 
 
 def _run_node(
-    plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages, replace=False
+    plan: Plan,
+    node: PlanNode,
+    cache: ArtifactCache,
+    resources: Resources,
+    progress: Any,
+    stages: Mapping[str, Runner],
+    replace: bool = False,
 ) -> NodeResult:
     """Run one node and commit its output. Under several processes every rank calls this: an
-    operator of :data:`MAIN_ONLY` runs on rank 0 alone; any other runs on every rank, rank 0
+    operator whose descriptor says ``main_only`` (no teacher or training work to share) runs on
+    rank 0 alone, the others waiting for the committed artifact; any other runs on every rank, rank 0
     commits once every rank has finished, and a failure on any rank fails the node on all.
     Every rank returns rank 0's result."""
-    dist = resources.dist
+    dist = _dist(resources)
     if not dist.active:
         return _run_here(plan, node, cache, resources, progress, stages, replace, commit=True)
-    if node.op in MAIN_ONLY:
+    if node.node.main_only:
         result = None
         if dist.is_main:
             result = _run_here(plan, node, cache, resources, progress, stages, replace, commit=True)
@@ -223,12 +236,20 @@ def _run_node(
 
 
 def _run_here(
-    plan, node: PlanNode, cache: ArtifactCache, resources, progress, stages, replace, commit
+    plan: Plan,
+    node: PlanNode,
+    cache: ArtifactCache,
+    resources: Resources,
+    progress: Any,
+    stages: Mapping[str, Runner],
+    replace: bool,
+    commit: Literal[True] | Callable[[str | None], list[Any]],
 ) -> NodeResult:
     """Run the operator in this process. ``commit``: ``True`` to commit its output, or (several
     processes) the gather through which the ranks tell each other how they ended: rank 0
     commits only when every rank succeeded."""
     runner = stages[node.op]
+    dist = _dist(resources)
     context = StageContext(plan, node, cache, resources, progress)
     started = time.perf_counter()
     error = None
@@ -244,9 +265,9 @@ def _run_here(
                 errors = [e for e in commit(error) if e is not None]
                 if errors:
                     raise RunError(errors[0])
-            if resources.dist.is_main:
-                if resources.dist.active:  # the stage's work was shared out
-                    context.stats["processes"] = resources.dist.world
+            if dist.is_main:
+                if dist.active:  # the stage's work was shared out
+                    context.stats["processes"] = dist.world
                 manifest.setdefault("op", node.op)
                 manifest.setdefault("name", node.name)
                 manifest.setdefault("schema", node.columns)
@@ -285,5 +306,12 @@ def _record(cache: ArtifactCache, plan: Plan, node: PlanNode) -> None:
     )
 
 
+def _dist(resources: Resources) -> Dist:
+    assert resources.dist is not None  # set by run_plan before any node
+    return resources.dist
+
+
 def _safe(title: str) -> str:
+    """The recipe's title as a folder name (``runs/<name>/``): letters, digits, ``-_.`` kept,
+    anything else ``-``."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in title).strip("-") or "recipe"

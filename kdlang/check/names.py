@@ -1,8 +1,12 @@
-"""Name resolution: every reference names a declaration of the right kind, and stages form a DAG.
+"""Name resolution: every reference names a declaration of the right kind, and declarations
+form a DAG.
 
-Which kinds a reference may name is a property of the setting (``teacher`` names a model,
-``input`` a dataset or stage, ``model`` of an eval a model or a train); :data:`REFERENCE_KINDS`
-lists them, and a reference to a declaration of another kind is KD0204.
+Which kinds a reference may name is a property of the setting, declared by the class that has it
+(``references`` of :mod:`kdlang.ir.descriptor`: ``teacher`` names a model, ``input`` a dataset or
+stage, ``model`` of an eval a model or a train); a reference to a declaration of another kind is
+KD0204. A reference to a dataset, stage or train is an input of the node that makes it:
+:func:`upstream` lists them and :func:`dependency_order` is the one order everything runs and is
+checked in.
 """
 
 from __future__ import annotations
@@ -12,23 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kdlang.ir.descriptor import UPSTREAM, reference_kinds
 from kdlang.ir.recipe import Recipe
 from kdlang.ir.values import Ref
 from kdlang.syntax.diagnostics import Collector, suggestion
 
-DATA = ("datasets", "stages")
-REFERENCE_KINDS: dict[str, tuple[str, ...]] = {
-    "input": DATA,
-    "data": DATA,
-    "against": DATA,
-    "teacher": ("models",),
-    "student": ("models",),
-    "judge": ("models",),
-    "prompt": ("prompts",),
-    "system": ("prompts",),
-    "model": ("models", "trains"),
-    "train": ("trains",),
-}
 _NOUN = {
     "datasets": "dataset",
     "stages": "stage",
@@ -37,18 +29,20 @@ _NOUN = {
     "trains": "train",
     "evals": "eval",
 }
+GRAPH = ("datasets", "stages", "trains", "evals")
+"""The sections of the named nodes of the DAG (exports are its leaves, named by their train)."""
 
 
-def references(node: Any, field: str | None = None) -> Iterator[tuple[str, Ref]]:
-    """(setting, reference) for every reference inside an IR node."""
+def references(node: Any, owner: Any = None, setting: str = "") -> Iterator[tuple[Any, str, Ref]]:
+    """(node holding the setting, setting, reference) for every reference inside an IR node."""
     if isinstance(node, Ref):
-        yield field or "", node
+        yield owner, setting, node
     elif isinstance(node, BaseModel):
         for name in type(node).model_fields:
-            yield from references(getattr(node, name), name)
+            yield from references(getattr(node, name), node, name)
     elif isinstance(node, list | tuple):
         for item in node:
-            yield from references(item, field)
+            yield from references(item, owner, setting)
 
 
 def check_names(recipe: Recipe, errors: Collector) -> bool:
@@ -59,9 +53,9 @@ def check_names(recipe: Recipe, errors: Collector) -> bool:
         *recipe.exports,
     ]
     for node in nodes:
-        for field, ref in references(node):
+        for owner, field, ref in references(node):
             found = recipe.lookup(ref.name)
-            allowed = REFERENCE_KINDS.get(field, tuple(Recipe.SECTIONS))
+            allowed = reference_kinds(owner, field) or tuple(Recipe.SECTIONS)
             if found is None and ref.name in recipe.broken:
                 continue  # its own errors are reported already
             if found is None:
@@ -87,44 +81,60 @@ def check_names(recipe: Recipe, errors: Collector) -> bool:
 
 
 def upstream(recipe: Recipe, name: str) -> list[str]:
-    """Names of the stages and datasets a stage, train or eval reads (direct inputs only)."""
+    """Names of the datasets, stages and trains a declaration reads (direct inputs only)."""
     found = recipe.lookup(name)
-    if found is None:
-        return []
-    return [
-        ref.name
-        for field, ref in references(found[1])
-        if field in ("input", "data", "against", "model")
-        and recipe.lookup(ref.name) is not None
-        and recipe.lookup(ref.name)[0] in ("stages", "datasets", "trains")
-    ]
+    return [] if found is None else inputs(recipe, found[1])
 
 
-def _check_cycles(recipe: Recipe, errors: Collector) -> bool:
-    state: dict[str, int] = {}
-    ok = True
+def inputs(recipe: Recipe, node: Any) -> list[str]:
+    """Names of the datasets, stages and trains a node references: the rows it reads first,
+    then the others in the order of its settings."""
+    reads = getattr(type(node), "reads", None)
+    found_refs = sorted(
+        references(node), key=lambda found: found[2] is not getattr(node, reads or "", None)
+    )
+    out: list[str] = []
+    for _, _, ref in found_refs:
+        found = recipe.lookup(ref.name)
+        if found is not None and found[0] in UPSTREAM and ref.name not in out:
+            out.append(ref.name)
+    return out
+
+
+def dependency_order(recipe: Recipe) -> tuple[list[str], list[list[str]]]:
+    """``(order, cycles)``: every dataset, stage, train and eval after what it reads (source
+    order otherwise), and each cycle met, as the names along it (first name repeated last)."""
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+    order: list[str] = []
+    cycles: list[list[str]] = []
 
     def visit(name: str, path: list[str]) -> None:
-        nonlocal ok
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            ok = False
-            cycle = [*path[path.index(name) :], name]
-            errors.error(
-                "KD0210",
-                "stages depend on each other in a cycle: " + " -> ".join(cycle),
-                recipe.name_spans[name],
-            )
+            cycles.append([*path[path.index(name) :], name])
             return
         state[name] = 1
         for parent in upstream(recipe, name):
             visit(parent, [*path, name])
         state[name] = 2
+        order.append(name)
 
-    for name in [*recipe.stages, *recipe.trains, *recipe.evals]:
-        visit(name, [])
-    return ok
+    for section in GRAPH:
+        for name in getattr(recipe, section):
+            visit(name, [])
+    return order, cycles
+
+
+def _check_cycles(recipe: Recipe, errors: Collector) -> bool:
+    _, cycles = dependency_order(recipe)
+    for cycle in cycles:
+        errors.error(
+            "KD0210",
+            "stages depend on each other in a cycle: " + " -> ".join(cycle),
+            recipe.name_spans[cycle[0]],
+        )
+    return not cycles
 
 
 def _defined(recipe: Recipe, sections: tuple[str, ...]) -> str:

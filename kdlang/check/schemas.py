@@ -1,94 +1,53 @@
 """Column schemas through the DAG, and every check that needs them.
 
 A dataset's columns are declared (``columns = [...]``) or read from its local file; every stage
-derives its output columns from its input's (:func:`output_columns`). With the columns known at
-each stage, prompts are checked against the data they are rendered on, filter and metric
-expressions are type-checked, and column settings (``target``, ``column``, ``group``...) must
-name columns that exist.
+derives its output columns from its input's (``output_columns`` of its descriptor). With the
+columns known where each node reads its rows, what the descriptors declare is checked against
+them: prompts against the data they are rendered on, column settings (``target``, ``column``,
+``group``...) against the columns that exist, filter and metric expressions by type.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
 from kdlang.check.datafiles import UnreadableData, columns_of_rows, read_columns
-from kdlang.check.names import upstream
+from kdlang.check.names import dependency_order
 from kdlang.check.program import Program
 from kdlang.check.templates import STRUCTURED, check_template
 from kdlang.expr.typecheck import typecheck
-from kdlang.ir import stages as st
 from kdlang.ir import training as tr
-from kdlang.ir.recipe import Recipe
+from kdlang.ir.descriptor import Columns, Operator
 from kdlang.ir.sources import HFData, InlineData
+from kdlang.ir.values import Node
 from kdlang.syntax.diagnostics import Collector, suggestion
-
-Columns = dict[str, str]
-
-TOPK_COLUMNS = {"topk_ids": "list", "topk_logprobs": "list", "topk_target_ids": "list"}
-"""Columns a ``teacher_logits`` stage adds (per target token: ids and log-probs)."""
-PAIR_COLUMNS = ("chosen", "rejected")
-
-
-def output_columns(stage, columns: Columns) -> Columns:
-    """The columns of a stage's output, given its input's."""
-    if isinstance(stage, st.LabelStage):
-        out = {**columns, stage.output: "str"}
-        return {**out, "sample": "int"} if stage.samples > 1 else out
-    if isinstance(stage, st.ExpandStage):
-        return {stage.column: "str", "origin": "str"}
-    if isinstance(stage, st.CurateStage):
-        return {**columns, stage.output: "str"}
-    if isinstance(stage, st.JudgeStage):
-        return {**columns, stage.output: "float"}
-    if isinstance(stage, st.PairsStage):
-        return {
-            stage.group: columns.get(stage.group, "any"),
-            "chosen": "str",
-            "rejected": "str",
-            "margin": "float",
-        }
-    if isinstance(stage, st.TeacherLogitsStage):
-        return {**columns, **TOPK_COLUMNS}
-    return dict(columns)
 
 
 def compute_schemas(program: Program, errors: Collector) -> dict[str, Columns | None]:
     """Columns of every dataset and stage (None where they cannot be known), checking as it goes."""
     recipe = program.recipe
     schemas: dict[str, Columns | None] = {}
-    checker = _StageChecker(program, schemas, errors)
+    checker = _Checker(program, schemas, errors)
+    order, _ = dependency_order(recipe)
     for name, data in recipe.datasets.items():
         schemas[name] = _dataset_columns(program, name, data, errors)
-    for name in _stage_order(recipe):
-        stage = recipe.stages[name]
-        columns = schemas.get(stage.input.name)
-        schemas[name] = None if columns is None else output_columns(stage, columns)
-        if columns is not None:
-            checker.stage(name, stage, columns)
-    for name, train in recipe.trains.items():
-        checker.train(name, train)
-    for name, ev in recipe.evals.items():
-        checker.evaluate(name, ev)
+    for section in ("stages", "trains", "evals"):
+        table = getattr(recipe, section)
+        for name in (n for n in order if n in table):
+            node = table[name]
+            columns = schemas.get(getattr(node, node.reads).name) if node.reads else None
+            if section == "stages":
+                schemas[name] = None if columns is None else node.output_columns(columns)
+            if columns is not None:
+                checker.node(node, columns)
     # Every prompt's template is parsed, also when nothing valid renders it (unused, or used by a
     # declaration with errors of its own): its syntax errors are reported in the same run.
     for name, prompt in recipe.prompts.items():
         checker.template_syntax(name, prompt)
     return schemas
-
-
-def _stage_order(recipe: Recipe) -> list[str]:
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in seen or name not in recipe.stages:
-            return
-        seen.add(name)
-        for parent in upstream(recipe, name):
-            visit(parent)
-        order.append(name)
-
-    for name in recipe.stages:
-        visit(name)
-    return order
 
 
 def _dataset_columns(program: Program, name: str, data, errors: Collector) -> Columns | None:
@@ -139,7 +98,7 @@ def _dataset_columns(program: Program, name: str, data, errors: Collector) -> Co
     return {k: found.get(k, "any") for k in declared}
 
 
-class _StageChecker:
+class _Checker:
     def __init__(self, program: Program, schemas: dict[str, Columns | None], errors: Collector):
         self.recipe = program.recipe
         self.sources = program.sources
@@ -148,8 +107,54 @@ class _StageChecker:
         self.reported: set = set()
         self.parsed: set[str] = set()  # prompts whose template has been parsed
 
+    def node(self, node: Operator, columns: Columns) -> None:
+        """Everything ``node``'s descriptor declares, against the columns of the rows it reads."""
+        for use in node.prompts:
+            self.prompt(node, use.setting, columns if use.rows else {}, use.variables)
+        for setting in node.column_settings:
+            self.column(node, setting, columns)
+        for setting in node.text_settings():
+            self.text_column(node, setting, columns)
+        for setting in node.numeric_column_settings:
+            self.numeric_column(node, setting, columns)
+        if isinstance(node, tr.Train):
+            self.pairs(node, columns)
+        for part in _parts(node):
+            self.part(part, node.scope(columns), columns)
+
+    def part(self, part: Node, scope: Columns, columns: Columns) -> None:
+        """A node inside an operator (a filter rule, a metric)."""
+        for setting in getattr(part, "column_settings", ()):
+            self.column(part, setting, columns)
+        for setting, other in getattr(part, "against_columns", {}).items():
+            ref = getattr(part, other)
+            name = getattr(part, setting)
+            theirs = self.schemas.get(ref.name)
+            if theirs is not None and name not in theirs:
+                self.errors.error(
+                    "KD0205",
+                    f"`{ref.name}` has no column `{name}` to compare with",
+                    ref.span,
+                    help="columns there: " + ", ".join(sorted(theirs)),
+                )
+        for setting, want in getattr(part, "expressions", {}).items():
+            typecheck(getattr(part, setting), scope, self.errors, want=want)
+
+    def pairs(self, train: tr.Train, columns: Columns) -> None:
+        for loss in train.losses:
+            missing = [c for c in loss.pair_columns if c not in columns]
+            if missing:
+                self.errors.error(
+                    "KD0304",
+                    f"`loss {loss.name}` needs chosen/rejected pairs, but `{train.data.name}` has no "
+                    + ", ".join(f"`{c}`" for c in missing),
+                    train.data.span,
+                    help="make the data with a `pairs` stage",
+                )
+                return
+
     def prompt(
-        self, node, field: str, columns: Columns | None, extra: set[str] = frozenset()
+        self, node: Any, field: str, columns: Columns | None, extra: frozenset[str] = frozenset()
     ) -> None:
         ref = getattr(node, field, None)
         if ref is None or not hasattr(ref, "name"):
@@ -163,7 +168,7 @@ class _StageChecker:
                 columns,
                 self.errors,
                 ref.span,
-                extra,
+                set(extra),
                 self.reported,
                 source=self.sources.get(prompt.span.file),
             )
@@ -181,9 +186,9 @@ class _StageChecker:
             source=self.sources.get(prompt.span.file),
         )
 
-    def column(self, node, field: str, columns: Columns, what: str = "column") -> None:
+    def column(self, node: Any, field: str, columns: Columns, what: str = "column") -> None:
         name = getattr(node, field)
-        if name not in columns:
+        if name is not None and name not in columns:  # an optional setting left out names none
             self.errors.error(
                 "KD0205",
                 f"`{field}` names {what} `{name}`, which the data does not have",
@@ -191,7 +196,20 @@ class _StageChecker:
                 help=suggestion(name, columns) or "columns: " + ", ".join(sorted(columns)),
             )
 
-    def text_column(self, node, field: str, columns: Columns) -> None:
+    def numeric_column(self, node: Any, field: str, columns: Columns) -> None:
+        """``field`` names a column of numbers (a score rows are ranked by)."""
+        self.column(node, field, columns)
+        name = getattr(node, field)
+        kind = columns.get(name)
+        if kind is not None and kind not in NUMERIC:
+            self.errors.error(
+                "KD0211",
+                f"`{field}` names `{name}`, which holds {_KINDS.get(kind, kind)}, not numbers",
+                node.spans.get(field, node.span),
+                help="rank by a numeric column, such as the score a `judge` stage writes",
+            )
+
+    def text_column(self, node: Any, field: str, columns: Columns) -> None:
         """``field`` names a column of text (a target the model learns or is scored on)."""
         self.column(node, field, columns)
         name = getattr(node, field)
@@ -205,62 +223,16 @@ class _StageChecker:
                 "(`label`), or pick another column",
             )
 
-    def stage(self, name: str, stage, columns: Columns) -> None:
-        if isinstance(
-            stage, st.LabelStage | st.CurateStage | st.JudgeStage | st.TeacherLogitsStage
-        ):
-            self.prompt(stage, "prompt", columns)
-        if isinstance(stage, st.LabelStage):
-            self.prompt(stage, "system", columns)
-        if isinstance(stage, st.ExpandStage):
-            self.column(stage, "column", columns)
-            # rendered with the expansion variables only, never with a row's columns
-            self.prompt(stage, "prompt", {}, {"demos", "item", "operation", "n"})
-        if isinstance(stage, st.PairsStage):
-            for field in ("group", "response", "score"):
-                self.column(stage, field, columns)
-        if isinstance(stage, st.TeacherLogitsStage):
-            self.text_column(stage, "target", columns)
-        if isinstance(stage, st.FilterStage):
-            for rule in stage.rules:
-                if isinstance(rule, st.KeepRule):
-                    typecheck(rule.condition, columns, self.errors, want="bool")
-                elif isinstance(rule, st.DedupRule):
-                    self.column(rule, "column", columns)
-                else:
-                    self.column(rule, "column", columns)
-                    other = self.schemas.get(rule.against.name)
-                    if other is not None and rule.column not in other:
-                        self.errors.error(
-                            "KD0205",
-                            f"`{rule.against.name}` has no column `{rule.column}` to compare with",
-                            rule.against.span,
-                            help="columns there: " + ", ".join(sorted(other)),
-                        )
 
-    def train(self, name: str, train: tr.Train) -> None:
-        columns = self.schemas.get(train.data.name)
-        if columns is None:
-            return
-        dpo = any(isinstance(loss, tr.DPOLoss) for loss in train.losses)
-        if dpo:
-            missing = [c for c in PAIR_COLUMNS if c not in columns]
-            if missing:
-                self.errors.error(
-                    "KD0304",
-                    f"`loss dpo` needs chosen/rejected pairs, but `{train.data.name}` has no "
-                    + ", ".join(f"`{c}`" for c in missing),
-                    train.data.span,
-                    help="make the data with a `pairs` stage",
-                )
-        if not dpo or len(train.losses) > 1:
-            self.text_column(train, "target", columns)
-        self.prompt(train, "prompt", columns)
+NUMERIC = ("int", "float", "any")
+"""Column types that may hold numbers (``any``: mixed, or unknown until run)."""
+_KINDS = {"str": "text", "bool": "booleans", "list": "lists", "map": "maps"}
 
-    def evaluate(self, name: str, ev: tr.Evaluate) -> None:
-        columns = self.schemas.get(ev.data.name)
-        if columns is None:
-            return
-        self.prompt(ev, "prompt", columns)
-        for metric in ev.metrics:
-            typecheck(metric.expr, {**columns, "output": "str"}, self.errors, want="metric")
+
+def _parts(node: BaseModel) -> Iterator[Node]:
+    """The nodes inside an operator's settings (filter rules, metrics, losses), in order."""
+    for name in type(node).model_fields:
+        value = getattr(node, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Node):
+                yield item

@@ -2,10 +2,10 @@
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, SerializeAsAny
 
 from kdlang.ir.sources import Dataset, Model, Prompt, RecipeHeader
-from kdlang.ir.stages import Stage
+from kdlang.ir.stages import StageOperator
 from kdlang.ir.training import Evaluate, Export, Train
 from kdlang.syntax.span import Span
 
@@ -29,7 +29,7 @@ class Recipe(BaseModel):
     models: dict[str, Model] = Field(default_factory=dict)
     datasets: dict[str, Dataset] = Field(default_factory=dict)
     prompts: dict[str, Prompt] = Field(default_factory=dict)
-    stages: dict[str, Stage] = Field(default_factory=dict)
+    stages: dict[str, SerializeAsAny[InstanceOf[StageOperator]]] = Field(default_factory=dict)
     trains: dict[str, Train] = Field(default_factory=dict)
     evals: dict[str, Evaluate] = Field(default_factory=dict)
     exports: list[Export] = Field(default_factory=list)

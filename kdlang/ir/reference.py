@@ -35,21 +35,22 @@ from kdlang.ir.sources import (
     RecipeHeader,
 )
 from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule
-from kdlang.ir.training import (
-    DivergenceLoss,
-    DPOLoss,
-    Evaluate,
-    Export,
-    HiddenLoss,
-    JSDLoss,
-    SFTLoss,
-    SkewLoss,
-    Train,
-)
+from kdlang.ir.training import LOSSES, DivergenceLoss, Evaluate, Export, Train
 
 # Fields that are no setting: positions, discriminators, and what statements or the
 # declaration's head give (a filter's rules, a train's losses, an export's path ...).
 _NOT_SETTINGS = {"span", "spans", "kind", "op", "rule", "name"}
+
+
+DIVERGENCE_OPTIONS = (
+    "`weight` and `temperature` follow the name; the others are options in parentheses: "
+    "`loss forward_kl(temperature_scale = true) weight 1.0 temperature 2.0`. "
+    "Each loss accepts its own options only."
+)
+
+
+def _divergences() -> list[str]:
+    return [name for name, cls in LOSSES.items() if issubclass(cls, DivergenceLoss)]
 
 
 @dataclass
@@ -103,18 +104,12 @@ def entries() -> list[tuple[str, list[Entry]]]:
         ),
     ]
     losses = [
-        Entry("`loss sft weight W`", SFTLoss),
         Entry(
-            "`loss forward_kl|reverse_kl|tvd[(...)] weight W [temperature T]`",
-            DivergenceLoss,
-            intro="`weight` and `temperature` follow the name; the others are options in "
-            "parentheses: `loss forward_kl(temperature_scale = true) weight 1.0 temperature 2.0`. "
-            "Each divergence accepts its own options only.",
-        ),
-        Entry("`loss jsd[(beta = B)] weight W [temperature T]`", JSDLoss),
-        Entry("`loss skew_kl|skew_rkl[(alpha = A)] weight W [temperature T]`", SkewLoss),
-        Entry("`loss hidden_mse|hidden_cosine(layers = ...) weight W`", HiddenLoss),
-        Entry("`loss dpo[(beta = B)] weight W`", DPOLoss),
+            f"`loss {name}`",
+            cls,
+            intro=DIVERGENCE_OPTIONS if name == next(iter(_divergences())) else None,
+        )
+        for name, cls in LOSSES.items()
     ]
     return [
         (

@@ -1,10 +1,11 @@
 """IR of the recipe header and of the declarations that bring things in: models, datasets,
 prompts."""
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from kdlang.ir.descriptor import Operator
 from kdlang.ir.values import ColumnName, Node, SecretStr, StrOrEnv, Symbol
 
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -114,7 +115,14 @@ Model = Annotated[HFModel | OpenAIModel, Field(discriminator="kind")]
 FILE_PATH = "Local file, relative to the recipe file."
 
 
-class DataCommon(Node):
+class DataCommon(Operator):
+    """Base of the dataset sources: each is the ``dataset`` operator of the plan (its rows read,
+    limited and shuffled), on one process when there are several."""
+
+    operator: ClassVar[str] = "dataset"
+    section: ClassVar[str] = "datasets"
+    main_only: ClassVar[bool] = True
+
     columns: list[ColumnName] | None = Field(
         None, description="Columns of the data; read from local files when omitted."
     )

@@ -1,22 +1,56 @@
 """IR of the data stages: ``stage NAME = OPERATOR(input) { settings }``.
 
-One class per operator, named by its DSL word; :data:`STAGE_OPERATORS` is the registry the
-lowering, the checker, the planner and the runtime all key on.
+One class per operator, named by its DSL word, each its own descriptor
+(:mod:`kdlang.ir.descriptor`): what it references, the prompts and columns it reads, the columns
+it writes, what it costs. Defining a subclass of :class:`StageOperator` registers it in
+:data:`STAGE_OPERATORS`, the registry the lowering, the checker, the planner and the runtime key
+on; its runtime is ``kdlang.runtime.stages.<op>``.
 """
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.expr import Expr
 from kdlang.ir.values import ColumnName, Node, RefField, Symbol
 
 Temperature = Annotated[float, Field(ge=0.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
 INPUT = "The dataset or stage whose rows are read (the operator's argument)."
+MODELS = ("models",)
+PROMPTS = ("prompts",)
+
+TOPK_COLUMNS = {"topk_ids": "list", "topk_logprobs": "list", "topk_target_ids": "list"}
+"""Columns a ``teacher_logits`` stage adds (per target token: ids and log-probs)."""
+TOPK_BYTES_PER_ENTRY = 4 + 2
+"""Cached bytes per top-k entry: an int32 id and a float16 log-prob."""
 
 
-class Generating(Node):
+STAGE_OPERATORS: dict[str, type["StageOperator"]] = {}
+"""Every stage operator by its DSL word, in definition order."""
+
+
+class StageOperator(Operator):
+    """Base of the stage operators: ``op`` (a field, the DSL word) is the operator's name."""
+
+    section: ClassVar[str] = "stages"
+    reads: ClassVar[str | None] = "input"
+    references: ClassVar[References] = {"input": DATA}
+
+    op: str
+    input: RefField = Field(description=INPUT)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        op = cls.model_fields["op"].default
+        if isinstance(op, str):
+            cls.operator = op
+            STAGE_OPERATORS[op] = cls
+
+
+class Generating(StageOperator):
     """Settings shared by every operator that asks a model to write text."""
 
     temperature: Temperature = Field(1.0, description="Sampling temperature; 0 = greedy.")
@@ -34,8 +68,15 @@ class LabelStage(Generating):
     Naming the student as ``teacher`` gives self-knowledge distillation (STaR, ReST).
     """
 
+    references: ClassVar[References] = {
+        "input": DATA,
+        "teacher": MODELS,
+        "prompt": PROMPTS,
+        "system": PROMPTS,
+    }
+    prompts = (PromptUse("prompt"), PromptUse("system"))
+
     op: Literal["label"] = "label"
-    input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes (a `model` declaration).")
     prompt: RefField = Field(description="The prompt rendered for each row.")
     system: str | RefField | None = Field(
@@ -43,6 +84,21 @@ class LabelStage(Generating):
     )
     samples: int = Field(1, ge=1, description="Generations per row.")
     output: ColumnName = Field("output", description="Name of the column the generations go to.")
+
+    def output_columns(self, columns: Columns) -> Columns:
+        out = {**columns, self.output: "str"}
+        return {**out, "sample": "int"} if self.samples > 1 else out
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        calls = rows * self.samples
+        return Estimate(
+            rows=calls,
+            rows_upper_bound=upper,
+            teacher_calls=calls,
+            generated_tokens_max=calls * self.max_tokens,
+        )
 
 
 class ExpandStage(Generating):
@@ -54,8 +110,14 @@ class ExpandStage(Generating):
     (constraints, deepening, concretising, more reasoning) and in-breadth (new topic) evolution.
     """
 
+    references: ClassVar[References] = {"input": DATA, "teacher": MODELS, "prompt": PROMPTS}
+    # rendered with the expansion's own variables only, never with a row's columns
+    prompts = (
+        PromptUse("prompt", rows=False, variables=frozenset({"demos", "item", "operation", "n"})),
+    )
+    column_settings = ("column",)
+
     op: Literal["expand"] = "expand"
-    input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes the new items.")
     method: Annotated[Literal["self_instruct", "evol_instruct"], Symbol] = Field(
         "self_instruct", description="How new items are made (see above)."
@@ -73,6 +135,20 @@ class ExpandStage(Generating):
     )
     keep_seeds: bool = Field(True, description="Keep the seed rows in the output.")
 
+    def output_columns(self, columns: Columns) -> Columns:
+        return {self.column: "str", "origin": "str"}
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        made = self.n if self.method == "self_instruct" else rows * self.rounds
+        return Estimate(
+            rows=made + (rows if self.keep_seeds else 0),
+            rows_upper_bound=True,
+            teacher_calls=made,
+            generated_tokens_max=made * self.max_tokens,
+        )
+
 
 class CurateStage(Generating):
     """``curate(topics)``: data written from meta-information, topics x templates (UltraChat, GLAN).
@@ -81,12 +157,27 @@ class CurateStage(Generating):
     writes ``per_item`` items for it; each becomes a row with the ``output`` column.
     """
 
+    references: ClassVar[References] = {"input": DATA, "teacher": MODELS, "prompt": PROMPTS}
+    prompts = (PromptUse("prompt"),)
+
     op: Literal["curate"] = "curate"
-    input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The model that writes.")
     prompt: RefField = Field(description="The prompt rendered for each input row.")
     per_item: int = Field(1, ge=1, description="Items written per input row.")
     output: ColumnName = Field("output", description="Name of the column the items go to.")
+
+    def output_columns(self, columns: Columns) -> Columns:
+        return {**columns, self.output: "str"}
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        return Estimate(
+            rows=rows * self.per_item,
+            rows_upper_bound=upper,
+            teacher_calls=rows,
+            generated_tokens_max=rows * self.per_item * self.max_tokens,
+        )
 
 
 class JudgeStage(Generating):
@@ -96,8 +187,10 @@ class JudgeStage(Generating):
     cannot be parsed, or falls outside ``scale``, are counted and dropped.
     """
 
+    references: ClassVar[References] = {"input": DATA, "judge": MODELS, "prompt": PROMPTS}
+    prompts = (PromptUse("prompt"),)
+
     op: Literal["judge"] = "judge"
-    input: RefField = Field(description=INPUT)
     judge: RefField = Field(description="The judging model.")
     prompt: RefField = Field(description="The rubric prompt.")
     output: ColumnName = Field("score", description="The numeric column added.")
@@ -107,8 +200,21 @@ class JudgeStage(Generating):
     temperature: Temperature = Field(0.0, description="Sampling temperature; 0 = greedy.")
     max_tokens: int = Field(64, ge=1, description="Most tokens of one judgement.")
 
+    def output_columns(self, columns: Columns) -> Columns:
+        return {**columns, self.output: "float"}
 
-class PairsStage(Node):
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        return Estimate(
+            rows=rows,
+            rows_upper_bound=True,
+            teacher_calls=rows,
+            generated_tokens_max=rows * self.max_tokens,
+        )
+
+
+class PairsStage(StageOperator):
     """``pairs(scored)``: preference pairs from several scored responses per prompt.
 
     Groups rows by ``group``; in each group the best-scored ``response`` becomes ``chosen`` and
@@ -116,8 +222,10 @@ class PairsStage(Node):
     the group column(s) kept as ``prompt`` context, ``chosen``, ``rejected``, ``margin``.
     """
 
+    main_only = True
+    column_settings = ("group", "response", "score")
+
     op: Literal["pairs"] = "pairs"
-    input: RefField = Field(description=INPUT)
     group: ColumnName = Field(description="Column identifying the prompt the responses answer.")
     response: ColumnName = Field(description="Column holding a response.")
     score: ColumnName = Field("score", description="Column holding the response's score.")
@@ -125,9 +233,24 @@ class PairsStage(Node):
         0.0, ge=0, description="Smallest score difference between chosen and rejected."
     )
 
+    def output_columns(self, columns: Columns) -> Columns:
+        return {
+            self.group: columns.get(self.group, "any"),
+            "chosen": "str",
+            "rejected": "str",
+            "margin": "float",
+        }
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        return Estimate(rows=rows // 2, rows_upper_bound=True)
+
 
 class KeepRule(Node):
     """``keep EXPR``: rows where EXPR is true stay."""
+
+    expressions: ClassVar[dict[str, str]] = {"condition": "bool"}
 
     rule: Literal["keep"] = "keep"
     condition: Expr
@@ -135,6 +258,8 @@ class KeepRule(Node):
 
 class DedupRule(Node):
     """``dedup COLUMN by exact`` or ``by minhash(threshold = 0.9, num_perm = 128, ngram = 5)``."""
+
+    column_settings: ClassVar[tuple[str, ...]] = ("column",)
 
     rule: Literal["dedup"] = "dedup"
     column: ColumnName = Field(description="The column compared.")
@@ -152,6 +277,11 @@ class DecontaminateRule(Node):
     """``decontaminate COLUMN against DATASET [by ngram(n = 13)]``: drops rows sharing an n-gram
     of words with the same column of another dataset (typically the held-out set)."""
 
+    references: ClassVar[References] = {"against": DATA}
+    column_settings: ClassVar[tuple[str, ...]] = ("column",)
+    against_columns: ClassVar[dict[str, str]] = {"column": "against"}
+    """Settings naming a column that the data another setting names must have too."""
+
     rule: Literal["decontaminate"] = "decontaminate"
     column: ColumnName = Field(description="The column compared.")
     against: RefField = Field(description="The dataset no row may overlap with.")
@@ -161,50 +291,49 @@ class DecontaminateRule(Node):
 FilterRule = Annotated[KeepRule | DedupRule | DecontaminateRule, Field(discriminator="rule")]
 
 
-class FilterStage(Node):
+class FilterStage(StageOperator):
     """``filter(input) { keep ... dedup ... decontaminate ... }``: rules applied in order."""
 
     syntax_fields: ClassVar[dict[str, str]] = {
         "rules": "its `keep`, `dedup` and `decontaminate` lines"
     }
 
+    main_only = True
+
     op: Literal["filter"] = "filter"
-    input: RefField = Field(description=INPUT)
     rules: list[FilterRule] = Field(min_length=1)
 
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        return Estimate(rows=rows, rows_upper_bound=upper or rows is not None)
 
-class TeacherLogitsStage(Node):
+
+class TeacherLogitsStage(StageOperator):
     """``teacher_logits(data)``: caches the teacher's top-k next-token log-probs on every target
     token (prompt + target), so training can run without the teacher (offline logit KD)."""
 
+    references: ClassVar[References] = {"input": DATA, "teacher": MODELS, "prompt": PROMPTS}
+    prompts = (PromptUse("prompt"),)
+    text_column_settings = ("target",)
+
     op: Literal["teacher_logits"] = "teacher_logits"
-    input: RefField = Field(description=INPUT)
     teacher: RefField = Field(description="The white-box model scored (an `hf` model).")
     prompt: RefField = Field(description="The prompt the target text follows.")
     target: ColumnName = Field(description="Column holding the text the student will learn.")
     top_k: int = Field(32, ge=1, description="Log-probs kept per token.")
     max_length: int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")
 
+    def output_columns(self, columns: Columns) -> Columns:
+        return {**columns, **TOPK_COLUMNS}
 
-STAGE_OPERATORS: dict[str, type[Node]] = {
-    "label": LabelStage,
-    "expand": ExpandStage,
-    "curate": CurateStage,
-    "judge": JudgeStage,
-    "pairs": PairsStage,
-    "filter": FilterStage,
-    "teacher_logits": TeacherLogitsStage,
-}
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is None:
+            return Estimate(rows_upper_bound=upper)
+        return Estimate(
+            rows=rows,
+            rows_upper_bound=upper,
+            teacher_calls=rows,
+            logit_storage_bytes=rows * self.max_length * self.top_k * TOPK_BYTES_PER_ENTRY,
+        )
 
-Stage = Annotated[
-    LabelStage
-    | ExpandStage
-    | CurateStage
-    | JudgeStage
-    | PairsStage
-    | FilterStage
-    | TeacherLogitsStage,
-    Field(discriminator="op"),
-]
 
-__all__ = ["STAGE_OPERATORS", "Stage"]
+__all__ = ["STAGE_OPERATORS", "StageOperator"]

@@ -1,9 +1,19 @@
-"""IR of learning and measuring: ``train`` blocks and their ``loss`` lines, ``eval``, ``export``."""
+"""IR of learning and measuring: ``train`` blocks and their ``loss`` lines, ``eval``, ``export``.
 
-from typing import Annotated, ClassVar, Literal
+Each loss is one class named by its DSL word, and its own descriptor: what it learns from (the
+target tokens or chosen/rejected pairs), what of the teacher it needs (its distribution, its
+hidden states), whether a cached top-k teacher (a ``teacher_logits`` stage) is enough, whether it
+counts on an on-policy step, the entry kind of the divergence kernels it is computed with, and
+its own typed options. Defining a subclass of :class:`LossBase` with a ``name`` registers it in
+:data:`LOSSES`; the runtime computes it as ``kdlang.runtime.losses.terms.TERMS[name]``.
+"""
 
-from pydantic import Field
+import math
+from typing import Annotated, Any, ClassVar, Literal, Self
 
+from pydantic import Field, InstanceOf, SerializeAsAny
+
+from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.expr import Expr
 from kdlang.ir.values import (
     ColumnName,
@@ -11,25 +21,64 @@ from kdlang.ir.values import (
     LRScheduleField,
     Node,
     RefField,
+    Schedule,
+    ScheduleCall,
     Symbol,
-    lowered,
-    scheduled_within,
+    at_step,
 )
 
-NonNegative = scheduled_within(ge=0.0)
-Positive = scheduled_within(gt=0.0)
-Fraction = scheduled_within(ge=0.0, le=1.0)
+NonNegative = Annotated[Annotated[float, Field(ge=0.0)] | Schedule, ScheduleCall]
+Positive = Annotated[Annotated[float, Field(gt=0.0)] | Schedule, ScheduleCall]
+Fraction = Annotated[Annotated[float, Field(ge=0.0, le=1.0)] | Schedule, ScheduleCall]
+"""Numbers within bounds, or schedules (whether a schedule stays within them is KD0305)."""
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
-"""Token-level divergences between softened teacher and student distributions (DESIGN.md)."""
+FUSED_LINEAR_THRESHOLD = 2 * 2**30
+"""Materialized fp32 logits above this many bytes make ``loss_path = auto`` pick fused_linear."""
+
+LOSSES: dict[str, type["LossBase"]] = {}
+"""Every loss by its DSL word, in definition order."""
 
 
 class LossBase(Node):
+    """Base of every loss; the class variables are its descriptor (module docstring)."""
+
     syntax_fields: ClassVar[dict[str, str]] = {
         "weight": "`weight W` after the loss's name and options"
     }
+    learns_from: ClassVar[Literal["tokens", "pairs"]] = "tokens"
+    """``tokens``: the target tokens of each row; ``pairs``: chosen/rejected pairs."""
+    pair_columns: ClassVar[tuple[str, ...]] = ()
+    """Columns the data must have when the loss learns from pairs."""
+    teacher: ClassVar[Literal["logits", "hidden"] | None] = None
+    """What of a teacher the loss compares with: its next-token distribution, its hidden states."""
+    accepts_topk: ClassVar[bool] = False
+    """Whether a cached top-k teacher distribution (``teacher_logits``) is enough."""
+    on_policy: ClassVar[bool] = False
+    """Whether the loss counts on an on-policy step (the targets being the student's samples)."""
+    kernel_mode: ClassVar[str | None] = None
+    """The entry kind of the divergence kernels that compute the loss (``runtime/kernels``)."""
+    scheduled: ClassVar[tuple[str, ...]] = ("weight",)
+    """The settings that may follow a schedule, read at every optimizer step."""
 
+    name: str
     weight: NonNegative = Field(description="Multiplier of the term; a number or a schedule.")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        name = cls.model_fields["name"].default
+        if isinstance(name, str):
+            LOSSES[name] = cls
+
+    def at_step(self, step: int, total_steps: int) -> Self:
+        """The loss with every scheduled setting replaced by its value at ``step`` (0-based) of
+        ``total_steps``: the typed values a step computes the term from, and logs."""
+        values = {f: at_step(getattr(self, f), step, total_steps) for f in self.scheduled}
+        return self.model_copy(update=values)
+
+    def kernel_options(self) -> dict[str, float]:
+        """The options of its kernel entry beyond the temperature (a settled loss's)."""
+        return {}
 
 
 class SFTLoss(LossBase):
@@ -39,67 +88,142 @@ class SFTLoss(LossBase):
 
 
 class DivergenceLoss(LossBase):
-    """``loss forward_kl|reverse_kl|tvd weight W [temperature T]``: token-level KD against the
-    teacher's distribution (online or cached). :class:`JSDLoss` and :class:`SkewLoss` add the
-    option of their kind; no kind accepts another's."""
+    """Token-level KD against the teacher's distribution (online or cached): both distributions
+    softened by ``temperature``."""
 
-    name: Literal["forward_kl", "reverse_kl", "tvd"]
+    teacher = "logits"
+    accepts_topk = True
+    on_policy = True
+    scheduled = ("weight", "temperature")
+
     temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
     temperature_scale: bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
+
+
+class ForwardKL(DivergenceLoss):
+    """``loss forward_kl weight W [temperature T]``: KL(teacher ‖ student), mode-covering."""
+
+    kernel_mode = "forward_kl"
+    name: Literal["forward_kl"] = "forward_kl"
+
+
+class ReverseKL(DivergenceLoss):
+    """``loss reverse_kl weight W [temperature T]``: KL(student ‖ teacher), mode-seeking (MiniLLM)."""
+
+    kernel_mode = "reverse_kl"
+    name: Literal["reverse_kl"] = "reverse_kl"
+
+
+class TVD(DivergenceLoss):
+    """``loss tvd weight W [temperature T]``: total variation distance, ½ Σ |p − q|."""
+
+    kernel_mode = "tvd"
+    name: Literal["tvd"] = "tvd"
 
 
 class JSDLoss(DivergenceLoss):
     """``loss jsd(beta = B) weight W [temperature T]``: the generalized Jensen-Shannon
     divergence of GKD."""
 
-    name: Literal["jsd"] = "jsd"  # type: ignore[assignment]
+    kernel_mode = "jsd"
+    scheduled = ("weight", "temperature", "beta")
+
+    name: Literal["jsd"] = "jsd"
     beta: Fraction = Field(0.5, description="Mixture weight; 0 = forward KL, 1 = reverse KL.")
+
+    def kernel_options(self) -> dict[str, float]:
+        return {"beta": float(self.beta)}  # type: ignore[arg-type]  # settled: a number
 
 
 class SkewLoss(DivergenceLoss):
-    """``loss skew_kl|skew_rkl(alpha = A) weight W [temperature T]``: DistiLLM's skew KL and
-    skew reverse KL."""
+    """DistiLLM's skew divergences: the teacher (or student) side mixed with the other by
+    ``alpha``."""
 
-    name: Literal["skew_kl", "skew_rkl"]  # type: ignore[assignment]
+    scheduled = ("weight", "temperature", "alpha")
+
     alpha: Fraction = Field(0.1, description="Skew of the mixture.")
+
+    def kernel_options(self) -> dict[str, float]:
+        return {"alpha": float(self.alpha)}  # type: ignore[arg-type]  # settled: a number
+
+
+class SkewKL(SkewLoss):
+    """``loss skew_kl(alpha = A) weight W [temperature T]``: KL(p ‖ αp + (1−α)q)."""
+
+    kernel_mode = "skew_kl"
+    name: Literal["skew_kl"] = "skew_kl"
+
+
+class SkewRKL(SkewLoss):
+    """``loss skew_rkl(alpha = A) weight W [temperature T]``: KL(q ‖ (1−α)p + αq)."""
+
+    kernel_mode = "skew_rkl"
+    name: Literal["skew_rkl"] = "skew_rkl"
 
 
 class HiddenLoss(LossBase):
-    """``loss hidden_mse|hidden_cosine(layers = [[s, t], ...]) weight W``: match hidden states of
-    chosen student/teacher layers, through a learned linear projection when widths differ."""
+    """Match hidden states of chosen student/teacher layers, through a learned linear projection
+    when widths differ (an online teacher only)."""
 
-    name: Literal["hidden_mse", "hidden_cosine"]
+    teacher = "hidden"
+    on_policy = True
+
     layers: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         min_length=1, description="Pairs [student_layer, teacher_layer] whose states are matched."
     )
+
+
+class HiddenMSE(HiddenLoss):
+    """``loss hidden_mse(layers = [[s, t], ...]) weight W``: the mean squared error between
+    hidden states of chosen student and teacher layers, through a learned linear projection
+    when their widths differ (an online teacher only)."""
+
+    name: Literal["hidden_mse"] = "hidden_mse"
+
+
+class HiddenCosine(HiddenLoss):
+    """``loss hidden_cosine(layers = [[s, t], ...]) weight W``: one minus the cosine between
+    hidden states of chosen student and teacher layers (projected as for ``hidden_mse``)."""
+
+    name: Literal["hidden_cosine"] = "hidden_cosine"
 
 
 class DPOLoss(LossBase):
     """``loss dpo(beta = 0.1) weight W``: direct preference optimisation on chosen/rejected pairs,
     the reference model being the initial student."""
 
+    learns_from = "pairs"
+    pair_columns = ("chosen", "rejected")
+    scheduled = ("weight", "beta")
+
     name: Literal["dpo"] = "dpo"
     beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
 
 
-LOSSES: dict[str, type[LossBase]] = {
-    "sft": SFTLoss,
-    **dict.fromkeys(("forward_kl", "reverse_kl", "tvd"), DivergenceLoss),
-    "jsd": JSDLoss,
-    **dict.fromkeys(("skew_kl", "skew_rkl"), SkewLoss),
-    "hidden_mse": HiddenLoss,
-    "hidden_cosine": HiddenLoss,
-    "dpo": DPOLoss,
-}
+DIVERGENCES = tuple(name for name, cls in LOSSES.items() if cls.teacher == "logits")
+"""The token-level losses: those comparing the student's distribution with the teacher's."""
 
-Loss = lowered(LossBase)
-"""Any loss term (the class its ``loss`` line names)."""
+Loss = SerializeAsAny[InstanceOf[LossBase]]
+"""Any loss term (the class its ``loss`` line names), dumped by its own class. An instance
+check: losses are made by the lowering alone, each validated by its own class, and a union of
+the classes would have pydantic build every loss's schema inside each model with the field,
+used or not."""
 
 
-class Train(Node):
+class Train(Operator):
     """``train NAME { ... }``: the student learns from ``data`` with the listed losses."""
 
     syntax_fields: ClassVar[dict[str, str]] = {"losses": "its `loss NAME weight W` lines"}
+    operator: ClassVar[str] = "train"
+    section: ClassVar[str] = "trains"
+    references: ClassVar[References] = {
+        "student": ("models",),
+        "teacher": ("models",),
+        "data": DATA,
+        "prompt": ("prompts",),
+    }
+    reads: ClassVar[str | None] = "data"
+    prompts: ClassVar[tuple[PromptUse, ...]] = (PromptUse("prompt"),)
 
     kind: Literal["train"] = "train"
     student: RefField = Field(description="The model trained (an `hf` model).")
@@ -165,15 +289,62 @@ class Train(Node):
     )
     seed: int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
 
+    def text_settings(self) -> tuple[str, ...]:
+        # the target is read only by losses learning from the target tokens
+        return ("target",) if any(loss.learns_from == "tokens" for loss in self.losses) else ()
+
+    def steps(self, rows: int | None) -> int | None:
+        """Optimizer steps of the run on ``rows`` rows (None when unknown)."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return None if rows is None else self.epochs * max(1, math.ceil(rows / self.batch))
+
+    def micro_tokens(self) -> int:
+        """Most token positions of one micro-batch."""
+        return math.ceil(self.batch / self.grad_accum) * self.max_length
+
+    def choose_loss_path(self, vocab: int | None) -> tuple[str, str]:
+        """``(path, reason)``: how the token-level losses get their logits, for a student of
+        ``vocab`` output rows (None: not known yet). ``kdlang plan`` shows this choice and the
+        runtime makes it with the loaded student's vocabulary."""
+        if not any(loss.teacher == "logits" for loss in self.losses):
+            return "materialized", "no token-level divergence"
+        if self.loss_path != "auto":
+            return self.loss_path, "set in the recipe"
+        if vocab is None:
+            return "auto", "vocabulary size unknown until the student loads"
+        size = self.micro_tokens() * vocab * 4
+        if size > FUSED_LINEAR_THRESHOLD:
+            return (
+                "fused_linear",
+                f"{self.micro_tokens()} tokens x V={vocab} fp32 logits = {_gib(size)} per micro-batch",
+            )
+        return "materialized", f"logits are {_gib(size)} per micro-batch"
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        est = Estimate(rows=rows, rows_upper_bound=upper, train_steps=self.steps(rows))
+        if est.train_steps is not None:
+            est.train_tokens_max = est.train_steps * self.batch * self.max_length
+        if vocab is not None:
+            est.logits_bytes = self.micro_tokens() * vocab * 4
+        est.loss_path, est.loss_path_reason = self.choose_loss_path(vocab)
+        return est
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
 
 class Metric(Node):
     """``metric [NAME =] EXPR``: a per-row expression averaged over the dataset."""
+
+    expressions: ClassVar[dict[str, str]] = {"expr": "metric"}
 
     name: str
     expr: Expr
 
 
-class Evaluate(Node):
+class Evaluate(Operator):
     """``eval NAME = evaluate(model_or_train, dataset) { prompt = .. metric ... }``.
 
     The model generates for each row (the column ``output`` holds its text) and every metric is
@@ -181,6 +352,15 @@ class Evaluate(Node):
     """
 
     syntax_fields: ClassVar[dict[str, str]] = {"metrics": "its `metric EXPR` lines"}
+    operator: ClassVar[str] = "evaluate"
+    section: ClassVar[str] = "evals"
+    references: ClassVar[References] = {
+        "model": ("models", "trains"),
+        "data": DATA,
+        "prompt": ("prompts",),
+    }
+    reads: ClassVar[str | None] = "data"
+    prompts: ClassVar[tuple[PromptUse, ...]] = (PromptUse("prompt"),)
 
     op: Literal["evaluate"] = "evaluate"
     model: RefField = Field(description="A `train` (its student after training) or a `model`.")
@@ -193,8 +373,21 @@ class Evaluate(Node):
     max_tokens: int = Field(128, ge=1, description="Most new tokens per answer.")
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
 
+    def scope(self, columns: Columns) -> Columns:
+        return {**columns, "output": "str"}  # the model's answer
 
-class Export(Node):
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if rows is not None and self.limit:
+            rows = min(rows, self.limit)
+        return Estimate(
+            rows=rows,
+            rows_upper_bound=upper,
+            generations=rows,
+            generated_tokens_max=None if rows is None else rows * self.max_tokens,
+        )
+
+
+class Export(Operator):
     """``export TRAIN to "path" { ... }``: ``save_pretrained`` of the trained student + tokenizer
     and a model card generated from the recipe."""
 
@@ -202,6 +395,12 @@ class Export(Node):
         "train": '`export TRAIN to "PATH"`',
         "path": '`export TRAIN to "PATH"`',
     }
+    operator: ClassVar[str] = "export"
+    section: ClassVar[str] = "exports"
+    references: ClassVar[References] = {"train": ("trains",)}
+    code_version: ClassVar[int] = 2  # 2: the marker, and the record of every file's hash
+    main_only: ClassVar[bool] = True
+    restores: ClassVar[bool] = True
 
     kind: Literal["export"] = "export"
     train: RefField

@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdlang.check.names import upstream
+from kdlang.check.names import dependency_order, inputs
 from kdlang.check.program import Program
+from kdlang.ir.descriptor import Estimate
 from kdlang.ir.recipe import Recipe
 from kdlang.ir.sources import HFData, HFModel, InlineData, OpenAIModel
 from kdlang.ir.values import Ref
 from kdlang.plan import estimates as est
 from kdlang.plan.changes import explain_change
-from kdlang.plan.fingerprint import CODE_VERSIONS, canonical, file_hash, fingerprint, folder_hash
+from kdlang.plan.fingerprint import canonical, file_hash, fingerprint, folder_hash
 from kdlang.plan.store import Store
 
 
@@ -31,7 +32,7 @@ class PlanNode:
     fingerprint: str = ""
     components: dict = field(default_factory=dict)
     columns: dict[str, str] | None = None
-    estimate: est.Estimate = field(default_factory=est.Estimate)
+    estimate: Estimate = field(default_factory=Estimate)
     status: str = "will run"
     reason: str = ""
     lock: str | None = None
@@ -104,21 +105,7 @@ class _Builder:
 
     def order(self) -> list[str]:
         """Datasets, stages, trains and evals, each after what it reads (source order otherwise)."""
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(name: str) -> None:
-            if name in seen or self.recipe.lookup(name) is None:
-                return
-            seen.add(name)
-            for parent in upstream(self.recipe, name):
-                visit(parent)
-            order.append(name)
-
-        for section in ("datasets", "stages", "trains", "evals"):
-            for name in getattr(self.recipe, section):
-                visit(name)
-        return order
+        return dependency_order(self.recipe)[0]
 
     def make(self, name: str, section: str, decl) -> PlanNode:
         kind = {
@@ -128,9 +115,8 @@ class _Builder:
             "evals": "eval",
             "exports": "export",
         }[section]
-        op = {"dataset": "dataset", "train": "train", "export": "export"}.get(kind) or decl.op
-        inputs = [ref.name for ref in self.upstream_refs(decl)]
-        node = PlanNode(name=name, kind=kind, op=op, inputs=inputs, node=decl)
+        op = decl.operator
+        node = PlanNode(name=name, kind=kind, op=op, inputs=inputs(self.recipe, decl), node=decl)
         files: dict[str, str] = {}
         if kind == "dataset" and not isinstance(decl, InlineData):
             local = self.program.resolve(
@@ -142,7 +128,7 @@ class _Builder:
                 files[local.name] = folder_hash(local)
         node.components = {
             "op": op,
-            "code": CODE_VERSIONS[op],
+            "code": decl.code_version,
             "params": canonical(decl, self.resolve),
             "seed": self.recipe.seed,
             "files": files,
@@ -152,22 +138,6 @@ class _Builder:
         node.columns = self.program.schemas.get(name) if kind in ("dataset", "stage") else None
         node.estimate = self.estimate(name, kind, decl)
         return node
-
-    def upstream_refs(self, decl) -> list[Ref]:
-        refs = []
-        for setting in ("input", "data", "against", "model", "train"):
-            ref = getattr(decl, setting, None)
-            if (
-                isinstance(ref, Ref)
-                and self.recipe.lookup(ref.name)
-                and self.recipe.lookup(ref.name)[0] in ("datasets", "stages", "trains")
-            ):
-                refs.append(ref)
-        for rule in getattr(decl, "rules", []):
-            ref = getattr(rule, "against", None)
-            if isinstance(ref, Ref):
-                refs.append(ref)
-        return refs
 
     def resolve(self, ref: Ref) -> Any:
         """What a reference contributes to a fingerprint: content, never the name."""
@@ -199,37 +169,27 @@ class _Builder:
             settings["content"] = folder_hash(folder)
         return settings
 
-    def estimate(self, name: str, kind: str, decl) -> est.Estimate:
+    def estimate(self, name: str, kind: str, decl) -> Estimate:
         if kind == "dataset":
             path = None
             if not isinstance(decl, InlineData | HFData):
                 path = self.program.resolve(decl.span.file, decl.path)
             rows = est.dataset_rows(decl, path)
             self.rows[name] = (rows, False)
-            return est.Estimate(rows=rows)
-        if kind == "stage":
-            rows, upper = self.rows.get(decl.input.name, (None, False))
-            estimate = est.stage_estimate(decl, rows, upper)
-            self.rows[name] = (estimate.rows, estimate.rows_upper_bound)
-            return estimate
+            return Estimate(rows=rows)
+        if decl.reads is None:
+            return decl.estimate(None, False)
+        rows, upper = self.rows.get(getattr(decl, decl.reads).name, (None, False))
+        vocab = None
         if kind == "train":
-            rows, upper = self.rows.get(decl.data.name, (None, False))
             student = self.recipe.models.get(decl.student.name)
             folder = (
                 self.program.resolve(student.span.file, student.path)
                 if isinstance(student, HFModel)
                 else None
             )
-            return est.train_estimate(decl, rows, upper, est.vocab_size(student, folder))
-        if kind == "eval":
-            rows, upper = self.rows.get(decl.data.name, (None, False))
-            if rows is not None and decl.limit:
-                rows = min(rows, decl.limit)
-            calls = rows
-            return est.Estimate(
-                rows=rows,
-                rows_upper_bound=upper,
-                generations=calls,
-                generated_tokens_max=calls * decl.max_tokens if calls is not None else None,
-            )
-        return est.Estimate()
+            vocab = est.vocab_size(student, folder)
+        estimate = decl.estimate(rows, upper, vocab)
+        if kind == "stage":
+            self.rows[name] = (estimate.rows, estimate.rows_upper_bound)
+        return estimate

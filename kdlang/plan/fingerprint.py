@@ -2,7 +2,8 @@
 
 A node's fingerprint is the SHA-256 of a canonical JSON document of its *components*:
 
-- ``op`` and ``code``: the operator and the version of kdlang's code for it (:data:`CODE_VERSIONS`);
+- ``op`` and ``code``: the operator and the version of kdlang's code for it (its descriptor's
+  ``code_version``, :mod:`kdlang.ir.descriptor`);
 - ``params``: the node's canonical IR (positions, comments and declaration names excluded;
   references replaced by what they refer to: a prompt by its template text, a model by its
   identity — a local folder by the content hash of its files, a hub id by id + revision;
@@ -28,21 +29,6 @@ from pydantic import BaseModel
 
 from kdlang import __version__
 from kdlang.ir.values import Ref
-
-CODE_VERSIONS = {
-    "dataset": 1,
-    "label": 1,
-    "expand": 1,
-    "curate": 1,
-    "judge": 1,
-    "pairs": 1,
-    "filter": 1,
-    "teacher_logits": 1,
-    "train": 1,
-    "evaluate": 1,
-    "export": 2,  # 2: the marker, and the record of every file's hash
-}
-"""Bumped when an operator's implementation changes what it produces (invalidates its caches)."""
 
 _FILE_MEMO: dict[tuple[str, int, int], str] = {}
 _SETTLED_NS = 3_000_000_000

@@ -6,21 +6,29 @@ they have run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdlang.ir.sources import HFModel
 from kdlang.ir.values import Percent, Schedule
+from kdlang.plan import Plan, PlanNode, needed
+
+if TYPE_CHECKING:
+    from kdlang.ir.training import Export
+
+    from ..context import StageContext
 
 
-def model_card(ctx, export, *, merged: bool, lora: bool) -> str:
+def model_card(ctx: StageContext, export: Export, *, merged: bool, lora: bool) -> str:
     recipe = ctx.program.recipe
     train = recipe.trains[export.train.name]
-    student = recipe.models[train.student.name]
-    teacher = recipe.models.get(train.teacher.name) if train.teacher else None
+    student = ctx.model(train.student)
+    teacher = ctx.model(train.teacher) if train.teacher else None
     header = recipe.header
     title = header.title if header else recipe.title
     lines = ["---", "library_name: transformers", "tags:", "- kdlang", "- knowledge-distillation"]
-    if isinstance(student, HFModel) and not Path(ctx.model_path(student)).exists():
-        lines.append(f"base_model: {student.path}")  # a hub id
+    hub_id = ctx.hub_id(student) if isinstance(student, HFModel) else None
+    if hub_id is not None:
+        lines.append(f"base_model: {hub_id}")
     lines += ["---", "", f"# {title}: `{export.train.name}`", ""]
     if header is not None and header.description:
         lines += [header.description, ""]
@@ -37,7 +45,7 @@ def model_card(ctx, export, *, merged: bool, lora: bool) -> str:
         "",
         f"- student `{train.student.name}`: {_model(student)}",
     ]
-    if teacher is not None:
+    if train.teacher is not None and teacher is not None:
         lines.append(f"- teacher `{train.teacher.name}`: {_model(teacher)}")
     lines += ["", "## Data", ""]
     lines += [f"- `{n.name}`: {_stage(n, recipe)}" for n in _upstream(ctx.plan, train.data.name)]
@@ -61,12 +69,11 @@ def model_card(ctx, export, *, merged: bool, lora: bool) -> str:
     lines.append(f"| lr_schedule | {_lr(train.lr_schedule)} |")
     lines += ["", "## Losses", "", "| loss | weight | settings |", "|---|---|---|"]
     for loss in train.losses:
-        extra = []
-        relevant = {"jsd": ("beta",), "dpo": ("beta",), "skew_kl": ("alpha",)}
-        relevant["skew_rkl"] = relevant["skew_kl"]
-        for key in ("temperature", "layers", *relevant.get(loss.name, ())):
-            if key in type(loss).model_fields:
-                extra.append(f"{key} {describe(getattr(loss, key))}")
+        extra = [
+            f"{key} {describe(getattr(loss, key))}"
+            for key in type(loss).model_fields  # its own options: each loss has only its own
+            if key not in _NOT_OPTIONS
+        ]
         if getattr(loss, "temperature_scale", False):
             extra.append("× T²")
         lines.append(f"| {loss.name} | {describe(loss.weight)} | {', '.join(extra)} |")
@@ -119,14 +126,12 @@ def _model(model) -> str:
     return f'openai("{model.model}")'
 
 
-def _upstream(plan, name: str):
+_NOT_OPTIONS = frozenset({"span", "spans", "name", "weight", "temperature_scale"})
+
+
+def _upstream(plan: Plan, name: str) -> list[PlanNode]:
     """The plan nodes ``name`` reads, transitively, in plan order (itself last)."""
-    wanted, pending = set(), [name]
-    while pending:
-        current = pending.pop()
-        if current not in wanted:
-            wanted.add(current)
-            pending.extend(plan.node(current).inputs)
+    wanted = needed(plan, [name])
     return [n for n in plan.nodes if n.name in wanted]
 
 
@@ -145,11 +150,12 @@ def _stage(node, recipe) -> str:
     return ", ".join(parts)
 
 
-def _evaluations(ctx, train_name: str) -> list[tuple[str, dict]]:
+def _evaluations(ctx: StageContext, train_name: str) -> list[tuple[str, dict]]:
+    """The committed manifests of the recipe's evaluations of ``train_name``'s student."""
     found = []
     for node in ctx.plan.nodes:
         if node.op == "evaluate" and node.node.model.name == train_name:
-            manifest = ctx.cache.manifest(node.fingerprint)
+            manifest = ctx.manifest(node.name)
             if manifest is not None:
                 found.append((node.name, manifest))
     return found

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from kdlang.ir.sources import HFModel
+
 from ..cache import DATA_FILE
-from ..context import RunError
+from ..errors import RunError
 from . import models as md
 from .examples import (
     Example,
@@ -30,17 +33,24 @@ from .examples import (
     with_eos,
 )
 from .loop import Job
-from .objective import DIVERGENCES, HIDDEN, Models, Objective
+from .objective import Models, Objective
 from .terms import sequence_logprobs
+
+if TYPE_CHECKING:
+    from kdlang.ir.training import Train
+    from kdlang.plan import PlanNode
+
+    from ..context import StageContext
 
 TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS = "topk_ids", "topk_logprobs", "topk_target_ids"
 
 
-def build_job(train, ctx) -> Job:
+def build_job(train: Train, ctx: StageContext) -> Job:
     recipe = ctx.program.recipe
     dist = ctx.dist
     seed = train.seed if train.seed is not None else recipe.seed
-    spec = recipe.models[train.student.name]
+    spec = ctx.model(train.student)
+    assert isinstance(spec, HFModel)  # a student is an `hf` model (`kdlang check` says so)
     settings = ctx.model_settings(spec)
     device = _device(settings["device"], dist)
     try:
@@ -50,14 +60,13 @@ def build_job(train, ctx) -> Job:
     chat = md.chat_enabled(tokenizer, spec.chat_template)
     student_head = md.head(student)
 
-    names = {loss.name for loss in train.losses}
     rows, topk = read_table(ctx.artifact(train.data.name))
     if not rows:
         raise RunError(f"`{train.data.name}` has no rows to train on")
-    wants_teacher = bool(names & (set(DIVERGENCES) | set(HIDDEN)))
+    wants_teacher = any(loss.teacher is not None for loss in train.losses)
     online = train.teacher is not None and wants_teacher
     teacher_model = teacher_head = None
-    if online:
+    if online and train.teacher is not None:
         teacher = ctx.teacher(train.teacher)
         if not getattr(teacher, "white_box", False):
             raise RunError(f"the online teacher `{train.teacher.name}` must be an `hf` model")
@@ -76,11 +85,12 @@ def build_job(train, ctx) -> Job:
     ctx.stats["loss_path"] = {"path": path, "reason": reason}
 
     template = ctx.template(train.prompt) if train.prompt is not None else None
+    learns_from = {loss.learns_from for loss in train.losses}
     examples, pairs = [], []
     for i, row in enumerate(rows):
-        if names - {"dpo"}:
+        if "tokens" in learns_from:
             examples.append(_example(i, row, topk, template, tokenizer, chat, train))
-        if "dpo" in names:
+        if "pairs" in learns_from:
             pairs.append(_pair(i, row, template, tokenizer, chat, train))
     ctx.stats["rows_in"] = len(rows)
     ctx.stats["target_tokens"] = sum(e.tokens for e in examples)
@@ -106,8 +116,7 @@ def build_job(train, ctx) -> Job:
             )
     except ValueError as error:  # a hidden-state layer the model does not have
         raise RunError(f"`{ctx.node.name}`: {error}") from None
-    folder = ctx.cache.progress_dir(ctx.node.fingerprint)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ctx.progress_dir()
     job = Job(
         train=train,
         objective=objective,
@@ -205,12 +214,12 @@ def reference_logprobs(job: Job, batch_size: int = 8) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _check_cache_vocab(ctx, train, tokenizer, topk, width: int) -> None:
+def _check_cache_vocab(ctx: StageContext, train: Train, tokenizer, topk, width: int) -> None:
     """The cached ids must be ids of the student's vocabulary: compare with the digest the
     ``teacher_logits`` stage recorded, and the largest id with the lm_head's width."""
     stage = _logits_stage(ctx, train.data.name)
-    recorded = (ctx.cache.manifest(stage.fingerprint) or {}).get("vocab_digest") if stage else None
-    if recorded is not None and recorded != md.vocab_digest(tokenizer):
+    recorded = (ctx.manifest(stage.name) or {}).get("vocab_digest") if stage else None
+    if stage is not None and recorded is not None and recorded != md.vocab_digest(tokenizer):
         raise RunError(
             f"the top-k cached by `{stage.name}` uses another vocabulary than the student "
             f"`{train.student.name}`; token-level losses need one tokenizer"
@@ -220,7 +229,7 @@ def _check_cache_vocab(ctx, train, tokenizer, topk, width: int) -> None:
         raise RunError(f"cached token id {largest} is outside the student's {width} logits")
 
 
-def _logits_stage(ctx, name: str):
+def _logits_stage(ctx: StageContext, name: str) -> PlanNode | None:
     """The nearest ``teacher_logits`` node upstream of ``name`` (itself included)."""
     pending = [name]
     while pending:

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..context import RunError
+from ..errors import RunError
 
 
 def load_student(settings: dict[str, Any], lora=None, *, device: torch.device, seed: int):
-    """``(model, tokenizer)`` of a student from ``ctx.model_settings`` of its ``hf`` model.
+    """``(model, tokenizer)`` of a student from the settings of its ``hf`` model
+    (:meth:`kdlang.runtime.context.StageContext.model_settings`).
 
     Weights load in float32 unless the model declares another dtype (``auto`` trains fp32
     master weights; bf16 arithmetic comes from autocast). With ``lora`` the base weights are
@@ -162,12 +163,10 @@ def shared_width(student_head: nn.Linear, teacher_head: nn.Linear | None, vocab:
 
 
 def loss_path(train, vocab: int) -> tuple[str, str]:
-    """``(path, reason)``: the choice ``kdlang plan`` shows (:func:`train_estimate`), made
-    with the loaded student's vocabulary."""
-    from kdlang.plan.estimates import train_estimate
-
-    estimate = train_estimate(train, None, False, vocab)
-    return estimate.loss_path or "materialized", estimate.loss_path_reason or ""
+    """``(path, reason)``: the choice ``kdlang plan`` shows
+    (:meth:`kdlang.ir.training.Train.choose_loss_path`), made with the loaded student's
+    vocabulary."""
+    return train.choose_loss_path(vocab)
 
 
 def supports_fused(model: nn.Module) -> bool:

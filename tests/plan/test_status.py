@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kdlang.ir import stages as st
 from kdlang.plan import Store
-from kdlang.plan import fingerprint as fp
 from kdlang.plan.render import plan_to_dot
 from kdlang.plan.store import MANIFEST, write_json_atomic
 from tests.plan.support import NODES, RECIPE, plan_of
@@ -114,7 +114,7 @@ def test_a_changed_model_setting(project: Path, ran):
 
 
 def test_a_new_code_version(project: Path, ran, monkeypatch):
-    monkeypatch.setitem(fp.CODE_VERSIONS, "label", fp.CODE_VERSIONS["label"] + 1)
+    monkeypatch.setattr(st.LabelStage, "code_version", st.LabelStage.code_version + 1)
     after = reasons(plan_of(project))
     assert after["rationales"] == "kdlang's code for `label` changed"
     assert after["clean"] == "upstream `rationales` changed"
