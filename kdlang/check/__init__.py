@@ -10,6 +10,7 @@ diagnostic of every step is collected; nothing stops at the first error.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from kdlang.check.compat import check_compat
@@ -51,7 +52,7 @@ def check_program(
     return program
 
 
-def load_checked(path: str, overrides: list[str] = ()) -> tuple[Program, list[Diagnostic]]:
+def load_checked(path: str, overrides: Sequence[str] = ()) -> tuple[Program, list[Diagnostic]]:
     """A program that passed every check (warnings returned), or :class:`DiagnosticError`."""
     errors = Collector()
     program = check_program(path, list(overrides), errors)
@@ -61,7 +62,7 @@ def load_checked(path: str, overrides: list[str] = ()) -> tuple[Program, list[Di
 
 
 def check_files(
-    paths: list[str], overrides: list[str] = (), texts: dict[str, str] | None = None
+    paths: list[str], overrides: Sequence[str] = (), texts: dict[str, str] | None = None
 ) -> tuple[list[Diagnostic], dict[str, str]]:
     """Diagnostics of every file (in file order) and the sources they point into. ``texts``
     gives the source of a path that is not read from disk (e.g. ``<stdin>``)."""
@@ -91,7 +92,7 @@ def check_files(
     return diagnostics, sources
 
 
-def _override_sources(overrides) -> dict[str, str]:
+def _override_sources(overrides: Sequence[str]) -> dict[str, str]:
     from kdlang.check.overrides import source_names
 
     texts = list(overrides)

@@ -90,7 +90,8 @@ def _read_columns(kind: str, path: Path) -> dict[str, str]:
         return dict.fromkeys(header, "str")
     if kind == "parquet":
         try:
-            import pyarrow.parquet as pq  # only for parquet inputs
+            # only for parquet inputs; pyarrow ships no type information (no py.typed, no stubs)
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
         except ImportError:
             raise UnreadableData("reading parquet needs pyarrow") from None
         try:

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from kdlang.ir.recipe import Recipe
 from kdlang.ir.values import EnvRef, Ref
 from kdlang.syntax.diagnostics import Collector
+from kdlang.syntax.span import Span
 
 
 def env_refs(value: Any, recipe: Recipe) -> Iterator[EnvRef]:
@@ -50,9 +51,11 @@ def unset(refs: Iterable[EnvRef]) -> list[EnvRef]:
 
 def check_environment(recipe: Recipe, errors: Collector) -> None:
     """A warning at every ``env(...)`` of the recipe whose variable is unset."""
-    reported: set[tuple] = set()
+    reported: set[tuple[str, Span]] = set()
     for name in recipe.names():
-        for ref in env_refs(recipe.lookup(name)[1], recipe):
+        declared = recipe.lookup(name)
+        assert declared is not None  # names() lists declared names only
+        for ref in env_refs(declared[1], recipe):
             key = (ref.env, ref.span)
             if ref.env in os.environ or key in reported:
                 continue

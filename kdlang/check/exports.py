@@ -62,6 +62,7 @@ def check_exports(program: Program, errors: Collector) -> None:
         return
     cache = workdir / DEFAULT_CACHE
     for export in program.recipe.exports:
+        reason: str | None
         if export.path == "":
             reason = "is empty, which names the working directory"
         else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kdlang.ir.sources import (
     DATASET_KINDS,
@@ -22,10 +23,14 @@ from kdlang.ir.sources import (
 )
 from kdlang.ir.stages import STAGE_OPERATORS
 from kdlang.ir.training import LOSSES, Evaluate, Train
+from kdlang.ir.values import Node
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError, suggestion
 from kdlang.syntax.parser import parse_expression
 from kdlang.syntax.span import Span
+
+if TYPE_CHECKING:
+    from kdlang.check.program import Program
 
 _PREFIX = len("prompt __value__ = ")
 _INTERNAL = {"span", "spans", "kind", "op", "name", "rule", "losses", "rules", "metrics", "input"}
@@ -83,7 +88,7 @@ class Overrides:
             )
         return cls(items, sources)
 
-    def apply(self, module: ast.Module, program, errors: Collector, root: bool) -> None:
+    def apply(self, module: ast.Module, program: Program, errors: Collector, root: bool) -> None:
         """Apply, to ``module`` (``root``: the file checked), the overrides naming what it
         declares."""
         if root:
@@ -146,12 +151,12 @@ def _apply(
         return
     head, rest = parts[0], parts[1:]
     if head == "recipe":
-        decl = next((d for d in module.decls if isinstance(d, ast.RecipeDecl)), None)
-        if decl is None:
+        header = next((d for d in module.decls if isinstance(d, ast.RecipeDecl)), None)
+        if header is None:
             title = ast.String(item.path_span, module.file, f'"{module.file}"')
-            decl = ast.RecipeDecl(item.path_span, "recipe", title, ast.Block(item.path_span, []))
-            module.decls.insert(0, decl)
-        _set(decl, None, decl.block, rest, RecipeHeader, item, errors)
+            header = ast.RecipeDecl(item.path_span, "recipe", title, ast.Block(item.path_span, []))
+            module.decls.insert(0, header)
+        _set(header, None, header.block, rest, RecipeHeader, item, errors)
         return
     decl = named[head]
     if rest[0] == "loss" and isinstance(decl, ast.TrainDecl):
@@ -165,12 +170,23 @@ def _apply(
             item.path_span,
         )
         return
-    if decl.__dict__.get("block", "absent") is None:
-        decl.block = ast.Block(decl.span, [])
-    _set(decl, call, getattr(decl, "block", None), rest, cls, item, errors)
+    _set(decl, call, _settings_block(decl), rest, cls, item, errors)
 
 
-def _target(decl: ast.NamedDecl):
+def _settings_block(decl: ast.NamedDecl) -> ast.Block | None:
+    """The block of ``decl``'s settings, made (empty) where the declaration may have one and
+    has none; None for a model, whose settings are all in its call."""
+    if isinstance(decl, ast.DatasetDecl | ast.StageDecl | ast.EvalDecl | ast.ExportDecl):
+        if decl.block is None:
+            decl.block = ast.Block(decl.span, [])
+        return decl.block
+    if isinstance(decl, ast.TrainDecl):
+        return decl.block
+    return None
+
+
+def _target(decl: ast.NamedDecl) -> tuple[type[Node] | None, ast.Call | None]:
+    """The class validating ``decl``'s settings, and the call holding some of them."""
     if isinstance(decl, ast.ModelDecl) and isinstance(decl.value, ast.Call):
         return MODEL_KINDS.get(decl.value.name), decl.value
     if isinstance(decl, ast.DatasetDecl) and isinstance(decl.value, ast.Call):
@@ -185,13 +201,13 @@ def _target(decl: ast.NamedDecl):
 
 
 def _set(
-    decl,
+    decl: ast.Decl,
     call: ast.Call | None,
     block: ast.Block | None,
     rest: list[str],
-    cls,
+    cls: type[Node],
     item: Override,
-    errors,
+    errors: Collector,
 ) -> None:
     key = rest[0]
     known = [name for name in cls.model_fields if name not in _INTERNAL]
@@ -224,7 +240,7 @@ def _set(
     block.stmts.append(ast.Setting(item.path_span, key, item.path_span, item.value))
 
 
-def _positional(decl, call: ast.Call) -> tuple[str, ...]:
+def _positional(decl: ast.Decl, call: ast.Call) -> tuple[str, ...]:
     """Names of the settings a call takes positionally (`hf("path")`, `label(input)`)."""
     if isinstance(decl, ast.ModelDecl):
         return MODEL_POSITIONAL.get(call.name, ())

@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kdlang.ir import lower
 from kdlang.ir.recipe import Recipe
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
 from kdlang.syntax.parser import parse
+
+if TYPE_CHECKING:  # imported by the checker only when a command has overrides
+    from kdlang.check.overrides import Overrides
 
 
 @dataclass
@@ -39,7 +43,7 @@ class Program:
 
 
 def load_program(
-    path: str, errors: Collector, overrides=None, source: str | None = None
+    path: str, errors: Collector, overrides: Overrides | None = None, source: str | None = None
 ) -> Program | None:
     """Parse and lower ``path`` and, recursively, its imports. None if the root cannot parse."""
     program = Program(recipe=Recipe.empty(file=path), root=path)
@@ -50,7 +54,12 @@ def load_program(
 
 
 def _load(
-    path: str, program: Program, errors: Collector, stack: list[str], overrides, source=None
+    path: str,
+    program: Program,
+    errors: Collector,
+    stack: list[str],
+    overrides: Overrides | None,
+    source: str | None = None,
 ) -> bool:
     if source is None:
         try:

@@ -8,7 +8,7 @@ positions in the ``.kd`` file, so a typo'd ``{{ questoin }}`` is reported on its
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from functools import lru_cache
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
@@ -42,6 +42,7 @@ def printed_variables(text: str) -> set[str]:
     assigned = {
         name.name
         for node in tree.find_all((nodes.For, nodes.Assign))
+        if isinstance(node, nodes.For | nodes.Assign)
         for name in node.target.find_all(nodes.Name)
     } | {n.target.name for n in tree.find_all(nodes.Assign) if isinstance(n.target, nodes.Name)}
     printed = {
@@ -74,7 +75,7 @@ def check_template(
     columns: Mapping[str, str] | None,
     errors: Collector,
     use: Span,
-    extra: set[str] = frozenset(),
+    extra: Set[str] = frozenset(),
     reported: set | None = None,
     source: str | None = None,
 ) -> None:
@@ -182,7 +183,8 @@ def _walk(prompt: Prompt, source: str) -> list[tuple[int, int]] | None:
     if not 1 <= line <= len(lines):
         return None
     pos = sum(len(text) + 1 for text in lines[: line - 1]) + column - 1
-    text, positions = prompt.text, []
+    text = prompt.text
+    positions: list[tuple[int, int]] = []
     while len(positions) < len(text):
         if pos >= len(source):
             return None

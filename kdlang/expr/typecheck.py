@@ -161,11 +161,11 @@ class _Checker:
                 node.span,
                 help=suggestion(node.func, FUNCTIONS) or "functions: " + ", ".join(FUNCTIONS),
             )
-            for arg in node.args:
-                self.type(arg)
+            for unknown_arg in node.args:
+                self.type(unknown_arg)
             return "any"
         names = [name for name, _ in function.params]
-        args = list(node.args)
+        args: list[ir.ExprNode | None] = list(node.args)
         for key, value in node.kwargs.items():
             if key not in names:
                 self.errors.error(
@@ -186,7 +186,7 @@ class _Checker:
             self.errors.error(
                 "KD0208", f"`{node.func}` takes {expected} argument(s), got {len(args)}", node.span
             )
-        kinds = []
+        kinds: list[str] = []
         for index, (arg, (param, allowed)) in enumerate(zip(args, function.params, strict=False)):
             if arg is None:
                 continue

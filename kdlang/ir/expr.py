@@ -2,23 +2,28 @@
 
 A small, typed, side-effect-free language evaluated by kdlang itself (never Python ``eval``):
 literals, column names, calls of built-in functions, arithmetic, comparisons, ``and``/``or``/
-``not``, ``in`` with lists and ranges. Types are checked by :mod:`kdlang.check` before any row is
-seen; :mod:`kdlang.check.functions` defines the built-ins.
+``not``, ``in`` with lists and ranges. Types are checked (:mod:`kdlang.expr.typecheck`, run by
+:mod:`kdlang.check`) before any row is seen; :mod:`kdlang.expr.functions` defines the built-ins.
 """
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, InstanceOf, SerializeAsAny
 
-from kdlang.ir.values import Node, lowered
+from kdlang.ir.values import Node
 
 
 class ExprNode(Node):
     """Base of the expression nodes below."""
 
 
-Expr = lowered(ExprNode)
-"""Any expression node."""
+Expr = SerializeAsAny[InstanceOf[ExprNode]]
+"""Any expression node. Validated by an instance check: the nodes are made by the lowering alone
+(:mod:`kdlang.expr.lower`), each validated by its own class as it is made, and never read from
+dicts or JSON. Typed as the union of the node classes, a field would have pydantic build the
+schema of every class of the union (recursive ones) inside each model with the field, used by
+the recipe or not: a large part of ``kdlang check``'s start-up. Serialized as any: each node by
+its own class, where ``InstanceOf`` alone would dump only the fields of :class:`ExprNode`."""
 
 
 class Lit(ExprNode):
@@ -40,16 +45,24 @@ class Apply(ExprNode):
     kwargs: dict[str, Expr] = Field(default_factory=dict)
 
 
+BinaryOperator = Literal[
+    "+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"
+]
+UnaryOperator = Literal["-", "not"]
+BINARY_OPERATORS: tuple[BinaryOperator, ...] = get_args(BinaryOperator)
+UNARY_OPERATORS: tuple[UnaryOperator, ...] = get_args(UnaryOperator)
+
+
 class BinOp(ExprNode):
     kind: Literal["binop"] = "binop"
-    op: Literal["+", "-", "*", "/", "==", "!=", "<", "<=", ">", ">=", "in", "not in", "and", "or"]
+    op: BinaryOperator
     left: Expr
     right: Expr
 
 
 class UnOp(ExprNode):
     kind: Literal["unop"] = "unop"
-    op: Literal["-", "not"]
+    op: UnaryOperator
     operand: Expr
 
 

@@ -1,38 +1,46 @@
 """Lowering: the syntax tree of one file to its IR, with every error collected as a diagnostic.
 
 Each declaration's settings (call keywords and block settings alike) become neutral values
-(:mod:`kdlang.ir.values`) and are validated by the declaration's pydantic model; pydantic's
-errors are mapped back to the offending setting's span (:mod:`kdlang.ir.validation`).
+(:mod:`kdlang.ir.lower_values`) and are validated by the declaration's pydantic model; pydantic's
+errors are mapped back to the offending setting's span (:mod:`kdlang.ir.validation`). The lines
+of a block that are no settings are lowered here: a train's ``loss`` lines, a filter's rules,
+an eval's metrics, whose expressions are the expression language's
+(:mod:`kdlang.expr.lower`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
-from kdlang.ir import expr as ir_expr
+# The module, its functions read when called: kdlang.expr's modules import kdlang.ir.expr, whose
+# package (kdlang/ir/__init__.py) imports this module, whichever of the two is imported first.
+from kdlang.expr import lower as expressions
+from kdlang.ir.expr import ExprNode
+from kdlang.ir.lower_values import SettingsLowering
 from kdlang.ir.recipe import Import, Recipe
 from kdlang.ir.sources import (
     DATASET_KINDS,
     DATASET_POSITIONAL,
     MODEL_KINDS,
     MODEL_POSITIONAL,
-    LoRA,
     Prompt,
     RecipeHeader,
 )
-from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule, KeepRule
-from kdlang.ir.training import LOSSES, Evaluate, Export, Metric, Train
-from kdlang.ir.validation import Fields, validate
-from kdlang.ir.values import CallValue, Percent, Ref, Transition
+from kdlang.ir.stages import (
+    STAGE_OPERATORS,
+    DecontaminateRule,
+    DedupRule,
+    KeepRule,
+    StageOperator,
+)
+from kdlang.ir.training import LOSSES, Evaluate, Export, LossBase, Metric, Train
+from kdlang.ir.validation import Fields, Unlowerable
+from kdlang.ir.values import Node, Ref
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, suggestion
 from kdlang.syntax.span import Span
 
-NESTED_NODES = {"lora": LoRA}
-
-
-class Unlowerable(Exception):
-    """Raised inside value conversion; already reported."""
+_FILTER_STMTS: tuple[type[ast.Stmt], ...] = (ast.KeepStmt, ast.DedupStmt, ast.DecontaminateStmt)
 
 
 def lower(module: ast.Module, errors: Collector) -> Recipe:
@@ -47,11 +55,8 @@ def lower(module: ast.Module, errors: Collector) -> Recipe:
     return recipe
 
 
-class _Lowering:
-    def __init__(self, errors: Collector):
-        self.errors = errors
-
-    # -- declarations ------------------------------------------------------------------------
+class _Lowering(SettingsLowering):
+    """Declarations, and the lines of their blocks that are no settings."""
 
     def declaration(self, recipe: Recipe, decl: ast.Decl) -> None:
         if isinstance(decl, ast.RecipeDecl):
@@ -82,9 +87,9 @@ class _Lowering:
                 Export, fields, "train", Ref(name=decl.name, span=decl.name_span), decl.name_span
             )
             self.given(Export, fields, "path", self.value(decl.path), decl.path.span, decl.path)
-            node = self.validated(Export, fields, decl.span, decl.name_span)
-            if node is not None:
-                recipe.exports.append(node)
+            export = self.validated(Export, fields, decl.span, decl.name_span)
+            if export is not None:
+                recipe.exports.append(export)
             return
         assert isinstance(decl, ast.NamedDecl)
         node, section = self.named(decl)
@@ -104,7 +109,7 @@ class _Lowering:
         recipe.name_spans[decl.name] = decl.name_span
         getattr(recipe, section)[decl.name] = node
 
-    def named(self, decl: ast.NamedDecl) -> tuple[Any, str]:
+    def named(self, decl: ast.NamedDecl) -> tuple[Node | None, str]:
         if isinstance(decl, ast.ModelDecl):
             return self.constructed(
                 decl, decl.value, None, MODEL_KINDS, MODEL_POSITIONAL, "model"
@@ -123,7 +128,15 @@ class _Lowering:
             return self.evaluate(decl), "evals"
         raise AssertionError(type(decl))
 
-    def constructed(self, decl, value, block, kinds, positional, what):
+    def constructed(
+        self,
+        decl: ast.NamedDecl,
+        value: ast.Expr,
+        block: ast.Block | None,
+        kinds: Mapping[str, type[Node]],
+        positional: Mapping[str, tuple[str, ...]],
+        what: str,
+    ) -> Node | None:
         if not isinstance(value, ast.Call):
             self.errors.error(
                 "KD0107",
@@ -142,7 +155,7 @@ class _Lowering:
         fields = self.fields(block, call=value, positional=positional[value.name])
         return self.validated(kinds[value.name], fields, decl.span, decl.name_span)
 
-    def prompt(self, decl: ast.PromptDecl):
+    def prompt(self, decl: ast.PromptDecl) -> Prompt | None:
         if not isinstance(decl.value, ast.String):
             self.errors.error(
                 "KD0103", "a prompt is a string (usually triple-quoted)", decl.value.span
@@ -157,7 +170,7 @@ class _Lowering:
             spans={"text": text.span},
         )
 
-    def stage(self, decl: ast.StageDecl):
+    def stage(self, decl: ast.StageDecl) -> StageOperator | None:
         op = decl.op
         cls = STAGE_OPERATORS.get(op.name)
         if cls is None:
@@ -196,7 +209,7 @@ class _Lowering:
             self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
         return self.validated(cls, fields, decl.span, decl.name_span)
 
-    def train(self, decl: ast.TrainDecl):
+    def train(self, decl: ast.TrainDecl) -> Train | None:
         fields = self.fields(decl.block, allow=(ast.LossStmt,))
         loss_lines = [s for s in decl.block.stmts if isinstance(s, ast.LossStmt)]
         if not loss_lines:
@@ -207,7 +220,8 @@ class _Lowering:
                 help="add e.g. `loss sft weight 1.0`",
             )
             fields.reported.add("losses")
-        losses, first_line = [], {}
+        losses: list[LossBase] = []
+        first_line: dict[str, Span] = {}
         for stmt in loss_lines:
             if stmt.name in first_line:
                 # Terms are addressed by name (`--set distill.loss.sft.weight=...`).
@@ -229,7 +243,7 @@ class _Lowering:
         self.given(Train, fields, "losses", losses, decl.block.span)
         return self.validated(Train, fields, decl.span, decl.name_span)
 
-    def loss(self, stmt: ast.LossStmt):
+    def loss(self, stmt: ast.LossStmt) -> LossBase | None:
         cls = LOSSES.get(stmt.name)
         if cls is None:
             self.errors.error(
@@ -259,7 +273,7 @@ class _Lowering:
             )
         return self.validated(cls, fields, stmt.span, stmt.name_span)
 
-    def evaluate(self, decl: ast.EvalDecl):
+    def evaluate(self, decl: ast.EvalDecl) -> Evaluate | None:
         op = decl.op
         if op.name != "evaluate":
             self.errors.error(
@@ -274,10 +288,10 @@ class _Lowering:
         fields = self.fields(
             decl.block, call=op, positional=("model", "data"), allow=(ast.MetricStmt,)
         )
-        metrics = []
+        metrics: list[Metric] = []
         for stmt in decl.block.stmts if decl.block else []:
             if isinstance(stmt, ast.MetricStmt):
-                name = stmt.name or _metric_name(stmt.expr)
+                name = stmt.name or expressions.metric_name(stmt.expr)
                 metrics.append(Metric(name=name, expr=self.expression(stmt.expr), span=stmt.span))
         if not metrics:
             self.errors.error(
@@ -290,79 +304,10 @@ class _Lowering:
         self.given(Evaluate, fields, "metrics", metrics, decl.block.span if decl.block else op.span)
         return self.validated(Evaluate, fields, decl.span, decl.name_span)
 
-    # -- blocks --------------------------------------------------------------------------------
-
-    def fields(
-        self, block: ast.Block | None, call: ast.Call | None = None, positional=(), allow=()
-    ) -> Fields:
-        fields = Fields()
-        if call is not None:
-            if len(call.args) > len(positional):
-                extra = call.args[len(positional)]
-                self.errors.error(
-                    "KD0112",
-                    f"`{call.name}` takes {len(positional)} positional argument(s): "
-                    + ", ".join(positional),
-                    extra.span,
-                )
-                fields.missing_explained = True
-            elif len(call.args) < len(positional) and not any(
-                k.name in positional for k in call.kwargs
-            ):
-                missing = positional[len(call.args) :]
-                self.errors.error(
-                    "KD0112",
-                    f"`{call.name}` needs its "
-                    + ", ".join(f"`{m}`" for m in missing)
-                    + " argument",
-                    call.span,
-                )
-                fields.reported.update(missing)
-            for name, arg in zip(positional, call.args, strict=False):
-                fields.add(name, self.value(arg), arg.span, arg)
-            self.keywords(fields, call)
-        for stmt in block.stmts if block else []:
-            if isinstance(stmt, ast.Setting):
-                if stmt.key in fields.values:
-                    self.errors.error(
-                        "KD0106",
-                        f"`{stmt.key}` is set twice",
-                        stmt.key_span,
-                        notes=[("first set here", fields.key_spans[stmt.key])],
-                    )
-                    continue
-                fields.add(
-                    stmt.key, self.value(stmt.value), stmt.value.span, stmt.value, stmt.key_span
-                )
-            elif not isinstance(stmt, allow):
-                self.errors.error(
-                    "KD0109",
-                    f"`{_stmt_word(stmt)}` is not allowed here",
-                    stmt.span,
-                    help=_where_allowed(stmt),
-                )
-        return fields
-
-    def given(self, cls, fields: Fields, key: str, value, span: Span, expr=None) -> None:
-        """Add a field the declaration's syntax gives (``cls.syntax_fields``); a setting of the
-        same name is reported rather than silently replaced."""
-        if key in fields.values:
-            self.errors.error(
-                "KD0102",
-                f"`{key}` is not a setting: it is given by {cls.syntax_fields[key]}",
-                fields.key_spans[key],
-            )
-        fields.add(key, value, span, expr)
-
-    def keywords(self, fields: Fields, call: ast.Call) -> None:
-        for kw in call.kwargs:
-            if kw.name in fields.values:
-                self.errors.error("KD0106", f"`{kw.name}` is given twice", kw.span)
-                continue
-            fields.add(kw.name, self.value(kw.value), kw.value.span, kw.value, kw.span)
-
-    def rules(self, block: ast.Block | None) -> list:
-        rules = []
+    def rules(self, block: ast.Block | None) -> list[Node]:
+        """A filter's ``keep``, ``dedup`` and ``decontaminate`` lines; those with errors are
+        reported and left out."""
+        rules: list[Node] = []
         for stmt in block.stmts if block else []:
             if isinstance(stmt, ast.KeepStmt):
                 rules.append(KeepRule(condition=self.expression(stmt.condition), span=stmt.span))
@@ -370,8 +315,9 @@ class _Lowering:
                 fields = Fields()
                 fields.add("column", stmt.column, stmt.column_span)
                 self.method(fields, stmt.method, ("exact", "minhash"), "method")
-                node = self.validated(DedupRule, fields, stmt.span, stmt.column_span)
-                rules.append(node) if node is not None else None
+                dedup = self.validated(DedupRule, fields, stmt.span, stmt.column_span)
+                if dedup is not None:
+                    rules.append(dedup)
             elif isinstance(stmt, ast.DecontaminateStmt):
                 fields = Fields()
                 fields.add("column", stmt.column, stmt.column_span)
@@ -382,8 +328,9 @@ class _Lowering:
                 )
                 if stmt.method is not None:
                     self.method(fields, stmt.method, ("ngram",), None)
-                node = self.validated(DecontaminateRule, fields, stmt.span, stmt.column_span)
-                rules.append(node) if node is not None else None
+                rule = self.validated(DecontaminateRule, fields, stmt.span, stmt.column_span)
+                if rule is not None:
+                    rules.append(rule)
         return rules
 
     def method(
@@ -419,127 +366,6 @@ class _Lowering:
                     kw.span,
                 )
 
-    def validated(self, cls, fields: Fields, span: Span, subject: Span):
-        return validate(cls, fields, span, subject, self.errors)
-
-    # -- values ----------------------------------------------------------------------------------
-
-    def value(self, node: ast.Expr) -> Any:
-        """A neutral value (see :mod:`kdlang.ir.values`) for a setting's expression."""
-        if isinstance(node, ast.String | ast.Number | ast.Bool):
-            return node.value
-        if isinstance(node, ast.Null):
-            return None
-        if isinstance(node, ast.Percent):
-            return Percent(fraction=node.value)
-        if isinstance(node, ast.Ref):
-            return Ref(name=node.dotted, span=node.span)
-        if isinstance(node, ast.ListExpr):
-            return [self.value(item) for item in node.items]
-        if isinstance(node, ast.MapExpr):
-            return {entry.key: self.value(entry.value) for entry in node.entries}
-        if isinstance(node, ast.Transition):
-            return Transition(start=self.value(node.start), end=self.value(node.end))
-        if isinstance(node, ast.Call):
-            if node.name in NESTED_NODES:
-                fields = Fields()
-                self.keywords(fields, node)
-                for arg in node.args:
-                    self.errors.error("KD0112", f"`{node.name}` takes keyword arguments", arg.span)
-                return validate(
-                    NESTED_NODES[node.name], fields, node.span, node.func.span, self.errors
-                )
-            return CallValue(
-                name=node.name,
-                args=tuple(self.value(a) for a in node.args),
-                kwargs={k.name: self.value(k.value) for k in node.kwargs},
-                span=node.span,
-            )
-        folded = _fold(node)
-        if folded is not None:
-            return folded
-        self.errors.error(
-            "KD0103", "an expression is not allowed in a setting; give a value", node.span
-        )
-        raise Unlowerable
-
-    def expression(self, node: ast.Expr):
+    def expression(self, node: ast.Expr) -> ExprNode:
         """The expression-language IR of a ``keep`` condition or a ``metric``."""
-        span = node.span
-        if isinstance(node, ast.String | ast.Number | ast.Bool):
-            return ir_expr.Lit(value=node.value, span=span)
-        if isinstance(node, ast.Percent):
-            return ir_expr.Lit(value=node.value, span=span)
-        if isinstance(node, ast.Null):
-            return ir_expr.Lit(value=None, span=span)
-        if isinstance(node, ast.Ref):
-            if len(node.parts) > 1:
-                self.errors.error(
-                    "KD0103",
-                    f"`{node.dotted}`: expressions name columns, which have no parts",
-                    node.span,
-                )
-                raise Unlowerable
-            return ir_expr.Column(name=node.parts[0], span=span)
-        if isinstance(node, ast.Call):
-            return ir_expr.Apply(
-                func=node.name,
-                args=[self.expression(a) for a in node.args],
-                kwargs={k.name: self.expression(k.value) for k in node.kwargs},
-                span=span,
-            )
-        if isinstance(node, ast.Binary):
-            return ir_expr.BinOp(
-                op=node.op,
-                left=self.expression(node.left),
-                right=self.expression(node.right),
-                span=span,
-            )
-        if isinstance(node, ast.Unary):
-            return ir_expr.UnOp(op=node.op, operand=self.expression(node.operand), span=span)
-        if isinstance(node, ast.ListExpr):
-            return ir_expr.Seq(items=[self.expression(i) for i in node.items], span=span)
-        if isinstance(node, ast.Range):
-            return ir_expr.Between(
-                low=self.expression(node.low), high=self.expression(node.high), span=span
-            )
-        self.errors.error("KD0103", "maps and `->` have no meaning in an expression", node.span)
-        raise Unlowerable
-
-
-_FILTER_STMTS = (ast.KeepStmt, ast.DedupStmt, ast.DecontaminateStmt)
-
-
-def _fold(node: ast.Expr) -> float | int | None:
-    """Constant arithmetic in settings (``lr = 3e-4 * 2``)."""
-    if isinstance(node, ast.Number):
-        return node.value
-    if isinstance(node, ast.Unary) and node.op == "-":
-        inner = _fold(node.operand)
-        return None if inner is None else -inner
-    if isinstance(node, ast.Binary) and node.op in "+-*/":
-        left, right = _fold(node.left), _fold(node.right)
-        if left is None or right is None or (node.op == "/" and right == 0):
-            return None
-        return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[node.op]
-    return None
-
-
-def _metric_name(node: ast.Expr) -> str:
-    return node.name if isinstance(node, ast.Call) else "metric"
-
-
-def _stmt_word(stmt: ast.Stmt) -> str:
-    return {
-        ast.LossStmt: "loss",
-        ast.KeepStmt: "keep",
-        ast.DedupStmt: "dedup",
-        ast.DecontaminateStmt: "decontaminate",
-        ast.MetricStmt: "metric",
-    }[type(stmt)]
-
-
-def _where_allowed(stmt: ast.Stmt) -> str:
-    word = _stmt_word(stmt)
-    where = {"loss": "`train` blocks", "metric": "`eval` blocks"}.get(word, "`filter` stages")
-    return f"`{word}` lines belong in {where}"
+        return expressions.lower_expression(node, self.errors)

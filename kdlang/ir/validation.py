@@ -9,12 +9,13 @@ A raw pydantic error never reaches a user.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from kdlang.ir.training import LossBase
-from kdlang.ir.values import describe
+from kdlang.ir.values import Node, describe
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, suggestion
 from kdlang.syntax.span import Span
@@ -49,6 +50,13 @@ _CLASS_NAMES = {
 }
 _INTERNAL = {"span", "spans", "kind", "op", "name", "rule"}
 
+NodeT = TypeVar("NodeT", bound=Node)
+
+
+class Unlowerable(Exception):
+    """Raised by the lowering where a construct cannot become IR, once it is reported: the
+    declaration holding it is left out of the recipe."""
+
 
 @dataclass
 class Fields:
@@ -71,7 +79,7 @@ class Fields:
         span: Span,
         expr: ast.Expr | None = None,
         key_span: Span | None = None,
-    ):
+    ) -> None:
         self.values[key] = value
         self.spans[key] = span
         self.key_spans[key] = key_span or span
@@ -79,12 +87,14 @@ class Fields:
             self.exprs[key] = expr
 
 
-def validate(cls, fields: Fields, span: Span, subject: Span, errors: Collector):
+def validate(
+    cls: type[NodeT], fields: Fields, span: Span, subject: Span, errors: Collector
+) -> NodeT | None:
     """``cls`` built from ``fields``, or None after reporting every problem to ``errors``."""
     try:
         return cls.model_validate({**fields.values, "span": span, "spans": dict(fields.spans)})
     except ValidationError as failure:
-        by_key: dict[str, list[dict]] = {}
+        by_key: dict[str, list[ErrorDetails]] = {}
         for error in failure.errors(include_url=False):
             loc = error["loc"]
             key = str(loc[0]) if loc else ""
@@ -99,7 +109,7 @@ def validate(cls, fields: Fields, span: Span, subject: Span, errors: Collector):
         return None
 
 
-def _specificity(error: dict) -> int:
+def _specificity(error: ErrorDetails) -> int:
     kind = error["type"]
     if kind.startswith("kd_"):
         return 0
@@ -109,7 +119,13 @@ def _specificity(error: dict) -> int:
 
 
 def _report(
-    cls, key: str, path: tuple, error: dict, fields: Fields, subject: Span, errors: Collector
+    cls: type[Node],
+    key: str,
+    path: tuple[int | str, ...],
+    error: ErrorDetails,
+    fields: Fields,
+    subject: Span,
+    errors: Collector,
 ) -> None:
     kind = error["type"]
     what = _label(cls, fields)
@@ -185,15 +201,19 @@ def _report(
     errors.error("KD0103", message, span, help=_field_help(cls, key))
 
 
-def _innermost(key: str, path: tuple) -> str:
+def _innermost(key: str, path: tuple[int | str, ...]) -> str:
     """The setting an error is about: ``warmup`` in ``lr_schedule = cosine(warmup = 0)``.
 
     pydantic's error paths also name union branches (``constrained-int``, ``Percent``); only
     field names (lower-case identifiers that are no type name) count."""
     name = key
     for step in path:
-        is_field = isinstance(step, str) and step.isidentifier() and step.islower()
-        if is_field and step not in ("int", "float", "str", "bool"):
+        if (
+            isinstance(step, str)
+            and step.isidentifier()
+            and step.islower()
+            and step not in ("int", "float", "str", "bool")
+        ):
             name = step
     return name
 
@@ -204,7 +224,7 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _label(cls, fields: Fields) -> str:
+def _label(cls: type[Node], fields: Fields) -> str:
     if issubclass(cls, LossBase) and isinstance(fields.values.get("name"), str):
         return f"loss `{fields.values['name']}`"
     for attr in ("op", "kind", "rule", "name"):
@@ -215,12 +235,12 @@ def _label(cls, fields: Fields) -> str:
     return f"`{cls.__name__}`"
 
 
-def _field_help(cls, key: str) -> str | None:
+def _field_help(cls: type[Node], key: str) -> str | None:
     info = cls.model_fields.get(key)
     return info.description if info is not None and info.description else None
 
 
-def _locate(expr: ast.Expr | None, path: tuple) -> Span | None:
+def _locate(expr: ast.Expr | None, path: tuple[int | str, ...]) -> Span | None:
     """The span of the part of ``expr`` that pydantic's error path names."""
     node = expr
     for step in path:
@@ -231,8 +251,11 @@ def _locate(expr: ast.Expr | None, path: tuple) -> Span | None:
             if entry is None:
                 break
             node = entry.value
-        elif isinstance(node, ast.Call) and isinstance(step, str) and node.kwarg(step) is not None:
-            node = node.kwarg(step).value
+        elif isinstance(node, ast.Call) and isinstance(step, str):
+            keyword = node.kwarg(step)
+            if keyword is None:
+                break
+            node = keyword.value
         else:
             break
     return node.span if node is not None else None

@@ -20,13 +20,6 @@ from pydantic_core import PydanticCustomError, core_schema
 
 from kdlang.syntax.span import Span
 
-NODE_CONFIG = ConfigDict(
-    extra="forbid", arbitrary_types_allowed=True, defer_build=True, strict=True
-)
-"""Every declaration and operator node: unknown settings are errors; values are strict (no
-``"3"`` for 3, no 1 for ``true``; an int is still a float); a model's schema is built when it is
-first used, so that a check builds those of the operators a recipe uses and no others."""
-
 VALUE_CONFIG = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True, strict=True)
 """The values inside settings (references, percentages, calls, schedules): immutable."""
 
@@ -34,7 +27,13 @@ VALUE_CONFIG = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build
 class Node(BaseModel):
     """Base of every IR node: closed (unknown fields are errors) and positioned."""
 
-    model_config = NODE_CONFIG
+    model_config = ConfigDict(
+        extra="forbid", arbitrary_types_allowed=True, defer_build=True, strict=True
+    )
+    """Unknown settings are errors; values are strict (no ``"3"`` for 3, no 1 for ``true``; an
+    int is still a float); a model's schema is built when it is first used, so that a check
+    builds those of the operators a recipe uses and no others. Written out here, where pydantic's
+    mypy plugin reads it (``extra``: no ``**kwargs`` in the ``__init__`` it types)."""
 
     syntax_fields: ClassVar[dict[str, str]] = {}
     """Fields the declaration's syntax gives rather than a ``key = value`` setting (a train's
@@ -102,7 +101,11 @@ class Percent(BaseModel):
 class CallValue(BaseModel):
     """A call in value position, before a field's type gives it meaning."""
 
-    model_config = VALUE_CONFIG
+    # VALUE_CONFIG closed to unknown fields and written out, so that pydantic's mypy plugin types
+    # __init__ without a **kwargs that the field `kwargs` would clash with
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True, strict=True
+    )
 
     name: str
     args: tuple[Any, ...] = ()
