@@ -149,12 +149,12 @@ def liger_losses():
 
 
 def kdlang_losses(**options):
-    from kdlang.runtime.kernels import terms
+    from kdlang.runtime.kernels import entries
     from kdlang.runtime.kernels.divergence import DivergenceSpec, divergence
 
     def make(kind):
         weight = 0.5
-        spec = DivergenceSpec(terms.MODES[kind], T, weight)
+        spec = DivergenceSpec(entries.MODES[kind], T, weight)
         return lambda s, t: divergence(s, t, spec, **options)
 
     return {kind: make(kind) for kind in KINDS}

@@ -32,6 +32,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,6 +40,28 @@ from shapes import STUDENT, TEACHER, llama_config, vocab
 from source_tree import ROOT, use_checkout
 
 TEMPERATURE = 2.0
+
+
+@dataclass(frozen=True)
+class ForwardKL:
+    """``loss forward_kl weight 1 temperature 2`` as the objective reads it (the descriptor of
+    the IR's ``ForwardKL``, settled), without the language side."""
+
+    name: str = "forward_kl"
+    learns_from: str = "tokens"
+    teacher: str = "logits"
+    on_policy: bool = True
+    kernel_mode: str = "forward_kl"
+    scheduled: tuple[str, ...] = ("weight", "temperature")
+    weight: float = 1.0
+    temperature: float = TEMPERATURE
+    temperature_scale: bool = False
+
+    def at_step(self, step: int, total_steps: int) -> ForwardKL:
+        return self
+
+    def kernel_options(self) -> dict[str, float]:
+        return {}
 
 
 def bootstrap() -> None:
@@ -78,7 +101,7 @@ def make_step(path, student, teacher, batch, device, checkpointing):
     """A closure running one training step on ``path``; returns the loss."""
     import torch
     from kdlang.runtime.train import models as md
-    from kdlang.runtime.train.objective import Models, Objective
+    from kdlang.runtime.train.objective import Models, Objective, StepLosses
 
     enable = (
         getattr(student, "activation_checkpointing_enable", None)
@@ -92,13 +115,14 @@ def make_step(path, student, teacher, batch, device, checkpointing):
         enable({"use_reentrant": False})
     else:
         disable()
-    term = SimpleNamespace(name="forward_kl", temperature_scale=False)
     backend = "torch" if path == "materialized" else "auto"
-    objective = Objective([term], total_steps=1, teacher="online", path=path, backend=backend)
+    objective = Objective(
+        [ForwardKL()], total_steps=1, teacher="online", path=path, backend=backend
+    )
     models = Models(
         student, student.get_output_embeddings(), teacher, teacher.get_output_embeddings()
     )
-    values = {"weight/forward_kl": 1.0, "temperature/forward_kl": TEMPERATURE}
+    settled = StepLosses(step=0, on_policy=0.0, lines=tuple(objective.lines))
     counts = {"tokens": batch.tokens, "kd_tokens": batch.tokens, "pairs": 0}
     settings = SimpleNamespace(lr=1e-6, weight_decay=0.0, betas=(0.9, 0.999))
     optimizer = md.optimizer([student], settings)  # the training loop's (fused on CUDA)
@@ -107,7 +131,7 @@ def make_step(path, student, teacher, batch, device, checkpointing):
     def step():
         student.train()
         with autocast:
-            loss, _ = objective.micro_loss(models, values, counts, tokens=batch)
+            loss, _ = objective.micro_loss(models, settled, counts, tokens=batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
@@ -172,7 +196,7 @@ def full_steps(args, student, teacher, batch, device):
 def head_and_loss(args, student, teacher, batch, device):
     """The lm_heads + loss alone, from the two models' last hidden states."""
     import torch
-    from kdlang.runtime.train import terms
+    from kdlang.runtime.losses.divergence_sums import divergence_sum, fused_divergence_sum
 
     with (
         torch.no_grad(),
@@ -191,9 +215,7 @@ def head_and_loss(args, student, teacher, batch, device):
         def run():
             with autocast:
                 z_s, z_t = head_s(hidden), head_t(h_t)
-                loss = terms.divergence_sum(
-                    z_s, labels, teacher_logits=z_t, backend=backend, **settings
-                )
+                loss = divergence_sum(z_s, labels, teacher_logits=z_t, backend=backend, **settings)
             loss.backward()
             return loss.detach()
 
@@ -201,7 +223,7 @@ def head_and_loss(args, student, teacher, batch, device):
 
     def fused():
         with autocast:
-            loss = terms.fused_divergence_sum(hidden, head_s, h_t, head_t, labels, **settings)
+            loss = fused_divergence_sum(hidden, head_s, h_t, head_t, labels, **settings)
         loss.backward()
         return loss.detach()
 

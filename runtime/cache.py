@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kdlang import __version__
 from kdlang.plan.store import MANIFEST, Store
@@ -144,7 +144,7 @@ class ProgressLog:
         stem, suffix = os.path.splitext(name)
         self._parts = (folder, f"{stem}.rank", suffix, name)
         self.path = folder / (name if rank == 0 else f"{stem}.rank{rank}{suffix}")
-        self._handle = None
+        self._handle: BinaryIO | None = None
 
     def part_paths(self) -> list[Path]:
         """Every rank's part of this log that exists, rank 0's first."""
@@ -173,11 +173,10 @@ class ProgressLog:
         if self._handle is None:
             self._truncate_partial_line()
             self._handle = self.path.open("ab")
-        self._handle.write(
-            json.dumps({"index": index, "value": value}, sort_keys=True).encode() + b"\n"
-        )
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        handle = self._handle
+        handle.write(json.dumps({"index": index, "value": value}, sort_keys=True).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
     def close(self) -> None:
         if self._handle is not None:

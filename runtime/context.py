@@ -1,7 +1,17 @@
 """What a running stage may use: its inputs, teachers, prompts, seeds, progress and stats.
 
-Stage implementations (``runtime/stages/<op>.py``) receive a :class:`StageContext` and a
-temporary output folder; they never touch the cache or the plan directly.
+Stage implementations (``runtime/stages/<op>.py``, and the training machinery they call) receive
+a :class:`StageContext` and a temporary output folder. The context is their only door to the
+cache: they read artifacts and manifests of other plan nodes by name (:meth:`~StageContext.
+artifact`, :meth:`~StageContext.rows`, :meth:`~StageContext.manifest`), keep resumable work in
+their node's progress folder (:meth:`~StageContext.progress_dir`,
+:meth:`~StageContext.progress_log`), and ask whether an output folder outside the cache may be
+replaced (:meth:`~StageContext.unsafe_output`); the cache object itself stays private here.
+
+The context is also where a model declaration becomes what the runtime loads: where an ``hf``
+model comes from (:meth:`~StageContext.model_path`, by the rule the plan fingerprints it with)
+and the settings its backend is loaded with (:meth:`~StageContext.model_settings`), so every
+stage loads a model the same way.
 """
 
 from __future__ import annotations
@@ -10,8 +20,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
+from kdlang.check.exports import unsafe_destination
 from kdlang.check.program import Program
 from kdlang.check.templates import environment
 from kdlang.ir.sources import HFModel, OpenAIModel
@@ -20,11 +31,10 @@ from kdlang.plan import Plan, PlanNode
 
 from .cache import ArtifactCache, ProgressLog
 from .data import read_dataset, read_rows
+from .distributed import Dist
+from .errors import RunError
 
-
-class RunError(Exception):
-    """A run cannot go on for a reason the user can act on (missing secret, failed requests...).
-    The CLI prints it without a traceback; finished stages stay committed."""
+__all__ = ["PromptTemplate", "Resources", "StageContext", "secret"]
 
 
 @dataclass
@@ -34,8 +44,8 @@ class Resources:
     device: str = "auto"
     workdir: Path = Path(".")
     teachers: dict[str, Any] = field(default_factory=dict)
-    dist: Any = None
-    """The run's processes (:class:`kdlang.runtime.train.distributed.Dist`); ``None``: one."""
+    dist: Dist | None = None
+    """The run's processes (:class:`kdlang.runtime.distributed.Dist`); ``None``: one."""
 
     def close(self) -> None:
         for teacher in self.teachers.values():
@@ -62,15 +72,24 @@ class PromptTemplate:
 
 
 class StageContext:
+    """The run as one plan node (``node``) sees it. ``plan`` and ``node`` are the plan's own
+    (read them, never change them); ``stats`` is what the node reports (its manifest's
+    ``stats`` and the run report)."""
+
     def __init__(
-        self, plan: Plan, node: PlanNode, cache: ArtifactCache, resources: Resources, progress
+        self,
+        plan: Plan,
+        node: PlanNode,
+        cache: ArtifactCache,
+        resources: Resources,
+        progress: Any = None,
     ):
         self.plan = plan
         self.node = node
-        self.cache = cache
         self.resources = resources
+        self._cache = cache
         self._progress = progress
-        self._task = None
+        self._task: Any = None
         self._description = ""
         self.stats: dict[str, Any] = {}
 
@@ -89,21 +108,13 @@ class StageContext:
         return self.resources.device
 
     @property
-    def dist(self):
+    def dist(self) -> Dist:
         """The processes running this stage together (one, unless a launcher started several):
         ``rank``, ``world``, ``is_main`` and the executor's collectives (see
-        :mod:`kdlang.runtime.train.distributed`)."""
+        :mod:`kdlang.runtime.distributed`)."""
         if self.resources.dist is None:
-            from .train.distributed import Dist
-
             self.resources.dist = Dist()
         return self.resources.dist
-
-    def output_path(self, path: str) -> Path:
-        """Where a recipe's output path (``export ... to "path"``) points: relative to the run's
-        working directory, like ``runs/`` (inputs, by contrast, are relative to the recipe)."""
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.resources.workdir / candidate
 
     def row_seed(self, index: int, salt: str = "") -> int:
         """A seed for row ``index`` of this stage: a function of the recipe seed, the operator
@@ -112,23 +123,65 @@ class StageContext:
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
     def path(self, written_in: str, path: str) -> Path:
+        """A path written in the recipe file ``written_in``, relative to that file's folder."""
         return self.program.resolve(written_in, path)
 
-    # -- inputs ------------------------------------------------------------------------------
+    # -- outputs outside the cache ----------------------------------------------------------
+
+    def output_path(self, path: str) -> Path:
+        """Where a recipe's output path (``export ... to "path"``) points: relative to the run's
+        working directory, like ``runs/`` (inputs, by contrast, are relative to the recipe)."""
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.resources.workdir / candidate
+
+    def unsafe_output(self, path: Path) -> str | None:
+        """Why the folder ``path`` must not be replaced by a stage's output: it is the run's
+        working directory or cache, lies inside the cache, or holds either
+        (:func:`kdlang.check.exports.unsafe_destination`); None when it may be."""
+        return unsafe_destination(path, self.resources.workdir, self._cache.root)
+
+    # -- other nodes' outputs -----------------------------------------------------------------
 
     def artifact(self, name: str) -> Path:
-        return self.cache.artifact(self.plan.node(name).fingerprint)
+        """The committed artifact folder of plan node ``name`` (an input of this node)."""
+        return self._cache.artifact(self.plan.node(name).fingerprint)
 
     def rows(self, name: str) -> list[dict[str, Any]]:
+        """The rows of the data artifact of plan node ``name``."""
         return read_rows(self.artifact(name))
 
     def dataset(self, name: str):
+        """The data artifact of plan node ``name`` as a ``datasets.Dataset`` (memory-mapped)."""
         return read_dataset(self.artifact(name))
+
+    def manifest(self, name: str) -> dict[str, Any] | None:
+        """The committed manifest of plan node ``name`` — an input, or any node of the plan
+        (the evaluations a model card lists); None while it has not run."""
+        return self._cache.manifest(self.plan.node(name).fingerprint)
+
+    # -- this node's progress ----------------------------------------------------------------
+
+    def progress_dir(self) -> Path:
+        """This node's progress folder (created): what a long stage has finished so far, kept
+        across killed runs of the same fingerprint and removed once its artifact is committed
+        (or when the node is forced)."""
+        folder = self._cache.progress_dir(self.node.fingerprint)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def progress_log(self, name: str = "progress.jsonl") -> ProgressLog:
+        """This process's part of the stage's progress log ``name`` (its ``load`` reads all)."""
+        return ProgressLog(self.progress_dir(), name, self.dist.rank)
 
     # -- prompts -------------------------------------------------------------------------------
 
+    @overload
+    def template(self, ref: Ref | str) -> PromptTemplate: ...
+    @overload
+    def template(self, ref: Ref | str | None) -> PromptTemplate | None: ...
+
     def template(self, ref: Ref | str | None) -> PromptTemplate | None:
-        """The compiled template of a prompt reference (or of literal text)."""
+        """The compiled template of a prompt reference (or of literal text); None for none."""
         if ref is None:
             return None
         if isinstance(ref, str):
@@ -137,12 +190,16 @@ class StageContext:
 
     # -- models ------------------------------------------------------------------------------
 
+    def model(self, ref: Ref) -> HFModel | OpenAIModel:
+        """The declaration of the ``model`` that ``ref`` names."""
+        return self.program.recipe.models[ref.name]
+
     def teacher(self, ref: Ref):
         """The teacher backend of a ``model`` declaration (loaded once per run)."""
         if ref.name not in self.resources.teachers:
             from .teachers import load_teacher
 
-            model = self.program.recipe.models[ref.name]
+            model = self.model(ref)
             try:
                 self.resources.teachers[ref.name] = load_teacher(
                     model.kind, **self.model_settings(model)
@@ -151,7 +208,29 @@ class StageContext:
                 raise RunError(f"cannot load model `{ref.name}`: {error}") from None
         return self.resources.teachers[ref.name]
 
-    def model_settings(self, model) -> dict[str, Any]:
+    def tokenizer(self, ref: Ref):
+        """The tokenizer of the ``hf`` model ``ref`` names, loaded from where and at the
+        revision :meth:`model_settings` loads the model (its weights are not loaded)."""
+        from transformers import AutoTokenizer
+
+        model = self.model(ref)
+        assert isinstance(model, HFModel)
+        source = self._hf_source(model)
+        try:
+            return AutoTokenizer.from_pretrained(
+                source["path"],
+                revision=source["revision"],
+                trust_remote_code=source["trust_remote_code"],
+            )
+        except (OSError, ValueError) as error:
+            raise RunError(f"cannot load the tokenizer of `{ref.name}`: {error}") from None
+
+    def model_settings(self, model: HFModel | OpenAIModel) -> dict[str, Any]:
+        """The keyword arguments a model's backend is loaded with (a teacher, a student, a
+        trained student with its ``path`` replaced): the one place where a declaration
+        becomes what is loaded. An ``hf`` model's device is the run's ``--device`` unless it
+        names its own; ``cuda`` without a CUDA device is a :class:`RunError`. An ``openai``
+        model's ``env(...)`` settings are read from the environment here."""
         if isinstance(model, HFModel):
             device = self.device if model.device == "auto" else model.device
             if device == "cuda":
@@ -162,12 +241,10 @@ class StageContext:
                         f"{model.path} is to run on cuda, but no CUDA device is available"
                     )
             return {
-                "path": self.model_path(model),
-                "revision": model.revision,
+                **self._hf_source(model),
                 "dtype": model.dtype,
                 "device": device,
                 "batch_size": model.batch_size,
-                "trust_remote_code": model.trust_remote_code,
                 "chat_template": model.chat_template,
             }
         assert isinstance(model, OpenAIModel)
@@ -186,15 +263,30 @@ class StageContext:
         }
 
     def model_path(self, model: HFModel) -> str:
-        """A local folder (relative to the recipe) when it exists, else the hub id as written."""
-        local = self.program.resolve(model.span.file, model.path)
-        return str(local) if local.exists() else model.path
+        """Where an ``hf`` model loads from: its local folder (relative to the recipe) when
+        there is one, else the hub id as written. The plan decides the same way which identity
+        goes into a fingerprint (a folder's content, else the id and revision)."""
+        local = self._local_folder(model)
+        return str(local) if local is not None else model.path
+
+    def hub_id(self, model: HFModel) -> str | None:
+        """The hub id an ``hf`` model loads from; None when it is a local folder."""
+        return None if self._local_folder(model) is not None else model.path
+
+    def _local_folder(self, model: HFModel) -> Path | None:
+        folder = self.program.resolve(model.span.file, model.path)
+        return folder if folder.is_dir() else None
+
+    def _hf_source(self, model: HFModel) -> dict[str, Any]:
+        """What identifies the files an ``hf`` model loads: where, which revision, and whether
+        its own code may run."""
+        return {
+            "path": self.model_path(model),
+            "revision": model.revision,
+            "trust_remote_code": model.trust_remote_code,
+        }
 
     # -- progress and stats ----------------------------------------------------------------------
-
-    def progress_log(self, name: str = "progress.jsonl") -> ProgressLog:
-        """This process's part of the stage's progress log ``name`` (its ``load`` reads all)."""
-        return ProgressLog(self.cache.progress_dir(self.node.fingerprint), name, self.dist.rank)
 
     def start(self, total: int | None, description: str = "") -> None:
         """Show a progress bar of ``total`` items; a stage that works in rounds calls this once

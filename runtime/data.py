@@ -34,7 +34,7 @@ def write_rows(rows: list[dict[str, Any]], folder: Path, columns: list[str] | No
         table = pa.table({name: pa.array([], type=pa.string()) for name in names})
     folder.mkdir(parents=True, exist_ok=True)
     with (
-        pa.OSFile(str(folder / "data.arrow"), "wb") as sink,
+        pa.OSFile(str(folder / DATA_FILE), "wb") as sink,
         pa.ipc.new_stream(sink, table.schema) as writer,
     ):
         writer.write_table(table)
@@ -42,7 +42,7 @@ def write_rows(rows: list[dict[str, Any]], folder: Path, columns: list[str] | No
 
 
 def read_rows(folder: Path) -> list[dict[str, Any]]:
-    with pa.memory_map(str(folder / "data.arrow"), "r") as source:
+    with pa.memory_map(str(folder / DATA_FILE), "r") as source:
         return pa.ipc.open_stream(source).read_all().to_pylist()
 
 
@@ -50,7 +50,7 @@ def read_dataset(folder: Path):
     """The artifact as a ``datasets.Dataset`` (memory-mapped)."""
     from datasets import Dataset
 
-    return Dataset.from_file(str(folder / "data.arrow"))
+    return Dataset.from_file(str(folder / DATA_FILE))
 
 
 def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:

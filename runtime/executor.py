@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kdlang.plan import Plan, PlanNode, needed
+from kdlang.plan.store import safe_name
 
 from .cache import ArtifactCache
 from .context import Resources, StageContext
@@ -89,7 +90,7 @@ def run_plan(
     resources = Resources(device=device, workdir=workdir, dist=dist)
     results: list[NodeResult] = []
     failed: set[str] = set()
-    report_dir = workdir / "runs" / _safe(plan.recipe.title)
+    report_dir = workdir / "runs" / safe_name(plan.recipe.title)
     try:
         for node in plan.nodes:
             if node.name not in selected:
@@ -309,9 +310,3 @@ def _record(cache: ArtifactCache, plan: Plan, node: PlanNode) -> None:
 def _dist(resources: Resources) -> Dist:
     assert resources.dist is not None  # set by run_plan before any node
     return resources.dist
-
-
-def _safe(title: str) -> str:
-    """The recipe's title as a folder name (``runs/<name>/``): letters, digits, ``-_.`` kept,
-    anything else ``-``."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in title).strip("-") or "recipe"

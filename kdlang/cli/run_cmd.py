@@ -100,7 +100,7 @@ def run(
         _quiet_libraries()
         result = run_plan(plan, workdir=root, only=only or None, force=force, device=device)
     if os.environ.get("WORLD_SIZE", "1") != "1":
-        from kdlang.runtime.train.distributed import shutdown
+        from kdlang.runtime.distributed import shutdown
 
         shutdown()  # every rank leaves the group together, before the interpreter tears down
     if not result.ok:

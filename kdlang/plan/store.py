@@ -48,8 +48,7 @@ class Store:
         return self.root / "progress" / fingerprint
 
     def index_path(self, recipe: str) -> Path:
-        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", recipe).strip("-") or "recipe"
-        return self.root / "index" / f"{safe}.json"
+        return self.root / "index" / f"{safe_name(recipe)}.json"
 
     def read_index(self, recipe: str) -> dict[str, Any]:
         try:
@@ -77,3 +76,9 @@ def write_json_atomic(path: Path, document: Any) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def safe_name(title: str) -> str:
+    """A recipe's title as a file or folder name (the cache's index, ``runs/<name>/``): ASCII
+    letters, digits and ``_.-`` kept, every run of anything else one ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", title).strip("-") or "recipe"

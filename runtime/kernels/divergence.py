@@ -15,7 +15,7 @@ reads a value back to the host.
 
 Example::
 
-    spec = DivergenceSpec(mode=terms.MODES["forward_kl"], temperature=2.0)
+    spec = DivergenceSpec(mode=entries.MODES["forward_kl"], temperature=2.0, weight=0.0)
     loss = divergence(z_s, z_t, spec)          # token mean over all positions
     loss.backward()
 """
@@ -35,11 +35,13 @@ from .scale import scale_inplace
 
 @dataclass(frozen=True)
 class DivergenceSpec:
-    """What to compute: ``mode`` from ``terms.MODES``, ``weight`` is β (jsd) or α (skew)."""
+    """What to compute: ``mode`` from ``entries.MODES``; ``weight``: the divergence's option
+    (β of jsd, α of the skews), ignored by the modes without one (``losses.distill.resolve_kind``
+    gives both)."""
 
     mode: int
-    temperature: float = 1.0
-    weight: float = 0.5
+    temperature: float
+    weight: float
     ignore_index: int = -100
     reduction: str = "token_mean"
 

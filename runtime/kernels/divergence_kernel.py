@@ -38,7 +38,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .terms import divergence_terms, softmax_block_update
+from .entries import divergence_terms, softmax_block_update
 
 PART_FIELDS = 8  # student max, sum, teacher max, sum, loss share, C share, 2 unused
 COUNTER_STRIDE = 32  # int32 counters, one per 128-byte line

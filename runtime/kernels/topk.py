@@ -3,8 +3,8 @@
 The teacher of a position is k (id, log-prob) pairs; its distribution is
 ``q = softmax(logprobs / T)`` over those ids and 0 elsewhere. The student is the full row
 ``p = softmax(z_S / T)``. The divergence is exact over the whole vocabulary: the k
-teacher entries use ``terms.divergence_terms``; every other entry has q = 0, where
-``ell = c_ell·p`` and ``pg = c_pg·p`` (``terms.outside_terms``), so with
+teacher entries use ``entries.divergence_terms``; every other entry has q = 0, where
+``ell = c_ell·p`` and ``pg = c_pg·p`` (``entries.outside_terms``), so with
 ``P_in = Σ_k p[id_k]`` the row needs only
 
     D = Σ_k ell_k + c_ell·(1 − P_in),      C = Σ_k pg_k + c_pg·(1 − P_in).
@@ -22,12 +22,12 @@ import torch
 import triton
 import triton.language as tl
 
-from . import terms
+from . import entries
 from .divergence import DivergenceSpec, counted_positions, reduce_rows
+from .entries import divergence_terms, softmax_block_update
 from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows
 from .scale import scale_inplace
-from .terms import divergence_terms, softmax_block_update
 
 
 @triton.jit
@@ -159,7 +159,7 @@ def launch_topk(
     loss = torch.empty(n_rows, dtype=torch.float32, device=student.tensor.device)
     if n_rows == 0:
         return loss
-    c_ell, c_pg = terms.outside_terms(spec.mode, spec.weight)
+    c_ell, c_pg = entries.outside_terms(spec.mode, spec.weight)
     topk_divergence_kernel[(n_rows,)](
         student.tensor,
         ids,

@@ -10,11 +10,15 @@ import functools
 import importlib.util
 import math
 import os
+from collections.abc import Mapping
 
 import torch
 
 from .reference import DIVERGENCES
 
+IGNORE = -100
+"""The label of a position that counts for nothing (the training batch's, the default
+``ignore_index``)."""
 REDUCTIONS = ("token_mean", "sum", "none")
 BACKENDS = ("auto", "torch", "triton")
 
@@ -29,47 +33,64 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_kind(kind: str, beta: float, alpha: float, *, sparse: bool) -> tuple[str, float]:
-    """Validate a divergence name and its parameter; return (kind to evaluate, weight).
+def resolve_kind(
+    kind: str, options: Mapping[str, float] | None = None, *, sparse: bool
+) -> tuple[str, float]:
+    """Validate a divergence name and its options; return (kind to evaluate, weight).
 
-    The endpoints that coincide with another divergence are evaluated as that one:
-    jsd β=0 → forward_kl, jsd β=1 → reverse_kl, skew_kl α=0 → forward_kl, skew_rkl α=0 →
-    reverse_kl. ``weight`` is β for jsd, α for the skews. With a sparse (top-k) teacher,
-    a divergence that is infinite wherever the teacher has no mass is refused.
+    ``kind`` is a key of the registry (``reference.DIVERGENCES``, by the loss's
+    ``kernel_mode``) and ``options`` the keyword its formula takes, if any (``beta`` for
+    jsd, ``alpha`` for the skews; the formula's default when absent): within [0, 1], it is
+    the kernels' ``weight`` (0 for a divergence without option, which ignores it). At an
+    option value the registry lists as a limit the divergence is evaluated as the one it
+    equals there: jsd β=0 → forward_kl, jsd β=1 → reverse_kl, skew_kl α=0 → forward_kl,
+    skew_rkl α=0 → reverse_kl. With a sparse (top-k) teacher, a divergence that is
+    infinite wherever the teacher has no mass is refused.
     """
-    if kind not in DIVERGENCES:
+    entry = DIVERGENCES.get(kind)
+    if entry is None:
         raise ValueError(f"unknown divergence {kind!r}; expected one of {sorted(DIVERGENCES)}")
-    weight = 0.5
-    if kind == "jsd":
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"jsd needs 0 <= beta <= 1, got {beta}")
-        kind, weight = {0.0: ("forward_kl", 0.5), 1.0: ("reverse_kl", 0.5)}.get(
-            float(beta), ("jsd", float(beta))
-        )
-    elif kind in ("skew_kl", "skew_rkl"):
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"{kind} needs 0 <= alpha <= 1, got {alpha}")
-        if alpha == 0:
-            kind = "forward_kl" if kind == "skew_kl" else "reverse_kl"
-        else:
-            weight = float(alpha)
-    if sparse and kind == "reverse_kl":
+    options = dict(options or {})
+    unknown = sorted(set(options) - {entry.option})
+    if unknown:
+        takes = f"only {entry.option!r}" if entry.option else "no option"
+        raise ValueError(f"{kind} takes {takes}, got {unknown}")
+    weight = 0.0
+    if entry.option is not None:
+        value = float(options.get(entry.option, entry.default))  # type: ignore[arg-type]
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{kind} needs 0 <= {entry.option} <= 1, got {value:g}")
+        if value in entry.limits:
+            return resolve_kind(entry.limits[value], sparse=sparse)
+        weight = value
+    if sparse and not entry.topk_finite:
         raise ValueError(
             "this divergence is infinite against a top-k teacher (the student has mass where "
-            "the teacher has none): use forward_kl, jsd with beta < 1, tvd, skew_kl or "
-            "skew_rkl with alpha > 0"
+            f"the teacher has none): use {_finite_against_topk()}"
         )
     return kind, weight
 
 
+def _finite_against_topk() -> str:
+    """The registry's divergences that a top-k teacher keeps finite, in words."""
+    names = []
+    for name, entry in DIVERGENCES.items():
+        if not entry.topk_finite:
+            continue
+        refused = [
+            f"{value:g}"
+            for value, other in entry.limits.items()
+            if not DIVERGENCES[other].topk_finite
+        ]
+        names.append(f"{name} with {entry.option} != {', '.join(refused)}" if refused else name)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
 def evaluate(kind: str, weight: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-position divergence of log-probs ``a`` (student) and ``b`` (teacher)."""
-    fn = DIVERGENCES[kind]
-    if kind == "jsd":
-        return fn(a, b, beta=weight)
-    if kind in ("skew_kl", "skew_rkl"):
-        return fn(a, b, alpha=weight)
-    return fn(a, b)
+    """Per-position divergence of log-probs ``a`` (student) and ``b`` (teacher); ``weight``
+    is the divergence's option, if it takes one."""
+    entry = DIVERGENCES[kind]
+    return entry(a, b) if entry.option is None else entry(a, b, **{entry.option: weight})
 
 
 def sparse_teacher_logprobs(ids, logprobs, width: int, temperature: float, dtype) -> torch.Tensor:
@@ -156,13 +177,12 @@ def distill_loss(
     kind: str = "forward_kl",
     *,
     temperature: float = 1.0,
-    beta: float = 0.5,
-    alpha: float = 0.1,
     labels: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE,
     reduction: str = "token_mean",
     teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     backend: str = "auto",
+    **options: float,
 ) -> torch.Tensor:
     """Token-level distillation loss between student and teacher distributions.
 
@@ -170,7 +190,9 @@ def distill_loss(
     one of ``forward_kl`` KL(p_T‖p_S), ``reverse_kl`` KL(p_S‖p_T), ``jsd`` (generalized,
     β·KL(p_T‖m) + (1−β)·KL(p_S‖m), m = β p_T + (1−β) p_S; β=0 is forward KL, β=1 reverse
     KL), ``tvd`` ½Σ|p_T − p_S|, ``skew_kl`` KL(p_T‖α p_T + (1−α) p_S) and ``skew_rkl``
-    KL(p_S‖α p_S + (1−α) p_T). The value is the divergence of the softened distributions,
+    KL(p_S‖α p_S + (1−α) p_T) — the registry ``reference.DIVERGENCES``. ``options``: the
+    divergence's own (``beta=`` for jsd, ``alpha=`` for the skews; the formula's default,
+    0.5 and 0.1, when not given). The value is the divergence of the softened distributions,
     not multiplied by T². The teacher is a constant (no gradient reaches it).
 
     Shapes: ``student_logits`` and ``teacher_logits`` ``[..., V]`` (any leading dims, any
@@ -197,13 +219,13 @@ def distill_loss(
         loss.backward()
     """
     _check(student_logits, teacher_logits, teacher_topk, temperature, labels, reduction, backend)
-    kind, weight = resolve_kind(kind, beta, alpha, sparse=teacher_topk is not None)
+    kind, weight = resolve_kind(kind, options, sparse=teacher_topk is not None)
     if use_triton(backend, student_logits):
-        from ..kernels import terms
+        from ..kernels import entries
         from ..kernels.divergence import DivergenceSpec, divergence
 
         spec = DivergenceSpec(
-            terms.MODES[kind], float(temperature), weight, ignore_index, reduction
+            entries.MODES[kind], float(temperature), weight, ignore_index, reduction
         )
         if teacher_topk is None:
             return divergence(student_logits, teacher_logits, spec, labels)

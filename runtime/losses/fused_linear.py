@@ -26,11 +26,11 @@ def _torch_evaluator(kind: str, weight: float, temperature: float, ignore_index:
 
 def _triton_evaluator(kind: str, weight: float, temperature: float, ignore_index: int):
     """Per-chunk loss and in-place gradient through the fused divergence kernel."""
-    from ..kernels import terms
+    from ..kernels import entries
     from ..kernels.divergence import DivergenceSpec, launch_divergence
     from ..kernels.layout import as_rows
 
-    spec = DivergenceSpec(terms.MODES[kind], float(temperature), weight, ignore_index)
+    spec = DivergenceSpec(entries.MODES[kind], float(temperature), weight, ignore_index)
 
     def evaluate(z_s, z_t, labels, scale, scale_stride, write_grad):
         grad = z_s if write_grad else None
@@ -49,8 +49,6 @@ def fused_linear_distill_loss(
     kind: str = "forward_kl",
     *,
     temperature: float = 1.0,
-    beta: float = 0.5,
-    alpha: float = 0.1,
     labels: torch.Tensor | None = None,
     ignore_index: int = -100,
     reduction: str = "token_mean",
@@ -58,14 +56,15 @@ def fused_linear_distill_loss(
     teacher_bias: torch.Tensor | None = None,
     chunk_size: int | None = None,
     backend: str = "auto",
+    **options: float,
 ) -> torch.Tensor:
     """``distill_loss(h_S W_Sᵀ + b_S, h_T W_Tᵀ + b_T, kind, ...)`` computed chunk by chunk.
 
     Shapes: ``student_hidden`` ``[..., H_S]``, ``teacher_hidden`` ``[..., H_T]`` (same
     leading dims), ``student_weight`` ``[V, H_S]``, ``teacher_weight`` ``[V, H_T]``, biases
     ``[V]``, ``labels`` ``[...]``. Gradients reach the student hidden states, weight and
-    bias; the teacher is a constant. Same semantics, arguments and return value as
-    ``distill_loss`` (dense teacher only). Rows are processed ``chunk_size`` at a time
+    bias; the teacher is a constant. Same semantics, arguments (the divergence's
+    ``options`` included) and return value as ``distill_loss`` (dense teacher only). Rows are processed ``chunk_size`` at a time
     (default: from V and the hidden widths, so the two logits chunks stay near 512 MiB);
     only those chunks, the student weight's gradient and the hidden states' gradient add
     to memory.
@@ -103,7 +102,7 @@ def fused_linear_distill_loss(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    kind, weight = resolve_kind(kind, beta, alpha, sparse=False)
+    kind, weight = resolve_kind(kind, options, sparse=False)
 
     xs = student_hidden.reshape(-1, h_s)
     xt = teacher_hidden.detach().reshape(-1, h_t)

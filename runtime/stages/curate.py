@@ -12,12 +12,16 @@ and gives byte-identical rows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import write_rows
 from .label import generate_rows, row_requests
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

@@ -4,12 +4,16 @@ into the cache, so every stage reads Arrow data and the source's content is pinn
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ..context import RunError
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import load_source, write_rows
+from ..errors import RunError
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     data = node.node
     try:
         rows = load_source(data, ctx.program.base_dir(data.span.file), ctx.seed)

@@ -16,18 +16,21 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 from kdlang.expr import evaluate
 from kdlang.expr.functions import SCORED_METRICS
+from kdlang.plan import PlanNode
 
-from ..context import RunError
+from ..context import StageContext
+from ..errors import RunError
 from ..teachers import GenerationRequest, TeacherError
 from .label import generate_rows
 
 LARGE_COLUMNS = ("topk_ids", "topk_logprobs", "topk_target_ids")
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     ev = node.node
     rows = ctx.rows(ev.data.name)
     rows = rows[: ev.limit] if ev.limit else rows
@@ -84,7 +87,7 @@ def run(node, ctx, out: Path) -> dict:
     return {"metrics": metrics, "model": ev.model.name, "rows": len(rows)}
 
 
-def _model(ev, ctx):
+def _model(ev, ctx: StageContext):
     """``(backend, owned)``: a train's student loaded from its artifact (closed here), or the
     declared model shared with the run."""
     recipe = ctx.program.recipe
@@ -92,8 +95,7 @@ def _model(ev, ctx):
         return ctx.teacher(ev.model), False
     from ..teachers import load_teacher
 
-    spec = recipe.models[recipe.trains[ev.model.name].student.name]
-    settings = ctx.model_settings(spec)
+    settings = ctx.model_settings(ctx.model(recipe.trains[ev.model.name].student))
     settings.update(path=str(ctx.artifact(ev.model.name) / "model"), revision=None)
     try:
         return load_teacher("hf", **settings), True
@@ -101,7 +103,7 @@ def _model(ev, ctx):
         raise RunError(f"cannot load the trained student of `{ev.model.name}`: {error}") from None
 
 
-def _generate(ev, ctx, model, prompts: list[str]) -> list[str]:
+def _generate(ev, ctx: StageContext, model, prompts: list[str]) -> list[str]:
     """The model's answer to every prompt, logged for resuming and split across processes by
     decoding batch (a white-box model's batches are the ones one ``generate`` call of every
     prompt decodes, so the answers do not depend on the number of processes)."""

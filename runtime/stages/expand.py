@@ -34,9 +34,13 @@ import random
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-from ..context import RunError
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import write_rows
+from ..errors import RunError
 from ..teachers import GenerationRequest
 from .label import generate_rows
 
@@ -140,7 +144,7 @@ def _request(stage, prompt: str, seed: int) -> GenerationRequest:
     )
 
 
-def self_instruct(stage, ctx, seeds: list[str], dropped: Counter) -> list[dict]:
+def self_instruct(stage, ctx: StageContext, seeds: list[str], dropped: Counter) -> list[dict]:
     """New items from demos of the seeds, in rounds (see the module's docstring)."""
     template = ctx.template(stage.prompt or SELF_INSTRUCT_PROMPT)
     pool = list(dict.fromkeys(seeds))
@@ -182,7 +186,7 @@ def self_instruct(stage, ctx, seeds: list[str], dropped: Counter) -> list[dict]:
     return made
 
 
-def evol_instruct(stage, ctx, seeds: list[str], dropped: Counter) -> list[dict]:
+def evol_instruct(stage, ctx: StageContext, seeds: list[str], dropped: Counter) -> list[dict]:
     """Each seed evolved ``rounds`` times (see the module's docstring)."""
     template = ctx.template(stage.prompt or EVOL_PROMPT)
     names = list(OPERATIONS)
@@ -222,7 +226,7 @@ def evol_instruct(stage, ctx, seeds: list[str], dropped: Counter) -> list[dict]:
     return made
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

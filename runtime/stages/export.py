@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from kdlang import __version__
-from kdlang.check.exports import unsafe_destination
+from kdlang.ir.sources import HFModel
+from kdlang.plan import PlanNode
 
 from ..cache import file_hashes
-from ..context import RunError
+from ..context import StageContext
+from ..errors import RunError
 from ..train.card import model_card
 
 MARKER = ".kdlang-export.json"
@@ -56,7 +58,7 @@ ADDED = "added"
 kept so that a restored export is the same, byte for byte."""
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     export = node.node
     target = destination(ctx, export.path)
     _claim(target)  # before any work: what is not kdlang's stops the node here
@@ -93,7 +95,7 @@ def run(node, ctx, out: Path) -> dict:
     return {"rows": None, **record}
 
 
-def restore(node, ctx, artifact: Path) -> str | None:
+def restore(node: PlanNode, ctx: StageContext, artifact: Path) -> str | None:
     """Put a cached export back when its destination does not hold exactly the files its record
     lists. Returns None when it does (nothing is written), else what was found there (the
     run's note). What :func:`run` refuses is refused here too, with nothing deleted."""
@@ -125,17 +127,19 @@ def restore(node, ctx, artifact: Path) -> str | None:
         return f"{target} was missing"
     if state == "empty":
         return f"{target} was an empty folder"
+    assert marker is not None  # the state is "export"
     if marker.get("fingerprint") == node.fingerprint:
         return f"files of the export were missing from {target}"
     return f"{target} held another kdlang export ({marker.get('export')})"
 
 
-def destination(ctx, path: str) -> Path:
+def destination(ctx: StageContext, path: str) -> Path:
     """The folder ``path`` exports to, links resolved: relative to the run's working directory.
     :class:`RunError` when it is the working directory, the cache, inside the cache, or above
-    either (``""``, ``"."``, ``".."``, ...): the export would take them with it."""
+    either (``""``, ``"."``, ``".."``, ...; :meth:`StageContext.unsafe_output`): the export
+    would take them with it."""
     written = ctx.output_path(path)
-    reason = unsafe_destination(written, ctx.resources.workdir, ctx.cache.root)
+    reason = ctx.unsafe_output(written)
     if reason is not None:
         raise RunError(
             f'export path "{path}" ({written.resolve()}) {reason}; an export replaces its '
@@ -144,11 +148,11 @@ def destination(ctx, path: str) -> Path:
     return written.resolve()
 
 
-def _source(ctx, export) -> tuple[Path, bool, bool]:
+def _source(ctx: StageContext, export) -> tuple[Path, bool, bool]:
     """The trained model's folder in the cache to export, whether it is the merged model, and
     whether the student was trained with LoRA."""
-    recipe = ctx.program.recipe
-    student = recipe.models[recipe.trains[export.train.name].student.name]
+    student = ctx.model(ctx.program.recipe.trains[export.train.name].student)
+    assert isinstance(student, HFModel)  # a student is an `hf` model (`kdlang check` says so)
     artifact = ctx.artifact(export.train.name)
     lora = (artifact / "adapter").is_dir()
     merged = not lora or (export.merge_lora and (student.lora is None or student.lora.merge))

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from kdlang.expr import evaluate
 from kdlang.ir import stages as st
+from kdlang.plan import PlanNode
 
+from ..context import StageContext
 from ..data import write_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -96,7 +99,7 @@ def describe(rule) -> str:
     return f"decontaminate {rule.column} against {rule.against.name}"
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import write_rows
 from .label import generate_rows, row_requests
 
@@ -32,7 +36,7 @@ def parse_score(text: str) -> float | None:
     return float(found.group(0)) if found else None
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

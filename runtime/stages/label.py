@@ -9,9 +9,13 @@ run's. Each input row yields ``samples`` output rows (with a ``sample`` column w
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ..context import RunError
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import write_rows
+from ..errors import RunError
 from ..teachers import GenerationRequest, TeacherError
 
 
@@ -24,7 +28,7 @@ def chunk_size(teacher, samples: int) -> int:
 
 
 def generate_rows(
-    ctx,
+    ctx: StageContext,
     node_ir,
     rows: list[dict] | None,
     requests: list[GenerationRequest],
@@ -112,7 +116,7 @@ def generate_rows(
     return [done[i] for i in range(len(requests))]
 
 
-def _add_usage(ctx, key: str, deltas: list[dict]) -> None:
+def _add_usage(ctx: StageContext, key: str, deltas: list[dict]) -> None:
     usage = ctx.stats.setdefault(key, {})
     for delta in deltas:
         for name, value in delta.items():
@@ -139,7 +143,7 @@ def row_requests(
     ]
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

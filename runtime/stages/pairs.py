@@ -16,7 +16,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..data import write_rows
 
 
@@ -64,7 +68,7 @@ def make_pairs(rows: list[dict], group: str, response: str, score: str, min_marg
     return pairs, dropped
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from kdlang.plan import PlanNode, needed
+
 from ..cache import DATA_FILE
-from ..context import RunError
+from ..context import StageContext
+from ..errors import RunError
 from ..teachers import TeacherError
 from ..train.models import vocab_digest
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)
@@ -44,8 +48,7 @@ def run(node, ctx, out: Path) -> dict:
     eos = (tokenizer.eos_token or "") if white else ""
     targets = [str(row.get(stage.target) or "") + eos for row in rows]
 
-    folder = ctx.cache.progress_dir(node.fingerprint)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ctx.progress_dir()
     size = teacher.batch_size if white else max(1, getattr(teacher, "concurrency", 8) * 4)
     bounds = [(start, min(len(rows), start + size)) for start in range(0, len(rows), size)]
     dist = ctx.dist
@@ -172,11 +175,11 @@ class TokenMapper:
         )
 
 
-def _student_tokenizer(ctx, node):
+def _student_tokenizer(ctx: StageContext, node: PlanNode):
     """The tokenizer of the students trained on this stage's output (they must agree)."""
-    from transformers import AutoTokenizer
-
-    readers = [n for n in ctx.plan.nodes if n.op == "train" and _reads(ctx.plan, n, node.name)]
+    readers = [
+        n for n in ctx.plan.nodes if n.op == "train" and node.name in needed(ctx.plan, n.inputs)
+    ]
     if not readers:
         raise RunError(
             f"{node.name}: a black-box teacher's tokens are mapped to a student's vocabulary, "
@@ -184,10 +187,7 @@ def _student_tokenizer(ctx, node):
         )
     tokenizers, digests = [], set()
     for reader in readers:
-        spec = ctx.program.recipe.models[reader.node.student.name]
-        tokenizer = AutoTokenizer.from_pretrained(
-            ctx.model_path(spec), revision=spec.revision, trust_remote_code=spec.trust_remote_code
-        )
+        tokenizer = ctx.tokenizer(reader.node.student)
         tokenizers.append(tokenizer)
         digests.add(vocab_digest(tokenizer))
     if len(digests) > 1:
@@ -195,16 +195,6 @@ def _student_tokenizer(ctx, node):
             f"{node.name}: the students that read this stage have different vocabularies"
         )
     return tokenizers[0]
-
-
-def _reads(plan, node, name: str) -> bool:
-    pending = list(node.inputs)
-    while pending:
-        current = pending.pop()
-        if current == name:
-            return True
-        pending.extend(plan.node(current).inputs)
-    return False
 
 
 def _save_chunk(path: Path, rows) -> None:

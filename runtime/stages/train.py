@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from kdlang.plan import PlanNode
+
+from ..context import StageContext
 from ..train.fsdp import full_state
 from ..train.job import build_job
 from ..train.loop import fit
@@ -22,7 +26,7 @@ from ..train.metrics import METRICS, PICTURE, plot_curves
 from ..train.models import load_trainable, save_student
 
 
-def run(node, ctx, out: Path) -> dict:
+def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     train = node.node
     job = build_job(train, ctx)
     ctx.start(job.total_steps, f"{node.name} (train)")
@@ -52,7 +56,7 @@ def run(node, ctx, out: Path) -> dict:
     shutil.copyfile(job.folder / METRICS, out / METRICS)
     if (job.folder / "tensorboard").is_dir():
         shutil.copytree(job.folder / "tensorboard", out / "tensorboard")
-    plot_curves(records, [t.key for t in job.objective.terms], out / PICTURE)
+    plot_curves(records, [t.key for t in job.objective.lines], out / PICTURE)
     last = records[-1] if records else {}
     return {
         "rows": len(job.examples) or len(job.pairs),
@@ -60,6 +64,6 @@ def run(node, ctx, out: Path) -> dict:
         "student": train.student.name,
         "lora": "adapter" in written,
         "loss_path": job.objective.path,
-        "final": {k: last[k] for k in ["loss", *(t.key for t in job.objective.terms)] if k in last},
+        "final": {k: last[k] for k in ["loss", *(t.key for t in job.objective.lines)] if k in last},
         "pictures": [PICTURE],
     }

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..context import RunError
+from ..errors import RunError
 from .models import base_model
 
 HEAD_METHOD = "kdlang_head_terms"

@@ -23,6 +23,7 @@ from kdlang.ir.sources import HFModel
 
 from ..cache import DATA_FILE
 from ..errors import RunError
+from ..losses.dpo import sequence_logprobs
 from . import models as md
 from .examples import (
     Example,
@@ -34,7 +35,6 @@ from .examples import (
 )
 from .loop import Job
 from .objective import Models, Objective
-from .terms import sequence_logprobs
 
 if TYPE_CHECKING:
     from kdlang.ir.training import Train

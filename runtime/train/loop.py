@@ -2,11 +2,11 @@
 
 For each optimizer step s (resuming at the last checkpoint's step):
 
-1. read the scheduled values at s (loss weights, temperatures, β, α, λ) and set the learning
-   rate to ``lr · lr_schedule.factor(s, total)``;
+1. settle the losses at s (:meth:`.Objective.at_step`: loss weights, temperatures, β, α, and
+   λ) and set the learning rate to ``lr · lr_schedule.factor(s, total)``;
 2. take the step's rows (a pure function of s: :class:`DataOrder`), this process's share of them;
    with probability λ(s) replace their targets by the student's own samples (GKD);
-3. count what the step's terms are averaged over (target positions, teacher positions, pairs),
+3. count what the step's losses are averaged over (target positions, teacher positions, pairs),
    summed over processes;
 4. for each of ``grad_accum`` micro-batches: forward (autocast), the composed loss, backward;
 5. sum gradients over processes (``ddp``; ``fsdp`` reduce-scatters them in the backward passes),
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..distributed import Dist
 from . import checkpoint, fsdp
-from .distributed import Dist
 from .examples import (
     DataOrder,
     Example,
@@ -149,7 +149,7 @@ def fit(job: Job) -> list[dict]:
             began = time.perf_counter()
             if job.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(job.device)
-            values = objective.values(step)
+            settled = objective.at_step(step)
             lr = train.lr * train.lr_schedule.factor(step, job.total_steps)
             for group in adamw.param_groups:
                 group["lr"] = lr
@@ -158,7 +158,7 @@ def fit(job: Job) -> list[dict]:
             rows = dist.shard(step_rows)
             examples = [job.examples[r] for r in rows] if job.examples else []
             pairs = [job.pairs[r] for r in rows] if job.pairs else []
-            on_policy = is_on_policy(job.seed, step, values["on_policy"])
+            on_policy = is_on_policy(job.seed, step, settled.on_policy)
             if on_policy and job.sharded and job.examples:
                 # Every rank decodes the whole step (the same forwards on every rank), then
                 # keeps its share.
@@ -171,7 +171,9 @@ def fit(job: Job) -> list[dict]:
             counts = step_counts(examples, pairs, job.online or on_policy, dist, job.device)
 
             student.train()
-            parts = {t.key: 0.0 for t in objective.terms if objective.applies(t, on_policy)}
+            parts = {
+                line.key: 0.0 for line in objective.lines if objective.applies(line, on_policy)
+            }
             micros = micro_batches(list(range(len(rows))), train.grad_accum)
             fillers = 0
             if job.sharded:  # as many forward and backward passes on every rank
@@ -186,7 +188,7 @@ def fit(job: Job) -> list[dict]:
                     )
                 with autocast():
                     loss, micro_parts = objective.micro_loss(
-                        models, values, counts, tokens, batch, reference, on_policy
+                        models, settled, counts, tokens, batch, reference, on_policy
                     )
                 if micro is None:
                     if loss.requires_grad:
@@ -203,11 +205,12 @@ def fit(job: Job) -> list[dict]:
             adamw.zero_grad(set_to_none=True)
 
             parts = {key: dist.sum(value, job.device) for key, value in parts.items()}
+            weights = settled.weights
             record = {
                 "step": step,
-                "loss": sum(values[f"weight/{key}"] * value for key, value in parts.items()),
+                "loss": sum(weights[key] * value for key, value in parts.items()),
                 **parts,
-                **values,
+                **settled.metrics(),  # written from the settled losses, for the record only
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "tokens": counts["tokens"],
@@ -310,7 +313,7 @@ def micro_inputs(job: Job, micro: list[int], rows, examples, pairs, on_policy: b
 
 
 def step_counts(examples, pairs, online: bool, dist: Dist, device) -> dict[str, int]:
-    """What each term of the step is averaged over, summed over processes: target positions,
+    """What each loss of the step is averaged over, summed over processes: target positions,
     positions with a teacher distribution, and pairs."""
     tokens = sum(e.tokens for e in examples)
     kd = tokens if online else sum(_cached_rows(e) for e in examples)

@@ -3,8 +3,9 @@
 ``metrics.jsonl`` lives in the stage's progress folder while training runs. A resumed run first
 cuts it back to the steps before its checkpoint (the steps after it are run again), so in the
 end the file holds every step exactly once; the artifact gets a copy. Each record has ``step``,
-``loss`` (the weighted total), one entry per term (its unweighted step mean, by ``Term.key``),
-every scheduled value (``weight/<key>``, ``temperature/<key>``, ..., ``on_policy``), ``lr``,
+``loss`` (the weighted total), one entry per ``loss`` line (its unweighted step mean, by
+``LossLine.key``), every scheduled value as the step settled it (``weight/<key>``,
+``temperature/<key>``, ..., ``on_policy``: ``StepLosses.metrics``), ``lr``,
 ``grad_norm``, ``tokens``, ``on_policy_batch`` and the data position.
 """
 
@@ -84,9 +85,9 @@ class Board:
             self.writer.close()
 
 
-def plot_curves(records: list[dict[str, Any]], terms: list[str], path: Path) -> None:
-    """A PNG with two panels over the steps: each term and the weighted total (log scale when
-    all positive), and every scheduled value with the learning-rate factor."""
+def plot_curves(records: list[dict[str, Any]], keys: list[str], path: Path) -> None:
+    """A PNG with two panels over the steps: each loss line (``keys``) and the weighted total
+    (log scale when all positive), and every scheduled value with the learning-rate factor."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +95,7 @@ def plot_curves(records: list[dict[str, Any]], terms: list[str], path: Path) -> 
 
     steps = [r["step"] for r in records]
     figure, (losses, schedules) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    for key in [*terms, "loss"]:
+    for key in [*keys, "loss"]:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
         if points:
             xs, ys = zip(*points, strict=True)

@@ -1,54 +1,93 @@
 """What one optimizer step minimises: the recipe's ``loss`` lines with their scheduled settings.
 
-    loss(step) = Σ_i w_i(step) · term_i / count_i
+    loss(step) = Σ_i w_i(step) · sum_i / count_i
 
-``term_i`` is the sum of :mod:`.terms` over the step's micro-batch and ``count_i`` the number of
-positions (pairs for ``dpo``) it counts in the whole step, so summing micro-batches (and
-processes) gives the step's mean. Every weight, temperature, β, α and the on-policy ratio λ is
-read through :func:`kdlang.ir.values.at_step` at the 0-based optimizer step of ``total_steps``;
-:meth:`Objective.values` returns them all, so the loop logs each one every step. A divergence
-with ``temperature_scale`` is multiplied by T².
+``sum_i`` is loss i of :mod:`kdlang.runtime.losses` summed over the step's micro-batch and
+``count_i`` the number of positions (pairs, for a loss learning from pairs) it counts in the
+whole step, so summing micro-batches (and processes) gives the step's mean. A divergence with
+``temperature_scale`` is multiplied by T².
 
-On an on-policy step (GKD) the targets are the student's own samples: only the terms that
-compare the student with the teacher on them (divergences, hidden states) apply; ``sft`` and
-``dpo`` learn from the data and are skipped for that step.
+Each loss is its own descriptor (``kdlang.ir.training``): what it learns from (target tokens or
+pairs), what of the teacher it compares with (its distribution, its hidden states), whether it
+counts on an on-policy step, the kernel mode of a divergence and its kernel options. This
+module reads those and lists no loss by name, so a new token-level divergence is its IR class,
+its kernel entry and its reference formula alone.
+
+:meth:`Objective.at_step` settles every loss at the 0-based optimizer step of ``total_steps``
+(``loss.at_step``: each weight, temperature, β and α read from its schedule) and the on-policy
+ratio λ; the micro-batch loss is computed from those typed values, and the step's metrics
+(``weight/<key>``, ``temperature/<key>``, ..., ``on_policy``) are written from them, for the
+record only.
+
+On an on-policy step (GKD) the targets are the student's own samples: only the losses that
+compare the student with the teacher on them apply (``loss.on_policy``: divergences, hidden
+states); those that learn from the data (``sft``, ``dpo``) are skipped for that step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from . import terms
+from ..losses import dpo, head, hidden, sft
+from ..losses.divergence_sums import divergence_sum, fused_divergence_sum
 from .examples import IGNORE, Batch
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd", "skew_kl", "skew_rkl")
-HIDDEN = ("hidden_mse", "hidden_cosine")
+if TYPE_CHECKING:
+    from kdlang.ir.training import LossBase
 
 
-@dataclass
-class Term:
-    """One ``loss`` line: ``key`` names it in metrics (``forward_kl``, ``forward_kl#2``, ...)."""
+@dataclass(frozen=True)
+class LossLine:
+    """One ``loss`` line of the recipe: ``loss`` is its IR loss (in an :class:`Objective`, as
+    the recipe wrote it; in a :class:`StepLosses`, settled at the step) and ``key`` names it
+    in the metrics (``forward_kl``, ``forward_kl#2``, ...)."""
 
     key: str
-    loss: Any
+    loss: LossBase
 
     @property
     def name(self) -> str:
         return self.loss.name
 
 
-def make_terms(losses) -> list[Term]:
+def loss_lines(losses) -> list[LossLine]:
+    """The ``loss`` lines with their metrics keys: the loss's name, ``#n`` from its second
+    line of the same name on."""
     seen: dict[str, int] = {}
     out = []
     for loss in losses:
         seen[loss.name] = seen.get(loss.name, 0) + 1
         key = loss.name if seen[loss.name] == 1 else f"{loss.name}#{seen[loss.name]}"
-        out.append(Term(key, loss))
+        out.append(LossLine(key, loss))
     return out
+
+
+@dataclass(frozen=True)
+class StepLosses:
+    """Every loss line settled at one optimizer step (typed values, no schedules left) and the
+    on-policy ratio λ there: what the step's micro-batch losses are computed from."""
+
+    step: int
+    on_policy: float
+    lines: tuple[LossLine, ...]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Each line's weight at this step, by key."""
+        return {line.key: _number(line.loss.weight) for line in self.lines}
+
+    def metrics(self) -> dict[str, float]:
+        """The step's settled values for the record: ``on_policy`` and ``<setting>/<key>`` of
+        each line's scheduled settings (``weight``, ``temperature``, ``beta``, ``alpha``)."""
+        out = {"on_policy": self.on_policy}
+        for line in self.lines:
+            for setting in line.loss.scheduled:
+                out[f"{setting}/{line.key}"] = getattr(line.loss, setting)
+        return out
 
 
 def layer_index(index: int, layers: int) -> int:
@@ -69,8 +108,8 @@ class Models:
     teacher: nn.Module | None = None
     teacher_head: nn.Linear | None = None
     head_call: Any = None
-    """How terms that run the student's lm_head outside ``forward`` (the fused-linear path) are
-    called: ``head_call(fn, *args)``, a forward method of a sharded student's root
+    """How losses that run the student's lm_head outside ``forward`` (the fused-linear path)
+    are called: ``head_call(fn, *args)``, a forward method of a sharded student's root
     (:mod:`.fsdp`); ``None``: ``fn(*args)`` directly."""
 
     def with_head(self, fn, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -84,9 +123,9 @@ class Objective:
 
     ``teacher``: ``"online"`` (teacher forward in ``torch.no_grad``), ``"cached"`` (top-k from a
     ``teacher_logits`` stage) or ``None``. ``path``: ``"materialized"`` (full logits) or
-    ``"fused_linear"`` (no full logits: divergences through the fused kernel, other head terms
+    ``"fused_linear"`` (no full logits: divergences through the fused kernel, other head losses
     in checkpointed chunks). ``width``: the vocabulary rows both models share. ``layers`` and
-    ``widths``: (student, teacher) layer counts and hidden widths, for hidden-state terms.
+    ``widths``: (student, teacher) layer counts and hidden widths, for hidden-state losses.
     """
 
     def __init__(
@@ -102,7 +141,7 @@ class Objective:
         widths: tuple[int, int] = (0, 0),
         backend: str = "auto",
     ):
-        self.terms = make_terms(losses)
+        self.lines = loss_lines(losses)
         self.total_steps = total_steps
         self.on_policy = on_policy
         self.teacher = teacher
@@ -111,140 +150,140 @@ class Objective:
         self.backend = backend
         self.projections = nn.ModuleDict()
         self.layer_pairs: dict[str, list[tuple[int, int, str]]] = {}
-        for term in self.terms:
-            if term.name not in HIDDEN:
+        for line in self.lines:
+            if line.loss.teacher != "hidden":
                 continue
             pairs = []
-            for number, (s, t) in enumerate(term.loss.layers):
-                key = f"{term.key.replace('#', '_')}_{number}"
-                self.projections[key] = terms.Projection(*widths)
+            layers_of: Any = line.loss  # a hidden-state loss
+            for number, (s, t) in enumerate(layers_of.layers):
+                key = f"{line.key.replace('#', '_')}_{number}"
+                self.projections[key] = hidden.Projection(*widths)
                 pairs.append((layer_index(s, layers[0]), layer_index(t, layers[1]), key))
-            self.layer_pairs[term.key] = pairs
+            self.layer_pairs[line.key] = pairs
 
     # -- what the step needs -------------------------------------------------------------------
 
-    def uses(self, *names: str) -> bool:
-        return any(t.name in names for t in self.terms)
+    def needs(self, teacher: str) -> bool:
+        """Whether a line compares with the teacher's ``teacher`` (``logits``, ``hidden``)."""
+        return any(line.loss.teacher == teacher for line in self.lines)
 
     @property
     def uses_tokens(self) -> bool:
-        return any(t.name != "dpo" for t in self.terms)
+        return any(line.loss.learns_from == "tokens" for line in self.lines)
 
     @property
     def uses_pairs(self) -> bool:
-        return self.uses("dpo")
+        return any(line.loss.learns_from == "pairs" for line in self.lines)
 
-    def applies(self, term: Term, on_policy: bool) -> bool:
-        """Whether ``term`` counts on a step (on-policy steps skip ``sft`` and ``dpo``)."""
-        return not (on_policy and term.name in ("sft", "dpo"))
+    def applies(self, line: LossLine, on_policy: bool) -> bool:
+        """Whether ``line`` counts on a step (on-policy steps skip the losses that learn from
+        the data)."""
+        return line.loss.on_policy or not on_policy
 
-    def values(self, step: int) -> dict[str, float]:
-        """Every scheduled value at ``step``: ``weight/<key>``, ``temperature/<key>``,
-        ``beta/<key>`` (jsd, dpo), ``alpha/<key>`` (skews) and ``on_policy``."""
-        from kdlang.ir.values import at_step  # the only use of the language side here
+    def at_step(self, step: int) -> StepLosses:
+        """Every line settled at ``step`` (``loss.at_step``), and λ there."""
+        from kdlang.ir.values import at_step  # the only import of the language side here
 
-        out = {"on_policy": at_step(self.on_policy, step, self.total_steps)}
-        for term in self.terms:
-            loss = term.loss
-            out[f"weight/{term.key}"] = at_step(loss.weight, step, self.total_steps)
-            if term.name in DIVERGENCES:
-                out[f"temperature/{term.key}"] = at_step(loss.temperature, step, self.total_steps)
-            if term.name in ("jsd", "dpo"):
-                out[f"beta/{term.key}"] = at_step(loss.beta, step, self.total_steps)
-            if term.name in ("skew_kl", "skew_rkl"):
-                out[f"alpha/{term.key}"] = at_step(loss.alpha, step, self.total_steps)
-        return out
+        return StepLosses(
+            step=step,
+            on_policy=at_step(self.on_policy, step, self.total_steps),
+            lines=tuple(
+                LossLine(line.key, line.loss.at_step(step, self.total_steps)) for line in self.lines
+            ),
+        )
 
     # -- the loss of one micro-batch ----------------------------------------------------------
 
     def micro_loss(
         self,
         models: Models,
-        values: dict[str, float],
+        step: StepLosses,
         counts: dict[str, int],
         tokens: Batch | None = None,
         pairs: Batch | None = None,
         reference: torch.Tensor | None = None,
         on_policy: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``(loss, parts)``: the micro-batch's share of the step loss, and each term's share
-        of its step mean (detached) keyed by ``Term.key``. ``counts``: ``tokens`` (target
-        positions), ``kd_tokens`` (positions with a teacher distribution) and ``pairs`` of the
-        whole step. ``reference``: the reference log-probs of ``pairs`` (``[2P]``)."""
+        """``(loss, parts)``: the micro-batch's share of the step loss, and each line's share
+        of its step mean (detached) keyed by ``LossLine.key``. ``step``: the losses settled at
+        the step (:meth:`at_step`). ``counts``: ``tokens`` (target positions), ``kd_tokens``
+        (positions with a teacher distribution) and ``pairs`` of the whole step.
+        ``reference``: the reference log-probs of ``pairs`` (``[2P]``)."""
+        lines = [line for line in step.lines if self.applies(line, on_policy)]
         parts: dict[str, torch.Tensor] = {}
         if tokens is not None and tokens.labels.numel() and self.uses_tokens:
-            parts.update(self._token_terms(models, values, counts, tokens, on_policy))
-        if pairs is not None and self.uses_pairs and not on_policy:
+            token_lines = [line for line in lines if line.loss.learns_from == "tokens"]
+            parts.update(self._token_parts(models, token_lines, counts, tokens))
+        pair_lines = [line for line in lines if line.loss.learns_from == "pairs"]
+        if pairs is not None and pair_lines:
             policy = self._pair_logprobs(models.student, pairs)
-            for term in self.terms:
-                if term.name == "dpo":
-                    beta = values[f"beta/{term.key}"]
-                    parts[term.key] = terms.dpo_sum(policy, reference, beta) / max(
-                        counts["pairs"], 1
-                    )
+            for line in pair_lines:
+                if reference is None:
+                    raise ValueError("pairs need their reference log-probs")
+                settled: Any = line.loss
+                value = dpo.dpo_sum(policy, reference, settled.beta)
+                parts[line.key] = value / max(counts["pairs"], 1)
+        weights = step.weights
         loss = sum(
-            (values[f"weight/{key}"] * value for key, value in parts.items()),
+            (weights[key] * value for key, value in parts.items()),
             start=torch.zeros((), device=_device(models.student)),
         )
         return loss, {key: value.detach() for key, value in parts.items()}
 
-    def _token_terms(self, models, values, counts, batch: Batch, on_policy: bool):
+    def _token_parts(self, models, lines: list[LossLine], counts, batch: Batch):
         fused = self.path == "fused_linear"
-        hidden = self.uses(*HIDDEN)
-        s_logits, s_states = forward(models.student, batch, logits=not fused, states=hidden)
+        states = self.needs("hidden")
+        s_logits, s_states = forward(models.student, batch, logits=not fused, states=states)
         t_logits = t_states = None
-        if self.teacher == "online" and (self.uses(*DIVERGENCES) or hidden):
+        if self.teacher == "online" and any(line.loss.teacher for line in self.lines):
             with torch.no_grad():
                 t_batch = batch.to(_device(models.teacher))
                 t_logits, t_states = forward(
-                    models.teacher, t_batch, logits=not fused, states=hidden
+                    models.teacher, t_batch, logits=not fused, states=states
                 )
-        labels, kd_labels = batch.labels, batch.kd_labels
         n_tokens, n_kd = max(counts["tokens"], 1), max(counts["kd_tokens"], 1)
         parts = {}
-        for term in self.terms:
-            name = term.name
-            if name == "sft" and not on_policy:
-                if fused:
-                    parts[term.key] = models.with_head(
-                        terms.chunked_head_sum,
-                        s_states[-1][:, :-1],
-                        models.student_head,
-                        labels,
-                        _sft_rows,
-                    )
-                else:
-                    parts[term.key] = terms.sft_sum(s_logits, labels)
-                parts[term.key] = parts[term.key] / n_tokens
-            elif name in DIVERGENCES:
+        for line in lines:
+            loss: Any = line.loss  # settled: its settings are numbers
+            if loss.teacher == "logits":
                 value = self._divergence(
-                    term, values, models, batch, s_logits, s_states, t_logits, t_states
+                    loss, models, batch, s_logits, s_states, t_logits, t_states
                 )
-                temperature = values[f"temperature/{term.key}"]
-                scale = temperature**2 if term.loss.temperature_scale else 1.0
-                parts[term.key] = value * scale / n_kd
-            elif name in HIDDEN:
-                counted = kd_labels != IGNORE
+                scale = loss.temperature**2 if loss.temperature_scale else 1.0
+                parts[line.key] = value * scale / n_kd
+            elif loss.teacher == "hidden":
+                counted = batch.kd_labels != IGNORE
                 per_layer = [
-                    terms.hidden_sum(
-                        name,
+                    hidden.hidden_sum(
+                        loss.name,
                         s_states[s][:, :-1],
                         t_states[t][:, :-1].to(s_states[s].device),
                         counted,
                         self.projections[key],
                     )
-                    for s, t, key in self.layer_pairs[term.key]
+                    for s, t, key in self.layer_pairs[line.key]
                 ]
-                parts[term.key] = torch.stack(per_layer).mean() / n_kd
+                parts[line.key] = torch.stack(per_layer).mean() / n_kd
+            elif fused:  # the target tokens alone: cross-entropy
+                value = models.with_head(
+                    head.chunked_head_sum,
+                    s_states[-1][:, :-1],
+                    models.student_head,
+                    batch.labels,
+                    _sft_rows,
+                )
+                parts[line.key] = value / n_tokens
+            else:
+                parts[line.key] = sft.sft_sum(s_logits, batch.labels) / n_tokens
         return parts
 
-    def _divergence(self, term, values, models, batch, s_logits, s_states, t_logits, t_states):
+    def _divergence(self, loss, models, batch, s_logits, s_states, t_logits, t_states):
+        """Σ of the divergence ``loss`` (settled) over the micro-batch's teacher positions."""
         settings = {
-            "kind": term.name,
-            "temperature": values[f"temperature/{term.key}"],
-            "beta": values.get(f"beta/{term.key}", 0.5),
-            "alpha": values.get(f"alpha/{term.key}", 0.1),
+            "kind": loss.kernel_mode,
+            "temperature": loss.temperature,
             "backend": self.backend,
+            **loss.kernel_options(),
         }
         labels = batch.kd_labels
         width = self.width
@@ -252,7 +291,7 @@ class Objective:
             if self.path == "fused_linear":
                 h_t = t_states[-1][:, :-1].to(s_states[-1].device)
                 return models.with_head(
-                    terms.fused_divergence_sum,
+                    fused_divergence_sum,
                     s_states[-1][:, :-1],
                     models.student_head,
                     h_t,
@@ -264,15 +303,15 @@ class Objective:
             t_logits = t_logits.to(s_logits.device)
             if width is not None:
                 s_logits, t_logits = s_logits[..., :width], t_logits[..., :width]
-            return terms.divergence_sum(s_logits, labels, teacher_logits=t_logits, **settings)
+            return divergence_sum(s_logits, labels, teacher_logits=t_logits, **settings)
         topk = (batch.topk_ids, batch.topk_logprobs)
         if self.path == "fused_linear":
 
             def rows(z, lab, ids, lps):
-                return terms.divergence_sum(z, lab, teacher_topk=(ids, lps), **settings)
+                return divergence_sum(z, lab, teacher_topk=(ids, lps), **settings)
 
             return models.with_head(
-                terms.chunked_head_sum,
+                head.chunked_head_sum,
                 s_states[-1][:, :-1],
                 models.student_head,
                 labels,
@@ -280,15 +319,15 @@ class Objective:
                 *topk,
                 width=width,
             )
-        return terms.divergence_sum(s_logits, labels, teacher_topk=topk, **settings)
+        return divergence_sum(s_logits, labels, teacher_topk=topk, **settings)
 
     def _pair_logprobs(self, student: nn.Module, pairs: Batch) -> torch.Tensor:
         logits, _ = forward(student, pairs, logits=True, states=False)
-        return terms.sequence_logprobs(logits, pairs.labels)
+        return dpo.sequence_logprobs(logits, pairs.labels)
 
 
 def _sft_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return terms.sft_sum(logits, labels)
+    return sft.sft_sum(logits, labels)
 
 
 def forward(model: nn.Module, batch: Batch, *, logits: bool, states: bool):
@@ -303,10 +342,17 @@ def forward(model: nn.Module, batch: Batch, *, logits: bool, states: bool):
     if not logits:
         kwargs["logits_to_keep"] = 1
     out = model(**kwargs)
-    hidden = out.hidden_states if "output_hidden_states" in kwargs else None
-    if hidden is not None and not states:
-        hidden = hidden[-1:]  # drop the other layers' states (the teacher's can be freed)
-    return (out.logits[:, :-1] if logits else None), hidden
+    hidden_states = out.hidden_states if "output_hidden_states" in kwargs else None
+    if hidden_states is not None and not states:
+        hidden_states = hidden_states[
+            -1:
+        ]  # drop the other layers' states (the teacher's can be freed)
+    return (out.logits[:, :-1] if logits else None), hidden_states
+
+
+def _number(value: Any) -> float:
+    """A setting of a settled loss: a number (its schedule, if any, already read)."""
+    return value
 
 
 def _device(model: nn.Module) -> torch.device:

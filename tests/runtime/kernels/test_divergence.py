@@ -11,7 +11,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from kdlang.runtime.kernels import terms  # noqa: E402
+from kdlang.runtime.kernels import entries  # noqa: E402
 from kdlang.runtime.kernels.divergence import DivergenceSpec, divergence  # noqa: E402
 from kdlang.runtime.kernels.divergence_kernel import divergence_kernel  # noqa: E402
 from kdlang.runtime.kernels.layout import as_rows  # noqa: E402
@@ -62,10 +62,8 @@ def run(
     **params,
 ):
     """(loss, grad) of the fused kernel for ``kind`` with the given layout."""
-    mode_kind, weight = resolve_kind(
-        kind, params.get("beta", 0.5), params.get("alpha", 0.1), sparse=False
-    )
-    spec = DivergenceSpec(terms.MODES[mode_kind], temperature, weight, -100, reduction)
+    mode_kind, weight = resolve_kind(kind, params, sparse=False)
+    spec = DivergenceSpec(entries.MODES[mode_kind], temperature, weight, -100, reduction)
     z = student.clone().requires_grad_(True)
     loss = divergence(z, teacher, spec, labels, block=block, segment=segment)
     weights = torch.ones_like(loss) if grad_output is None else grad_output
@@ -195,10 +193,8 @@ def test_non_contiguous_inputs_are_read_in_place(kind, params, block, segment):
     labels = torch.randint(0, 90, (2, 5), device=DEVICE)
     labels[1, 0] = -100
     leaf = base_s.clone().requires_grad_(True)
-    mode_kind, weight = resolve_kind(
-        kind, params.get("beta", 0.5), params.get("alpha", 0.1), sparse=False
-    )
-    spec = DivergenceSpec(terms.MODES[mode_kind], 2.0, weight)
+    mode_kind, weight = resolve_kind(kind, params, sparse=False)
+    spec = DivergenceSpec(entries.MODES[mode_kind], 2.0, weight)
     loss = divergence(leaf[:, :-1, ::2], teacher, spec, labels, block=block, segment=segment)
     loss.backward()
     ref, ref_grad = loss_and_grad(

@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from kdlang.runtime.kernels import terms  # noqa: E402
+from kdlang.runtime.kernels import entries  # noqa: E402
 from kdlang.runtime.kernels.divergence import DivergenceSpec  # noqa: E402
 from kdlang.runtime.kernels.topk import topk_divergence  # noqa: E402
 from kdlang.runtime.losses import distill_loss  # noqa: E402
@@ -60,10 +60,8 @@ def run(
     block=None,
     block_k=None,
 ):
-    mode_kind, weight = resolve_kind(
-        kind, params.get("beta", 0.5), params.get("alpha", 0.1), sparse=True
-    )
-    spec = DivergenceSpec(terms.MODES[mode_kind], temperature, weight, -100, reduction)
+    mode_kind, weight = resolve_kind(kind, params, sparse=True)
+    spec = DivergenceSpec(entries.MODES[mode_kind], temperature, weight, -100, reduction)
     z = student.clone().requires_grad_(True)
     loss = topk_divergence(z, ids, logprobs, spec, labels, block=block, block_k=block_k)
     weights = torch.ones_like(loss) if grad_output is None else grad_output

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from jinja2.exceptions import SecurityError, UndefinedError
-from kdlang.runtime.context import PromptTemplate, RunError
+from kdlang.runtime.context import PromptTemplate
+from kdlang.runtime.errors import RunError
 
 from kdlang.check.templates import environment
 from tests.fixtures.openai_server import FakeOpenAIServer

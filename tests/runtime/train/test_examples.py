@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from kdlang.runtime.distributed import Dist
 from kdlang.runtime.train import checkpoint
-from kdlang.runtime.train.distributed import Dist
 from kdlang.runtime.train.examples import (
     IGNORE,
     DataOrder,

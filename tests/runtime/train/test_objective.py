@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kdlang.runtime.losses import DIVERGENCES
+from kdlang.runtime.losses.reference import Divergence
 from kdlang.runtime.train.examples import Example, collate, encode
 from kdlang.runtime.train.models import head
 from kdlang.runtime.train.objective import Models, Objective
 
-from tests.runtime.train.support import linear, loss
+from kdlang.ir import training as tr
+from tests.runtime.train.support import SPAN, linear, loss
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,9 +97,10 @@ def test_composed_loss_is_the_weighted_sum_of_references(setup, step):
     total = 20
     objective = Objective(LOSSES, total_steps=total, teacher="online", backend="torch")
     batch = collate(examples, tokenizer.pad_token_id)
-    values = objective.values(step)
+    settled = objective.at_step(step)
+    values = settled.metrics()
     loss_value, parts = objective.micro_loss(
-        models(student, teacher), values, counts(batch), tokens=batch
+        models(student, teacher), settled, counts(batch), tokens=batch
     )
 
     with torch.no_grad():
@@ -164,9 +168,9 @@ def test_cached_topk_with_k_equal_to_v_matches_the_online_teacher(setup, name):
     batch_online = collate(examples, tokenizer.pad_token_id)
     batch_cached = collate(topk_examples(setup, vocab), tokenizer.pad_token_id, kd_everywhere=False)
     assert torch.equal(batch_online.kd_labels, batch_cached.kd_labels)
-    values = online.values(0)
-    a, _ = online.micro_loss(models(student, teacher), values, counts(batch_online), batch_online)
-    b, _ = cached.micro_loss(models(student, None), values, counts(batch_cached), batch_cached)
+    settled = online.at_step(0)
+    a, _ = online.micro_loss(models(student, teacher), settled, counts(batch_online), batch_online)
+    b, _ = cached.micro_loss(models(student, None), settled, counts(batch_cached), batch_cached)
     assert float(b.detach()) == pytest.approx(float(a.detach()), rel=1e-5)
 
 
@@ -179,7 +183,7 @@ def test_fused_linear_path_matches_materialized_values_and_gradients(setup):
         objective = Objective(losses, total_steps=4, teacher="online", path=path, backend="torch")
         student.zero_grad()
         value, parts = objective.micro_loss(
-            models(student, teacher), objective.values(1), counts(batch), batch
+            models(student, teacher), objective.at_step(1), counts(batch), batch
         )
         value.backward()
         grads = {n: p.grad.clone() for n, p in student.named_parameters()}
@@ -202,7 +206,7 @@ def test_fused_linear_cached_topk_matches_materialized(setup):
     for path in ("materialized", "fused_linear"):
         objective = Objective(losses, total_steps=4, teacher="cached", path=path, backend="torch")
         value, _ = objective.micro_loss(
-            models(student, None), objective.values(0), counts(batch), batch
+            models(student, None), objective.at_step(0), counts(batch), batch
         )
         values.append(float(value.detach()))
     assert values[1] == pytest.approx(values[0], rel=1e-5)
@@ -221,7 +225,7 @@ def test_hidden_terms_match_their_formulas(setup, name):
     )
     batch = collate(examples, tokenizer.pad_token_id)
     value, _ = objective.micro_loss(
-        models(student, teacher), objective.values(0), counts(batch), batch
+        models(student, teacher), objective.at_step(0), counts(batch), batch
     )
     kwargs = {
         "input_ids": batch.input_ids,
@@ -243,3 +247,80 @@ def test_hidden_terms_match_their_formulas(setup, name):
             per = 1 - (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
         per_layer.append(per.mean())
     assert float(value.detach()) == pytest.approx(float(torch.stack(per_layer).mean()), rel=1e-5)
+
+
+def test_metrics_are_written_from_the_settled_losses_under_the_recorded_names():
+    losses = [
+        loss("sft", 0.5),
+        loss("forward_kl", linear(0.0, 1.0), temperature=2.0),
+        loss("forward_kl", 0.2),
+        loss("jsd", 0.3, beta=linear(0.2, 0.8)),
+        loss("skew_rkl", 0.6, alpha=0.3),
+        loss("hidden_cosine", 1.0, layers=[[1, 1]]),
+        loss("dpo", 1.0, beta=0.2),
+    ]
+    objective = Objective(losses, total_steps=10, on_policy=linear(0.0, 0.5), layers=(2, 2))
+    settled = objective.at_step(5)
+    assert settled.metrics() == {
+        "on_policy": pytest.approx(0.25),
+        "weight/sft": 0.5,
+        "weight/forward_kl": pytest.approx(0.5),
+        "temperature/forward_kl": 2.0,
+        "weight/forward_kl#2": 0.2,
+        "temperature/forward_kl#2": 1.0,
+        "weight/jsd": 0.3,
+        "temperature/jsd": 1.0,
+        "beta/jsd": pytest.approx(0.5),
+        "weight/skew_rkl": 0.6,
+        "temperature/skew_rkl": 1.0,
+        "alpha/skew_rkl": 0.3,
+        "weight/hidden_cosine": 1.0,
+        "weight/dpo": 1.0,
+        "beta/dpo": 0.2,
+    }
+    assert all(type(v) is float for v in settled.metrics().values())
+    # the settled lines are the typed losses themselves, schedules read
+    jsd = next(line.loss for line in settled.lines if line.key == "jsd")
+    assert jsd.kernel_options() == {"beta": pytest.approx(0.5)}
+    assert settled.weights["forward_kl"] == pytest.approx(0.5)
+
+
+def test_on_policy_steps_keep_the_losses_that_count_on_them():
+    objective = Objective([loss("sft"), loss("tvd"), loss("dpo")], total_steps=1)
+    kept = [line.key for line in objective.lines if objective.applies(line, True)]
+    assert kept == ["tvd"]
+    assert all(objective.applies(line, False) for line in objective.lines)
+
+
+class Hellinger(tr.DivergenceLoss):
+    """A token-level divergence the runtime has never heard of: only its descriptor."""
+
+    kernel_mode = "hellinger"
+
+
+def hellinger(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return 1.0 - torch.exp((a + b) / 2).sum(-1)
+
+
+def test_a_new_divergence_needs_only_its_descriptor_and_its_formula(setup, monkeypatch):
+    tokenizer, student, teacher, examples = setup
+    monkeypatch.setitem(DIVERGENCES, "hellinger", Divergence(hellinger))
+    new = Hellinger(name="hellinger", weight=0.7, temperature=2.0, span=SPAN)
+    objective = Objective([new], total_steps=4, teacher="online", backend="torch")
+    batch = collate(examples, tokenizer.pad_token_id)
+    settled = objective.at_step(0)
+    value, parts = objective.micro_loss(models(student, teacher), settled, counts(batch), batch)
+    with torch.no_grad():
+        zs = student(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        zt = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    p = torch.softmax(zs[:, :-1].double() / 2.0, -1)
+    q = torch.softmax(zt[:, :-1].double() / 2.0, -1)
+    per = 0.5 * (p.sqrt() - q.sqrt()).pow(2).sum(-1)
+    expected = per[batch.labels != -100].mean()
+    assert float(parts["hellinger"]) == pytest.approx(float(expected), rel=2e-5)
+    assert float(value.detach()) == pytest.approx(0.7 * float(expected), rel=2e-5)
+    assert settled.metrics() == {
+        "on_policy": 0.0,
+        "weight/hellinger": 0.7,
+        "temperature/hellinger": 2.0,
+    }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from kdlang.runtime.context import RunError
+from kdlang.runtime.errors import RunError
 from kdlang.runtime.stages.teacher_logits import TokenMapper
 
 from tests.runtime.train.support import artifact, metrics, node, run_recipe, write_recipe

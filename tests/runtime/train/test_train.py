@@ -168,7 +168,7 @@ def test_lora_student_trains_adapters_and_evaluate_and_export_use_it(tmp_path, t
 def test_tokenizers_with_different_vocabularies_are_refused(tiny_pair, tiny_other_vocab_dir):
     """The runtime check (the checker compares local tokenizer files; hub models are compared
     once loaded, before the first step)."""
-    from kdlang.runtime.context import RunError
+    from kdlang.runtime.errors import RunError
     from kdlang.runtime.train.models import check_same_vocab
     from transformers import AutoTokenizer
 

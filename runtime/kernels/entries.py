@@ -1,4 +1,5 @@
-"""Per-vocabulary-entry terms of every divergence, shared by all the Triton kernels.
+"""The kernels' entry of every divergence: its per-vocabulary-entry formulas, shared by all
+the Triton kernels, and :data:`MODES`, the registry of the kernel modes.
 
 For one position, with student log-probabilities ``a = log p_S`` and teacher
 log-probabilities ``b = log p_T`` over the vocabulary, every divergence D is a sum of
@@ -24,11 +25,16 @@ with m = β q + (1−β) p, lm = log m; r = α q + (1−α) p for skew_kl and r 
 for skew_rkl, lr = log r. The mixtures are formed in probability space (one log per
 entry instead of a log-add-exp): an entry whose p and q both underflow contributes
 nothing either way. Terms weighted by a zero probability are exactly 0, so ``−inf``
-log-probabilities are safe. ``weight`` is β (jsd) or α (skews).
+log-probabilities are safe. ``weight`` is the divergence's option (β of jsd, α of the
+skews: its keyword in ``losses/reference.py``); the other modes ignore it.
 
 ``outside_terms`` gives the same two quantities for an entry where the teacher has no
 mass (q = 0), as multiples of p: ``ell = c_ell·p`` and ``pg = c_pg·p``. The sparse
 (top-k) teacher kernel uses them for the entries outside the teacher's ids.
+
+A new divergence is a new mode here (a number in :data:`MODES` under the IR loss's
+``kernel_mode``, a branch of ``divergence_terms`` and of ``outside_terms``) beside its
+reference formula in ``losses/reference.py``; the dispatch reads both registries.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ MODES = {
     "skew_kl": SKEW_KL,
     "skew_rkl": SKEW_RKL,
 }
+"""The kernel mode of every divergence, by the IR loss's ``kernel_mode``."""
 
 
 def outside_terms(mode: int, weight: float) -> tuple[float, float]:
