@@ -17,11 +17,8 @@ from kdlang.check.program import Program
 from kdlang.ir import stages as st
 from kdlang.ir import training as tr
 from kdlang.ir.sources import HFModel, OpenAIModel
-from kdlang.ir.values import Schedule, bounds
+from kdlang.ir.values import Node, Schedule, bounds
 from kdlang.syntax.diagnostics import Collector
-
-TOKEN_LEVEL = set(tr.DIVERGENCES)
-HIDDEN = {"hidden_mse", "hidden_cosine"}
 
 # (setting, lowest, highest, lowest allowed inclusive?)
 RANGES = {
@@ -70,11 +67,11 @@ def check_compat(program: Program, errors: Collector) -> None:
             )
         teacher = recipe.models.get(train.teacher.name) if train.teacher else None
         cached = cached_logits_stage(program, train.data.name)
-        names = {loss.name for loss in train.losses}
-        token_losses = [loss for loss in train.losses if loss.name in TOKEN_LEVEL]
+        token_losses = [loss for loss in train.losses if loss.teacher == "logits"]
+        hidden_losses = [loss for loss in train.losses if loss.teacher == "hidden"]
         if train.teacher is not None and teacher is not None and not isinstance(teacher, HFModel):
             for loss in train.losses:
-                if loss.name in TOKEN_LEVEL | HIDDEN:
+                if loss.teacher is not None:
                     errors.error(
                         "KD0301",
                         f"`{loss.name}` needs the teacher's logits, but `{train.teacher.name}` is a "
@@ -90,8 +87,8 @@ def check_compat(program: Program, errors: Collector) -> None:
                 token_losses[0].span,
                 help="set `teacher = ...` (an hf model) or train on a `teacher_logits` stage's output",
             )
-        if names & HIDDEN and not isinstance(teacher, HFModel):
-            loss = next(x for x in train.losses if x.name in HIDDEN)
+        if hidden_losses and not isinstance(teacher, HFModel):
+            loss = hidden_losses[0]
             errors.error(
                 "KD0306",
                 f"`{loss.name}` compares hidden states and needs an online `hf` teacher",
@@ -100,14 +97,13 @@ def check_compat(program: Program, errors: Collector) -> None:
             )
         if cached is not None and teacher is None:
             for loss in token_losses:
-                beta_high = bounds(loss.beta)[1] if loss.name == "jsd" else 0.0
-                if loss.name == "reverse_kl" or beta_high >= 1.0:
+                if not loss.finite_against_topk():
                     errors.error(
                         "KD0307",
                         f"`{loss.name}` is infinite against a cached top-k teacher "
                         "(no teacher mass outside its k ids)",
                         loss.span,
-                        help="use forward_kl, jsd with beta < 1, tvd, skew_kl or skew_rkl, or an online teacher",
+                        help=f"use {_topk_losses()}, or an online teacher",
                     )
         on_policy_high = bounds(train.on_policy)[1]
         if on_policy_high > 0 and (not isinstance(teacher, HFModel) or not token_losses):
@@ -117,7 +113,7 @@ def check_compat(program: Program, errors: Collector) -> None:
                 "token-level loss to score the samples",
                 train.spans.get("on_policy", train.span),
             )
-        if (token_losses or names & HIDDEN) and isinstance(student, HFModel):
+        if (token_losses or hidden_losses) and isinstance(student, HFModel):
             vocab_teacher = (
                 teacher if isinstance(teacher, HFModel) else _stage_teacher(program, cached)
             )
@@ -130,7 +126,7 @@ def _stage_teacher(program: Program, stage: st.TeacherLogitsStage | None):
 
 
 def _check_ranges(train: tr.Train, errors: Collector) -> None:
-    checks = [("on_policy", train.on_policy, train)]
+    checks: list[tuple[str, float | Schedule, Node]] = [("on_policy", train.on_policy, train)]
     for loss in train.losses:
         checks.append(("weight", loss.weight, loss))
         for field in ("temperature", "beta", "alpha"):
@@ -199,3 +195,9 @@ def _read_vocab_digest(folder: Path) -> str | None:
     if vocab_json.is_file():
         return hashlib.sha256(vocab_json.read_bytes()).hexdigest()
     return None
+
+
+def _topk_losses() -> str:
+    """The token-level losses a cached top-k teacher may suffice for, in words."""
+    names = [name for name, cls in tr.LOSSES.items() if cls.accepts_topk]
+    return ", ".join(names[:-1]) + " or " + names[-1]

@@ -5,7 +5,9 @@ target tokens or chosen/rejected pairs), what of the teacher it needs (its distr
 hidden states), whether a cached top-k teacher (a ``teacher_logits`` stage) is enough, whether it
 counts on an on-policy step, the entry kind of the divergence kernels it is computed with, and
 its own typed options. Defining a subclass of :class:`LossBase` with a ``name`` registers it in
-:data:`LOSSES`; the runtime computes it as ``kdlang.runtime.losses.terms.TERMS[name]``.
+:data:`LOSSES`. The runtime dispatches on the descriptor: a divergence is computed by the
+kernels' entry kind ``kernel_mode`` (``kdlang.runtime.kernels.entries``) against its float64
+reference of the same name (``kdlang.runtime.losses.reference``).
 """
 
 import math
@@ -25,6 +27,7 @@ from kdlang.ir.values import (
     ScheduleCall,
     Symbol,
     at_step,
+    bounds,
 )
 
 NonNegative = Annotated[Annotated[float, Field(ge=0.0)] | Schedule, ScheduleCall]
@@ -80,6 +83,11 @@ class LossBase(Node):
         """The options of its kernel entry beyond the temperature (a settled loss's)."""
         return {}
 
+    def finite_against_topk(self) -> bool:
+        """Whether the loss stays finite against a cached top-k teacher, which has no mass
+        outside its k ids, at every value its options take."""
+        return self.accepts_topk
+
 
 class SFTLoss(LossBase):
     """``loss sft weight W``: cross-entropy on the target tokens (sequence-level KD)."""
@@ -111,6 +119,7 @@ class ReverseKL(DivergenceLoss):
     """``loss reverse_kl weight W [temperature T]``: KL(student ‖ teacher), mode-seeking (MiniLLM)."""
 
     kernel_mode = "reverse_kl"
+    accepts_topk = False  # infinite where the student has mass and the teacher none
     name: Literal["reverse_kl"] = "reverse_kl"
 
 
@@ -133,6 +142,9 @@ class JSDLoss(DivergenceLoss):
 
     def kernel_options(self) -> dict[str, float]:
         return {"beta": float(self.beta)}  # type: ignore[arg-type]  # settled: a number
+
+    def finite_against_topk(self) -> bool:
+        return bounds(self.beta)[1] < 1.0  # β = 1 is reverse KL
 
 
 class SkewLoss(DivergenceLoss):
@@ -159,6 +171,9 @@ class SkewRKL(SkewLoss):
 
     kernel_mode = "skew_rkl"
     name: Literal["skew_rkl"] = "skew_rkl"
+
+    def finite_against_topk(self) -> bool:
+        return bounds(self.alpha)[0] > 0.0  # α = 0 is reverse KL
 
 
 class HiddenLoss(LossBase):
