@@ -7,13 +7,15 @@ it writes, what it costs. Defining a subclass of :class:`StageOperator` register
 on; its runtime is ``kdlang.runtime.stages.<op>``.
 """
 
+import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.expr import Expr
-from kdlang.ir.values import ColumnName, Node, RefField, Symbol
+from kdlang.ir.values import ColumnName, Node, Percent, RefField, Symbol
 
 Temperature = Annotated[float, Field(ge=0.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -25,6 +27,16 @@ TOPK_COLUMNS = {"topk_ids": "list", "topk_logprobs": "list", "topk_target_ids": 
 """Columns a ``teacher_logits`` stage adds (per target token: ids and log-probs)."""
 TOPK_BYTES_PER_ENTRY = 4 + 2
 """Cached bytes per top-k entry: an int32 id and a float16 log-prob."""
+
+
+def _share(value: Percent) -> Percent:
+    if not 0.0 < value.fraction <= 1.0:
+        raise PydanticCustomError(
+            "kd_range",
+            "a share of the rows must be above 0% and at most 100%, got {got}%",
+            {"got": f"{value.fraction * 100:g}"},
+        )
+    return value
 
 
 STAGE_OPERATORS: dict[str, type["StageOperator"]] = {}
@@ -305,6 +317,36 @@ class FilterStage(StageOperator):
 
     def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
         return Estimate(rows=rows, rows_upper_bound=upper or rows is not None)
+
+
+class SelectStage(StageOperator):
+    """``select(input) { n = 70%  by = score }``: a subset of the rows, in their input order.
+
+    With ``by``, the ``n`` rows of highest ``by`` (a numeric column; ties keep the earlier row,
+    rows without a number come last); without it, ``n`` rows drawn uniformly at random with the
+    recipe's seed. A percentage keeps that share of the input, rounded up.
+    """
+
+    main_only = True
+    numeric_column_settings = ("by",)
+
+    op: Literal["select"] = "select"
+    n: Annotated[Percent, AfterValidator(_share)] | Annotated[int, Field(ge=1)] = Field(
+        description="Rows kept: a count, or a percentage of the input (`70%`)."
+    )
+    by: ColumnName | None = Field(
+        None,
+        description="Numeric column ranking the rows (highest kept); omitted: a random sample.",
+    )
+
+    def kept(self, rows: int) -> int:
+        """How many of ``rows`` input rows the stage keeps."""
+        if isinstance(self.n, Percent):
+            return min(rows, math.ceil(self.n.fraction * rows - 1e-9))
+        return min(rows, self.n)
+
+    def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        return Estimate(rows=None if rows is None else self.kept(rows), rows_upper_bound=upper)
 
 
 class TeacherLogitsStage(StageOperator):
