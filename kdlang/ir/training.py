@@ -130,6 +130,15 @@ class TVD(DivergenceLoss):
     name: Literal["tvd"] = "tvd"
 
 
+class TeacherCE(DivergenceLoss):
+    """``loss teacher_ce weight W [temperature T]``: the cross-entropy to the teacher,
+    −Σ p_T log p_S = KL(p_T ‖ p_S) + H(p_T). Its gradient is forward KL's; its value adds the
+    teacher's entropy, as the loss torchtune and DistiLLM call "forward KL" reports it."""
+
+    kernel_mode = "teacher_ce"
+    name: Literal["teacher_ce"] = "teacher_ce"
+
+
 class JSDLoss(DivergenceLoss):
     """``loss jsd(beta = B) weight W [temperature T]``: the generalized Jensen-Shannon
     divergence of GKD."""

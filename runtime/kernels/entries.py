@@ -20,6 +20,7 @@ such constants. The gradient with respect to the raw logits is ``(pg − p·C) /
 | tvd         | ½ |p − q|                        | ½ p sign(p − q)           | Σ pg     |
 | skew_kl     | q (b − lr)                       | −(1−α) p q / r            | Σ pg     |
 | skew_rkl    | p (a − lr)                       | p (a − lr) − α p² / r     | Σ pg     |
+| teacher_ce  | −q a                             | −q                        | Σ pg     |
 
 with m = β q + (1−β) p, lm = log m; r = α q + (1−α) p for skew_kl and r = α p + (1−α) q
 for skew_rkl, lr = log r. The mixtures are formed in probability space (one log per
@@ -50,6 +51,7 @@ JSD = 2
 TVD = 3
 SKEW_KL = 4
 SKEW_RKL = 5
+TEACHER_CE = 6
 
 MODES = {
     "forward_kl": FORWARD_KL,
@@ -58,6 +60,7 @@ MODES = {
     "tvd": TVD,
     "skew_kl": SKEW_KL,
     "skew_rkl": SKEW_RKL,
+    "teacher_ce": TEACHER_CE,
 }
 """The kernel mode of every divergence, by the IR loss's ``kernel_mode``."""
 
@@ -65,11 +68,11 @@ MODES = {
 def outside_terms(mode: int, weight: float) -> tuple[float, float]:
     """(c_ell, c_pg) of an entry with q = 0: ell = c_ell·p, pg = c_pg·p.
 
-    forward_kl and skew_kl put no weight there; tvd counts ½|p|; jsd sees
+    forward_kl, skew_kl and teacher_ce put no weight there; tvd counts ½|p|; jsd sees
     m = (1−β) p, so a − lm = −log(1−β); skew_rkl sees r = α p, so a − lr = −log α and
     α p²/r = p. reverse_kl (and the modes reducing to it) are infinite there.
     """
-    if mode in (FORWARD_KL, SKEW_KL):
+    if mode in (FORWARD_KL, SKEW_KL, TEACHER_CE):
         return 0.0, 0.0
     if mode == TVD:
         return 0.5, 0.5
@@ -103,11 +106,14 @@ def divergence_terms(a, b, p, q, MODE: tl.constexpr, weight):
         live = q > 0
         ell = tl.where(live, q * (b - tl.log(r)), 0.0)
         pg = tl.where(live, -(1.0 - weight) * (p * q / r), 0.0)
-    else:  # skew_rkl
+    elif MODE == 5:  # skew_rkl
         r = weight * p + (1.0 - weight) * q
         live = p > 0
         ell = tl.where(live, p * (a - tl.log(r)), 0.0)
         pg = ell - tl.where(live, weight * (p * p / r), 0.0)
+    else:  # teacher_ce
+        ell = tl.where(q > 0, -q * a, 0.0)
+        pg = -q
     return ell, pg
 
 

@@ -10,6 +10,7 @@ temperature) and returns the divergence of every position, shape ``[...]``:
 - ``tvd``         ½ Σ |p_T − p_S|
 - ``skew_kl``     KL(p_T ‖ α·p_T + (1−α)·p_S)
 - ``skew_rkl``    KL(p_S ‖ α·p_S + (1−α)·p_T)
+- ``teacher_ce``  −Σ p_T a = KL(p_T ‖ p_S) + H(p_T), the cross-entropy to the teacher
 
 Terms whose weight is a zero probability count as zero (0·log 0 = 0), so ``−inf``
 log-probabilities (a masked vocabulary) are exact, and their gradients are finite: every
@@ -48,6 +49,7 @@ __all__ = [
     "reverse_kl",
     "skew_kl",
     "skew_rkl",
+    "teacher_ce",
     "tvd",
 ]
 
@@ -170,3 +172,11 @@ def skew_rkl(a: torch.Tensor, b: torch.Tensor, alpha: float = 0.1) -> torch.Tens
     p = a.exp()
     log_r = _log_mixture(a, alpha, b, p > 0)
     return _weighted_log_ratio(p, a, log_r)
+
+
+@divergence()
+def teacher_ce(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the teacher −Σ_v p_T,v a_v: forward KL plus the teacher's entropy
+    (the same gradient in the student)."""
+    q = b.exp()
+    return -(q * torch.where(q > 0, a, torch.zeros_like(a))).sum(-1)

@@ -17,6 +17,7 @@ KIND_PARAMS = {
     "tvd": [{}],
     "skew_kl": [{"alpha": 0.1}, {"alpha": 0.9}],
     "skew_rkl": [{"alpha": 0.1}, {"alpha": 0.9}],
+    "teacher_ce": [{}],  # its own tests: tests/runtime/kernels/test_teacher_ce.py
 }
 
 
