@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdlang.ir import lower
 from kdlang.ir.recipe import Recipe
+from kdlang.lower import lower
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
 from kdlang.syntax.parser import parse

@@ -1,6 +1,6 @@
 """Lowering of expressions: a ``keep`` condition's or a ``metric`` line's syntax to its IR.
 
-Settings are values, lowered by :mod:`kdlang.ir.lower_values`; filter conditions and metrics
+Settings are values, lowered by :mod:`kdlang.lower.settings`; filter conditions and metrics
 are expressions of the language of :mod:`kdlang.ir.expr`, evaluated on rows later. The two
 read the same syntax differently: a bare name here is a column (in a setting, a reference or a
 symbol), and arithmetic stays an operation on row values rather than being folded into a
@@ -8,7 +8,7 @@ constant.
 
 Only the syntax tree's node and field names are read (:mod:`kdlang.syntax.ast`) and only the
 IR's expression nodes built: this module depends on neither the declaration lowering that uses
-it (:mod:`kdlang.ir.lower`) nor the rest of the expression language.
+it (:mod:`kdlang.lower`) nor the rest of the expression language.
 """
 
 from __future__ import annotations

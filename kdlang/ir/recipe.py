@@ -53,6 +53,7 @@ class Recipe(BaseModel):
         each declaration is validated by its own model when lowered, and validating this
         container would build the schema of every IR model, used by the file or not. Every field
         is given: pydantic would otherwise inspect each default factory's signature."""
+        sections: dict[str, Any] = {section: {} for section in cls.SECTIONS}
         return cls.model_construct(
             file=file,
             header=None,
@@ -60,7 +61,7 @@ class Recipe(BaseModel):
             exports=[],
             name_spans={},
             broken={},
-            **{section: {} for section in cls.SECTIONS},
+            **sections,
         )
 
     def lookup(self, name: str) -> tuple[str, Any] | None:

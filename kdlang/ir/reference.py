@@ -296,7 +296,8 @@ def _flatten(metadata: list) -> list:
 
 def _bounds(metadata: list) -> str:
     """``>= 1``, or ``in (0, 1]`` when there are both ends."""
-    low = high = None
+    low: tuple[str, Any] | None = None
+    high: tuple[str, Any] | None = None
     for item in metadata:
         if isinstance(item, annotated_types.Ge):
             low = ("[", item.ge)

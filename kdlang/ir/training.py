@@ -102,7 +102,7 @@ class DivergenceLoss(LossBase):
     teacher = "logits"
     accepts_topk = True
     on_policy = True
-    scheduled = ("weight", "temperature")
+    scheduled: ClassVar[tuple[str, ...]] = ("weight", "temperature")
 
     temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
     temperature_scale: bool = Field(False, description="Multiply by T^2 (Hinton's convention).")

@@ -15,7 +15,7 @@ from kdlang.check.program import Program
 from kdlang.ir.descriptor import Estimate
 from kdlang.ir.recipe import Recipe
 from kdlang.ir.sources import HFData, HFModel, InlineData, OpenAIModel
-from kdlang.ir.values import Ref
+from kdlang.ir.values import EnvRef, Ref
 from kdlang.plan import estimates as est
 from kdlang.plan.changes import explain_change
 from kdlang.plan.fingerprint import canonical, file_hash, fingerprint, folder_hash
@@ -91,8 +91,9 @@ class _Builder:
     def build(self) -> list[PlanNode]:
         nodes: list[PlanNode] = []
         for name in self.order():
-            section, decl = self.recipe.lookup(name)
-            nodes.append(self.make(name, section, decl))
+            found = self.recipe.lookup(name)
+            assert found is not None  # the order holds declared names only
+            nodes.append(self.make(name, *found))
         for position, export in enumerate(self.recipe.exports):
             nodes.append(
                 self.make(
@@ -158,7 +159,7 @@ class _Builder:
                 "kind": "openai",
                 "model": model.model,
                 "chat": model.chat,
-                "base_url": {"env": base.env} if hasattr(base, "env") else base,
+                "base_url": {"env": base.env} if isinstance(base, EnvRef) else base,
             }
         assert isinstance(model, HFModel)
         settings = canonical(model, self.resolve)

@@ -39,7 +39,8 @@ def dataset_rows(data, path: Path | None) -> int | None:
             count = max(0, sum(1 for line in handle if line.strip()) - 1)
     elif isinstance(data, ParquetData):
         try:
-            import pyarrow.parquet as pq
+            # pyarrow ships no type information (no py.typed, no stubs)
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
             count = pq.read_metadata(path).num_rows
         except Exception:

@@ -3,7 +3,7 @@ and lowering, so that positions are those a recipe would have."""
 
 from __future__ import annotations
 
-from kdlang.ir import lower
+from kdlang.lower import lower
 from kdlang.syntax.diagnostics import Collector
 from kdlang.syntax.parser import parse
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kdlang.ir import lower
 from kdlang.ir.recipe import Recipe
+from kdlang.lower import lower
 from kdlang.syntax.diagnostics import Collector, Diagnostic
 from kdlang.syntax.parser import parse
 

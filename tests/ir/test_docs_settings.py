@@ -65,7 +65,7 @@ def kd_blocks() -> list[tuple[str, str]]:
 
 
 def test_every_kd_example_in_the_docs_uses_settings_the_language_has():
-    from kdlang.ir import lower
+    from kdlang.lower import lower
     from kdlang.syntax.diagnostics import Collector
     from kdlang.syntax.parser import parse
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdlang.ir import lower
+from kdlang.lower import lower
 from kdlang.syntax.diagnostics import Collector, Diagnostic, DiagnosticError, Severity
 from kdlang.syntax.parser import parse
 

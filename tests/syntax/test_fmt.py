@@ -9,7 +9,8 @@ import sys
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from kdlang.ir import lower, strip_spans
+from kdlang.ir import strip_spans
+from kdlang.lower import lower
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
 from kdlang.syntax.fmt import format_source

@@ -9,7 +9,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdlang.ir import lower
+from kdlang.lower import lower
 from kdlang.syntax.diagnostics import Collector, DiagnosticError, render
 from kdlang.syntax.parser import parse
 from tests.syntax.support import GOOD

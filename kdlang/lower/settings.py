@@ -6,7 +6,7 @@ kind, and keywords) and from ``key = value`` lines of its block. Each becomes a 
 :class:`Percent`, :class:`CallValue`, :class:`Transition`) in :class:`Fields`, with the spans
 that locate it, for the declaration's pydantic model to give it meaning
 (:mod:`kdlang.ir.validation`). Constant arithmetic is folded (``lr = 3e-4 * 2``); any other
-expression is an error in a setting. :mod:`kdlang.ir.lower` builds declarations on this.
+expression is an error in a setting. :mod:`kdlang.lower.declarations` builds declarations on this.
 """
 
 from __future__ import annotations

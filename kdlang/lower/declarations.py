@@ -1,7 +1,7 @@
 """Lowering: the syntax tree of one file to its IR, with every error collected as a diagnostic.
 
 Each declaration's settings (call keywords and block settings alike) become neutral values
-(:mod:`kdlang.ir.lower_values`) and are validated by the declaration's pydantic model; pydantic's
+(:mod:`kdlang.lower.settings`) and are validated by the declaration's pydantic model; pydantic's
 errors are mapped back to the offending setting's span (:mod:`kdlang.ir.validation`). The lines
 of a block that are no settings are lowered here: a train's ``loss`` lines, a filter's rules,
 an eval's metrics, whose expressions are the expression language's
@@ -16,7 +16,6 @@ from collections.abc import Mapping
 # package (kdlang/ir/__init__.py) imports this module, whichever of the two is imported first.
 from kdlang.expr import lower as expressions
 from kdlang.ir.expr import ExprNode
-from kdlang.ir.lower_values import SettingsLowering
 from kdlang.ir.recipe import Import, Recipe
 from kdlang.ir.sources import (
     DATASET_KINDS,
@@ -36,6 +35,7 @@ from kdlang.ir.stages import (
 from kdlang.ir.training import LOSSES, Evaluate, Export, LossBase, Metric, Train
 from kdlang.ir.validation import Fields, Unlowerable
 from kdlang.ir.values import Node, Ref
+from kdlang.lower.settings import SettingsLowering
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, suggestion
 from kdlang.syntax.span import Span
