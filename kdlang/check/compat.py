@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from kdlang.check.program import Program
+from kdlang.ir import losses as ls
 from kdlang.ir import stages as st
 from kdlang.ir import training as tr
 from kdlang.ir.sources import HFModel, OpenAIModel
@@ -130,7 +131,7 @@ def _check_ranges(train: tr.Train, errors: Collector) -> None:
     for loss in train.losses:
         checks.append(("weight", loss.weight, loss))
         for field in ("temperature", "beta", "alpha"):
-            if hasattr(loss, field) and not (field == "beta" and isinstance(loss, tr.DPOLoss)):
+            if hasattr(loss, field) and not (field == "beta" and isinstance(loss, ls.DPOLoss)):
                 checks.append((field, getattr(loss, field), loss))
     for field, value, node in checks:
         low, high, inclusive = RANGES[field]
@@ -199,5 +200,5 @@ def _read_vocab_digest(folder: Path) -> str | None:
 
 def _topk_losses() -> str:
     """The token-level losses a cached top-k teacher may suffice for, in words."""
-    names = [name for name, cls in tr.LOSSES.items() if cls.accepts_topk]
+    names = [name for name, cls in ls.LOSSES.items() if cls.accepts_topk]
     return ", ".join(names[:-1]) + " or " + names[-1]

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kdlang.ir.losses import LOSSES
 from kdlang.ir.sources import (
     DATASET_KINDS,
     DATASET_POSITIONAL,
@@ -22,7 +23,7 @@ from kdlang.ir.sources import (
     RecipeHeader,
 )
 from kdlang.ir.stages import STAGE_OPERATORS
-from kdlang.ir.training import LOSSES, Evaluate, Train
+from kdlang.ir.training import Evaluate, Train
 from kdlang.ir.values import Node
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError, suggestion

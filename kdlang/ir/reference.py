@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from kdlang.ir import values
+from kdlang.ir.losses import LOSSES, DivergenceLoss
 from kdlang.ir.sources import (
     DATASET_KINDS,
     DATASET_POSITIONAL,
@@ -35,7 +36,7 @@ from kdlang.ir.sources import (
     RecipeHeader,
 )
 from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule
-from kdlang.ir.training import LOSSES, DivergenceLoss, Evaluate, Export, Train
+from kdlang.ir.training import Evaluate, Export, Train
 
 # Fields that are no setting: positions, discriminators, and what statements or the
 # declaration's head give (a filter's rules, a train's losses, an export's path ...).

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from kdlang.ir.training import LossBase
+from kdlang.ir.losses import LossBase
 from kdlang.ir.values import Node, describe
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, suggestion

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 # package (kdlang/ir/__init__.py) imports this module, whichever of the two is imported first.
 from kdlang.expr import lower as expressions
 from kdlang.ir.expr import ExprNode
+from kdlang.ir.losses import LOSSES, LossBase
 from kdlang.ir.recipe import Import, Recipe
 from kdlang.ir.sources import (
     DATASET_KINDS,
@@ -32,7 +33,7 @@ from kdlang.ir.stages import (
     KeepRule,
     StageOperator,
 )
-from kdlang.ir.training import LOSSES, Evaluate, Export, LossBase, Metric, Train
+from kdlang.ir.training import Evaluate, Export, Metric, Train
 from kdlang.ir.validation import Fields, Unlowerable
 from kdlang.ir.values import Node, Ref
 from kdlang.lower.settings import SettingsLowering

@@ -37,7 +37,7 @@ from ..losses.divergence_sums import divergence_sum, fused_divergence_sum
 from .examples import IGNORE, Batch
 
 if TYPE_CHECKING:
-    from kdlang.ir.training import LossBase
+    from kdlang.ir.losses import LossBase
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ pytest.importorskip("triton")
 from kdlang.runtime.losses import distill_loss
 from kdlang.runtime.train.objective import Objective
 
-from kdlang.ir.training import LOSSES, TeacherCE
+from kdlang.ir.losses import LOSSES, TeacherCE
 from tests.runtime.train.support import loss as loss_line
 
 CUDA = torch.cuda.is_available()

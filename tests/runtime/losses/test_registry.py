@@ -8,21 +8,21 @@ from kdlang.runtime.losses import DIVERGENCES, distill_loss
 from kdlang.runtime.losses.distill import resolve_kind
 from kdlang.runtime.losses.reference import Divergence
 
-from kdlang.ir import training as tr
+from kdlang.ir import losses as ls
 from kdlang.syntax.span import Span
 
 SPAN = Span("test.kd", 1, 1, 1, 2)
 
 
 def test_every_divergence_loss_has_an_entry_under_its_kernel_mode():
-    modes = {cls.kernel_mode for cls in tr.LOSSES.values() if cls.teacher == "logits"}
+    modes = {cls.kernel_mode for cls in ls.LOSSES.values() if cls.teacher == "logits"}
     assert None not in modes
     assert modes == set(DIVERGENCES)
 
 
-@pytest.mark.parametrize("name", [n for n, c in tr.LOSSES.items() if c.teacher == "logits"])
+@pytest.mark.parametrize("name", [n for n, c in ls.LOSSES.items() if c.teacher == "logits"])
 def test_the_irs_defaults_are_the_formulas_and_kernel_options_name_the_option(name):
-    cls = tr.LOSSES[name]
+    cls = ls.LOSSES[name]
     entry = DIVERGENCES[cls.kernel_mode]
     loss = cls(name=name, weight=1.0, span=SPAN)
     options = loss.kernel_options()

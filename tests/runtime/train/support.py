@@ -11,6 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from kdlang.cli import app
+from kdlang.ir import losses as ls
 from kdlang.ir import training as tr
 from kdlang.ir.values import Ref, Schedule
 from kdlang.syntax.span import Span
@@ -20,7 +21,7 @@ SPAN = Span("test.kd", 1, 1, 1, 2)
 
 def loss(name: str, weight: float | Schedule = 1.0, **settings: Any):
     """An IR ``loss`` line, as lowering would make it."""
-    return tr.LOSSES[name](name=name, weight=weight, span=SPAN, **settings)
+    return ls.LOSSES[name](name=name, weight=weight, span=SPAN, **settings)
 
 
 def linear(start: float, end: float, over: int | None = None) -> Schedule:

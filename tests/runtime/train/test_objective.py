@@ -12,7 +12,7 @@ from kdlang.runtime.train.examples import Example, collate, encode
 from kdlang.runtime.train.models import head
 from kdlang.runtime.train.objective import Models, Objective
 
-from kdlang.ir import training as tr
+from kdlang.ir import losses as ls
 from tests.runtime.train.support import SPAN, linear, loss
 
 pytestmark = pytest.mark.timeout(120)
@@ -292,7 +292,7 @@ def test_on_policy_steps_keep_the_losses_that_count_on_them():
     assert all(objective.applies(line, False) for line in objective.lines)
 
 
-class Hellinger(tr.DivergenceLoss):
+class Hellinger(ls.DivergenceLoss):
     """A token-level divergence the runtime has never heard of: only its descriptor."""
 
     kernel_mode = "hellinger"
