@@ -1,23 +1,25 @@
-"""The ``kdlang`` command line: one small module per subcommand.
+"""The ``kdlang`` command line: one small module per subcommand, gathered in the typer app of
+:mod:`kdlang.cli.commands` (also reachable as ``kdlang.cli.app``).
 
-The typer app (:mod:`kdlang.cli.commands`, also reachable as ``kdlang.cli.app``) is built only
-when needed. ``kdlang check`` is run often (editors, pre-commit hooks) and importing typer takes
-longer than checking a recipe, so :func:`main` runs a plain ``kdlang check`` without it: when
-:func:`kdlang.cli.check_cmd.parse_args` reads the arguments, the command runs directly, with the
-exit codes and output typer would give; anything else goes to the typer app.
+:func:`main` is the console script. It imports the app itself, so that a failure while doing so
+is reported like any other bug in kdlang, and turns what escapes the app into exit codes: an
+interrupt is 130, a closed output pipe 1, and anything unexpected 3, with a traceback to report.
 """
 
 from __future__ import annotations
 
 import errno
-import gc
-import os
 import sys
+from typing import TYPE_CHECKING, Any, TextIO, cast
+
+if TYPE_CHECKING:
+    from typer import Typer
 
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
+EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Typer:
     if name == "app":
         from kdlang.cli.commands import app
 
@@ -27,11 +29,12 @@ def __getattr__(name: str):
 
 def main() -> None:
     """Entry point of the console script. User mistakes are diagnostics; anything else that
-    escapes is a bug in kdlang and says so, instead of a bare traceback."""
+    escapes is a bug in kdlang and says so, instead of a bare traceback.
+
+    Typer already ends a command interrupted by Ctrl-C with 130 and one whose output pipe was
+    closed with 1; the same cases outside a command (while starting, or reporting a usage error
+    to a closed pipe) end here the same way."""
     try:
-        code = _check_without_typer(sys.argv[1:])
-        if code is not None:
-            sys.exit(code)
         from kdlang.cli.commands import app
 
         app()
@@ -39,7 +42,11 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:  # the reader went away: nothing more can be said to it
+        sys.stdout = cast(TextIO, _ClosedPipe(sys.stdout))
+        sys.stderr = cast(TextIO, _ClosedPipe(sys.stderr))
+        sys.exit(1)
     except Exception as error:  # an internal error: the one place a traceback is offered
         import traceback
 
@@ -49,54 +56,17 @@ def main() -> None:
             "the traceback below.\n\n"
         )
         traceback.print_exc()
-        sys.exit(3)
-
-
-def _check_without_typer(args: list[str]) -> int | None:
-    """The exit code of ``kdlang check ...`` run directly, or None to leave it to typer: another
-    command, arguments typer should read, Windows (where typer expands wildcards) or a shell
-    completion request."""
-    if not args or args[0] != "check" or os.name == "nt":
-        return None
-    if any(
-        key.startswith("_") and key.endswith("_COMPLETE") and value
-        for key, value in os.environ.items()
-    ):
-        return None
-    from kdlang.cli import check_cmd
-
-    parsed = check_cmd.parse_args(args[1:])
-    if parsed is None:
-        return None
-    # Checking builds many long-lived objects (parser tables, schemas, the IR) and little cyclic
-    # garbage: young objects are collected every 50,000 allocations rather than 700 (cycles are
-    # still freed, however many files are checked), and what exists at the end is frozen, out of
-    # the collections the interpreter runs as it shuts down. Together about 35 ms.
-    thresholds = gc.get_threshold()
-    gc.set_threshold(50_000, 10, 10)
-    # What typer does around a command: Ctrl-C exits 130 quietly, a closed output pipe exits 1.
-    try:
-        return check_cmd.run_check(*parsed)
-    except KeyboardInterrupt:
-        return 130
-    except OSError as error:
-        if error.errno != errno.EPIPE:
-            raise
-        sys.stdout = _ClosedPipe(sys.stdout)
-        sys.stderr = _ClosedPipe(sys.stderr)
-        return 1
-    finally:
-        gc.freeze()
-        gc.set_threshold(*thresholds)
+        sys.exit(EXIT_INTERNAL)
 
 
 class _ClosedPipe:
-    """A stream whose reader went away: flushing it at exit must not raise again."""
+    """A stream whose reader went away: flushing it at exit must not raise again. It stands in
+    for the stream it wraps (hence the casts above), passing everything else through."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO):
         self._stream = stream
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
     def flush(self) -> None:

@@ -8,7 +8,6 @@ use, plus temporary leftovers; ``gc --all`` empties the cache. Both print what t
 
 from __future__ import annotations
 
-import calendar
 import json
 import sys
 import time
@@ -142,6 +141,8 @@ def _recipes_by_fingerprint(root: Path) -> dict[str, set[str]]:
 
 
 def _age(created: str | None) -> float | None:
+    import calendar
+
     if not created:
         return None
     try:
@@ -175,16 +176,8 @@ def _print_table(root: Path, entries: list[dict], pending: dict) -> None:
 
     console = Console()
     table = Table(title=f"cache {root}: {len(entries)} artifacts")
-    for column, justify in (
-        ("fingerprint", "left"),
-        ("op", "left"),
-        ("name", "left"),
-        ("rows", "right"),
-        ("size", "right"),
-        ("age", "right"),
-        ("recipes", "left"),
-    ):
-        table.add_column(column, justify=justify)
+    for column in ("fingerprint", "op", "name", "rows", "size", "age", "recipes"):
+        table.add_column(column, justify="right" if column in ("rows", "size", "age") else "left")
     for e in entries:
         table.add_row(
             e["fingerprint"][:12],

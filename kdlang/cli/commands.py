@@ -1,7 +1,7 @@
 """The typer app of ``kdlang``: every subcommand with its options and help.
 
-Built on first use (``kdlang.cli.app``, or :func:`kdlang.cli.main` for anything but a plain
-``kdlang check``); the subcommand modules import what their work needs when it runs.
+Built on first use (``kdlang.cli.app``, or :func:`kdlang.cli.main`); the subcommand modules
+import what their work needs when it runs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("check")(check_cmd.command())
+app.command("check")(check_cmd.check)
 app.command("fmt")(fmt_cmd.fmt)
 app.command("explain")(explain_cmd.explain)
 app.command("plan")(plan_cmd.plan)

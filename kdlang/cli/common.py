@@ -1,8 +1,7 @@
 """What the subcommands share: reading files, printing diagnostics, exit codes.
 
-Nothing here imports typer: ``kdlang check`` runs these without it (see :mod:`kdlang.cli`). An
-exit code is raised as :class:`SystemExit`, which typer lets through unchanged, so a command
-ends the same way whether typer runs it or not.
+An exit code is raised as :class:`SystemExit`, which typer lets through unchanged: a helper can
+end the command from wherever it is called.
 """
 
 from __future__ import annotations

@@ -6,80 +6,29 @@ and strings, blank lines between items). Meaning is given later, by lowering to 
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
-from functools import cache
+from dataclasses import dataclass, field
 
 from kdlang.syntax.span import Span
 
 
 class Node:
-    """``__init__``, equality and repr of every node class below, as ``@dataclass`` would write
-    them (fields in declaration order, positional or by name, a field's default or default
-    factory when omitted; fields compared in order between nodes of one class;
-    ``Class(field=value, ...)``), but written once here rather than compiled again for each of
-    the forty classes whenever kdlang starts."""
+    """Any node of the tree. Every node class below is a dataclass: fields in declaration order,
+    given by position or by name; compared field by field; mutable, hence unhashable."""
 
-    __slots__ = ()
-    __hash__ = None  # mutable, hence unhashable, like any dataclass with generated equality
-
-    def __init__(self, *args, **kwargs):
-        spec, names = _init_spec(type(self))
-        if len(args) > len(spec):
-            raise TypeError(f"{type(self).__name__} has {len(spec)} fields, got {len(args)} values")
-        if kwargs and not kwargs.keys() <= names:
-            raise TypeError(f"{type(self).__name__}: no field {', '.join(kwargs.keys() - names)}")
-        for index, (name, default, factory) in enumerate(spec):
-            if index < len(args):
-                if name in kwargs:
-                    raise TypeError(f"{type(self).__name__}: `{name}` given twice")
-                value = args[index]
-            elif name in kwargs:
-                value = kwargs[name]
-            elif default is not MISSING:
-                value = default
-            elif factory is not MISSING:
-                value = factory()
-            else:
-                raise TypeError(f"{type(self).__name__}: missing `{name}`")
-            setattr(self, name, value)
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, f.name) for f in fields(self))
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr)
-        return f"{self.__class__.__qualname__}({shown})"
-
-
-@cache
-def _init_spec(cls: type) -> tuple[tuple[tuple[str, object, object], ...], frozenset[str]]:
-    """(name, default, default factory) of each field of a node class, in order; their names."""
-    spec = tuple((f.name, f.default, f.default_factory) for f in fields(cls))
-    return spec, frozenset(name for name, _, _ in spec)
-
-
-node = dataclass(init=False, repr=False, eq=False)
-"""The dataclass decorator of node classes: fields declared, and ``__init__``, equality and repr
-from :class:`Node`."""
 
 # ------------------------------------------------------------------------------------------------
 # Expressions
 # ------------------------------------------------------------------------------------------------
 
 
-@node
+@dataclass
 class Expr(Node):
     """Any expression; ``span`` covers its source text."""
 
     span: Span
 
 
-@node
+@dataclass
 class String(Expr):
     """A string literal. ``value`` is decoded; ``raw`` is the source text, quotes included."""
 
@@ -95,7 +44,7 @@ class String(Expr):
         return self.span.line, self.span.column + prefix
 
 
-@node
+@dataclass
 class Number(Expr):
     """A number literal; ``raw`` is its source text (``2e-4`` stays ``2e-4``)."""
 
@@ -103,7 +52,7 @@ class Number(Expr):
     raw: str
 
 
-@node
+@dataclass
 class Percent(Expr):
     """``30%``: ``value`` is the fraction (0.3)."""
 
@@ -111,21 +60,21 @@ class Percent(Expr):
     raw: str
 
 
-@node
+@dataclass
 class Bool(Expr):
     """``true`` or ``false``."""
 
     value: bool
 
 
-@node
+@dataclass
 class Null(Expr):
     """``null``."""
 
     pass
 
 
-@node
+@dataclass
 class Ref(Expr):
     """A dotted name: ``teacher``, ``distill.student``."""
 
@@ -136,7 +85,7 @@ class Ref(Expr):
         return ".".join(self.parts)
 
 
-@node
+@dataclass
 class Keyword(Node):
     """``name = value`` among a call's arguments."""
 
@@ -145,7 +94,7 @@ class Keyword(Node):
     span: Span
 
 
-@node
+@dataclass
 class Transition(Expr):
     """``a -> b`` inside a call's arguments (schedules: ``linear(0.0 -> 1.0, over = 30%)``)."""
 
@@ -153,7 +102,7 @@ class Transition(Expr):
     end: Expr
 
 
-@node
+@dataclass
 class Call(Expr):
     """``func(args..., name = value, ...)``."""
 
@@ -169,14 +118,14 @@ class Call(Expr):
         return next((k for k in self.kwargs if k.name == name), None)
 
 
-@node
+@dataclass
 class ListExpr(Expr):
     """``[a, b, ...]``."""
 
     items: list[Expr]
 
 
-@node
+@dataclass
 class MapEntry(Node):
     """``key: value`` in a map; ``key_raw`` is the key as written."""
 
@@ -186,14 +135,14 @@ class MapEntry(Node):
     span: Span
 
 
-@node
+@dataclass
 class MapExpr(Expr):
     """``{key: value, ...}``."""
 
     entries: list[MapEntry]
 
 
-@node
+@dataclass
 class Range(Expr):
     """``low..high`` (inclusive at both ends)."""
 
@@ -201,7 +150,7 @@ class Range(Expr):
     high: Expr
 
 
-@node
+@dataclass
 class Unary(Expr):
     """``-x`` or ``not x``."""
 
@@ -209,7 +158,7 @@ class Unary(Expr):
     operand: Expr
 
 
-@node
+@dataclass
 class Binary(Expr):
     """Arithmetic (``+ - * /``), comparisons (``== != < <= > >= in``, ``not in``), ``and``/``or``."""
 
@@ -223,14 +172,14 @@ class Binary(Expr):
 # ------------------------------------------------------------------------------------------------
 
 
-@node
+@dataclass
 class Stmt(Node):
     """A statement inside a block."""
 
     span: Span
 
 
-@node
+@dataclass
 class Setting(Stmt):
     """``key = value``."""
 
@@ -239,7 +188,7 @@ class Setting(Stmt):
     value: Expr
 
 
-@node
+@dataclass
 class LossStmt(Stmt):
     """``loss NAME[(args)] weight EXPR [temperature EXPR]``."""
 
@@ -250,14 +199,14 @@ class LossStmt(Stmt):
     temperature: Expr | None
 
 
-@node
+@dataclass
 class KeepStmt(Stmt):
     """``keep CONDITION`` (filter stages)."""
 
     condition: Expr
 
 
-@node
+@dataclass
 class DedupStmt(Stmt):
     """``dedup COLUMN by METHOD`` (filter stages)."""
 
@@ -266,7 +215,7 @@ class DedupStmt(Stmt):
     method: Expr
 
 
-@node
+@dataclass
 class DecontaminateStmt(Stmt):
     """``decontaminate COLUMN against DATASET [by METHOD]`` (filter stages)."""
 
@@ -276,7 +225,7 @@ class DecontaminateStmt(Stmt):
     method: Expr | None
 
 
-@node
+@dataclass
 class MetricStmt(Stmt):
     """``metric [NAME =] EXPR`` (eval blocks)."""
 
@@ -285,7 +234,7 @@ class MetricStmt(Stmt):
     expr: Expr
 
 
-@node
+@dataclass
 class Block(Node):
     """``{ ... }``: the statements of a declaration, in source order."""
 
@@ -298,7 +247,7 @@ class Block(Node):
 # ------------------------------------------------------------------------------------------------
 
 
-@node
+@dataclass
 class Decl(Node):
     """A top-level declaration; ``keyword`` is the word that starts it."""
 
@@ -306,7 +255,7 @@ class Decl(Node):
     keyword: str
 
 
-@node
+@dataclass
 class RecipeDecl(Decl):
     """``recipe "TITLE" { ... }``: the file's header."""
 
@@ -314,14 +263,14 @@ class RecipeDecl(Decl):
     block: Block
 
 
-@node
+@dataclass
 class ImportDecl(Decl):
     """``import "PATH"``."""
 
     path: String
 
 
-@node
+@dataclass
 class NamedDecl(Decl):
     """A declaration that defines a name: model, dataset, prompt, stage, train, eval, export."""
 
@@ -329,14 +278,14 @@ class NamedDecl(Decl):
     name_span: Span
 
 
-@node
+@dataclass
 class ModelDecl(NamedDecl):
     """``model NAME = KIND(...)``."""
 
     value: Expr
 
 
-@node
+@dataclass
 class DatasetDecl(NamedDecl):
     """``dataset NAME = KIND(...) [{ ... }]``."""
 
@@ -344,14 +293,14 @@ class DatasetDecl(NamedDecl):
     block: Block | None
 
 
-@node
+@dataclass
 class PromptDecl(NamedDecl):
     """``prompt NAME = TEXT``."""
 
     value: Expr
 
 
-@node
+@dataclass
 class StageDecl(NamedDecl):
     """``stage NAME = OPERATOR(input) [{ ... }]``."""
 
@@ -359,14 +308,14 @@ class StageDecl(NamedDecl):
     block: Block | None
 
 
-@node
+@dataclass
 class TrainDecl(NamedDecl):
     """``train NAME { ... }``."""
 
     block: Block
 
 
-@node
+@dataclass
 class EvalDecl(NamedDecl):
     """``eval NAME = evaluate(model, dataset) [{ ... }]``."""
 
@@ -374,7 +323,7 @@ class EvalDecl(NamedDecl):
     block: Block | None
 
 
-@node
+@dataclass
 class ExportDecl(NamedDecl):
     """``export NAME to PATH`` (``name`` is the train stage exported, not a new name)."""
 
@@ -382,7 +331,7 @@ class ExportDecl(NamedDecl):
     block: Block | None
 
 
-@node
+@dataclass
 class Comment(Node):
     """A ``# ...`` comment, trailing spaces removed."""
 
@@ -390,7 +339,7 @@ class Comment(Node):
     span: Span
 
 
-@node
+@dataclass
 class Module(Node):
     """A whole file: its declarations and comments, in source order."""
 

@@ -57,7 +57,7 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
     """Parse a whole file. Raises :class:`DiagnosticError` on any syntax error."""
     parser = lark_parser()
 
-    def keyword_as_name(error: UnexpectedToken) -> bool:
+    def keyword_as_name(error: UnexpectedInput) -> bool:
         # LALR merges look-aheads, so the contextual lexer may offer a keyword where the parser,
         # once it has reduced, only accepts a name (`prompt = solve` inside a block). Re-read it.
         if not isinstance(error, UnexpectedToken):

@@ -1,19 +1,29 @@
-"""The command line in-process (typer's runner): explain, check and fmt exit codes and output."""
+"""The command line: explain, check and fmt exit codes and output, in-process (typer's runner)
+and through the console script's entry point, which answers as the app does and turns what
+escapes the app (an interrupt, a closed pipe, a bug) into exit codes."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from kdlang.cli import app
+from kdlang import cli
+from kdlang.cli import app, commands
 from kdlang.syntax.codes import CODES
 from tests.syntax.support import BAD, GOOD, has_checker
 
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
+
+CLEAN = str(GOOD / "arith_cot.kd")
+FAULTY = str(BAD / "52_duplicate_loss.kd")
+TYPO = str(BAD / "30_unknown_setting_typo.kd")
 
 
 @pytest.mark.parametrize("code", list(CODES))
@@ -88,3 +98,125 @@ def test_fmt_of_stdin_with_a_syntax_error():
     assert result.stdout == ""
     assert "error[KD0004]" in result.stderr
     assert "--> <stdin>:1:13" in result.stderr
+
+
+def _main(args: list[str], stdin: str = "", **popen) -> subprocess.CompletedProcess:
+    """``kdlang ARGS`` through the console script's entry point, in a fresh interpreter."""
+    code = f"import sys\nfrom kdlang.cli import main\nsys.argv = ['kdlang', *{args!r}]\nmain()\n"
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.run(
+        [sys.executable, "-c", code], input=stdin, text=True, timeout=60, cwd=ROOT, **streams
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["check", CLEAN], 0),
+        (["check", FAULTY], 1),
+        (["check", TYPO, CLEAN, FAULTY, "--format", "json"], 1),
+        (["check", "--format=json", FAULTY], 1),
+        (["check", CLEAN, "--set", "recipe.seed=7"], 0),
+        (["check", CLEAN, "--set=recipe.seed=oops"], 1),
+        (["check", CLEAN, "--set", "nothing=1", "--set", "broken"], 1),
+        (["check", CLEAN, "--format", "xml"], 2),
+        (["check", "--format=", CLEAN], 2),
+        (["check", "no/such/file.kd"], 2),
+        (["check", str(GOOD)], 2),
+    ],
+)
+def test_the_entry_point_checks_as_the_app_does(args, code):
+    direct = _main(args)
+    in_process = runner.invoke(app, args)
+    assert direct.returncode == in_process.exit_code == code
+    assert direct.stdout == in_process.stdout
+    assert direct.stderr == in_process.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["check"], 2),
+        (["check", CLEAN, "--bogus"], 2),
+        (["check", "--help"], 0),
+        (["check", CLEAN, "--format"], 2),
+        (["--help"], 0),
+    ],
+)
+def test_usage_errors_and_help_from_the_entry_point(args, code):
+    assert _main(args).returncode == code
+
+
+def test_check_reads_standard_input_as_a_file_named_stdin():
+    faulty = 'recipe "r" {}\nmodel m = hf("a", temperatur = 1)\n'
+    result = _main(["check", "-"], stdin=faulty)
+    assert result.returncode == 1
+    assert "--> <stdin>:2:19" in result.stderr and "temperatur" in result.stderr
+    clean = Path(CLEAN).read_text(encoding="utf-8")
+    result = _main(["check", "-", "--format", "json"], stdin=clean)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize(
+    "args", [["check", "--format", "json", FAULTY, TYPO], ["explain", "KD0007"], ["--help"]]
+)
+def test_a_closed_output_pipe_exits_1_without_a_second_error(args):
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        result = _main(args, stdout=write)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
+def test_an_interrupted_check_exits_130(monkeypatch):
+    import kdlang.check
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kdlang.check, "check_files", interrupted)
+    monkeypatch.setattr(sys, "argv", ["kdlang", "check", CLEAN])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130
+
+
+def _failing_app(error: BaseException):
+    def run():
+        raise error
+
+    return run
+
+
+def test_an_interrupt_outside_any_command_exits_130(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "app", _failing_app(KeyboardInterrupt()))
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_a_closed_pipe_outside_any_command_exits_1(monkeypatch):
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setattr(commands, "app", _failing_app(BrokenPipeError()))
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    sys.stdout.flush()  # the reader is gone: flushing must not raise again
+
+
+def test_an_internal_error_exits_3_with_a_report(monkeypatch, capsys):
+    monkeypatch.setattr(commands, "app", _failing_app(RuntimeError("boom")))
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "internal error: kdlang failed unexpectedly (RuntimeError: boom).\n"
+        f"This is a bug in kdlang, not in your recipe; please report it at {cli.REPORT_URL}"
+    )
+    assert "Traceback (most recent call last):" in err and "RuntimeError: boom" in err

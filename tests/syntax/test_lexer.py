@@ -1,164 +1,188 @@
-"""The shared-scanner contextual lexer gives the tokens lark's own contextual lexer gives.
-
-Differential: the same grammar is parsed with lark's lexer and with ours, on every recipe of the
-repository, the test corpora and generated texts (valid, or token soup that mostly is not); the
-trees, every token's terminal, text and position, and every error must be the same.
-"""
+"""The contextual lexer: keywords are reserved only where the grammar can see them, and terminals
+that share a prefix (``-`` and ``->``, ``.`` and ``..``, ``1``, ``2.5``, ``1e-3`` and ``30%``,
+``in`` and ``inline``) are told apart, with every token's position kept."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
 
-from kdlang.syntax import grammar
-from kdlang.syntax import parser as syntax_parser
-from kdlang.syntax.lexer import SharedScanContextualLexer
-from kdlang.syntax.parser import KEYWORDS, parse
-from tests.syntax.recipe_strategies import syntactic_recipes
-
-ROOT = Path(__file__).resolve().parents[2]
-FILES = sorted(
-    [
-        *ROOT.glob("recipes/**/*.kd"),
-        *(ROOT / "tests/syntax/good").glob("*.kd"),
-        *(ROOT / "tests/syntax/bad").glob("*.kd"),
-    ]
-)
-
-
-@lru_cache(maxsize=2)
-def parser(shared: bool) -> Lark:
-    options = {"_plugins": {"ContextualLexer": SharedScanContextualLexer}} if shared else {}
-    return Lark(
-        grammar.grammar_text(),
-        parser="lalr",
-        lexer="contextual",
-        propagate_positions=True,
-        maybe_placeholders=True,
-        **options,
-    )
+from kdlang.syntax import ast
+from kdlang.syntax.diagnostics import DiagnosticError
+from kdlang.syntax.grammar import comments_lexed, parser
+from kdlang.syntax.parser import parse
 
 
 def shape(node):
-    if isinstance(node, Tree):
-        return (node.data, [shape(child) for child in node.children])
-    if isinstance(node, Token):
-        return (node.type, str(node), node.line, node.column, node.end_line, node.end_column)
+    """A node as nested tuples: its class, then its fields, positions left out."""
+    if isinstance(node, list | tuple):
+        return [shape(item) for item in node]
+    if isinstance(node, ast.Node):
+        fields = {
+            name: shape(value)
+            for name, value in vars(node).items()
+            if name not in ("span", "name_span", "key_span", "column_span", "raw", "key_raw")
+        }
+        return (type(node).__name__, fields)
     return node
 
 
-def outcome(shared: bool, text: str):
-    try:
-        return "tree", shape(parser(shared).parse(text))
-    except UnexpectedInput as error:
-        token = getattr(error, "token", None)
-        expected = getattr(error, "expected", None) or getattr(error, "allowed", None) or ()
-        return (
-            type(error).__name__,
-            error.line,
-            error.column,
-            sorted(expected),
-            shape(token) if isinstance(token, Token) else None,
-        )
+def ref(*parts: str) -> tuple:
+    return ("Ref", {"parts": list(parts)})
 
 
-def test_the_corpora_are_there():
-    assert len(FILES) > 80
+def number(value: float) -> tuple:
+    return ("Number", {"value": value})
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
-def test_every_file_lexes_and_parses_as_with_lark_alone(path):
-    text = path.read_text(encoding="utf-8")
-    assert outcome(True, text) == outcome(False, text)
+def setting(key: str, value: tuple) -> tuple:
+    return ("Setting", {"key": key, "value": value})
+
+
+def test_a_keyword_is_a_name_where_the_grammar_wants_one():
+    (decl,) = parse("model model = hf(model)").decls
+    assert isinstance(decl, ast.ModelDecl)
+    assert (decl.name, decl.name_span.column, decl.name_span.end_column) == ("model", 7, 12)
+    assert shape(decl.value) == ("Call", {"func": ref("hf"), "args": [ref("model")], "kwargs": []})
+
+
+def test_keywords_as_setting_keys_and_values():
+    prompt, stage = parse(
+        'prompt prompt = "x"\nstage s = label(d) { prompt = prompt temperature = 1 }'
+    ).decls
+    assert isinstance(prompt, ast.PromptDecl) and prompt.name == "prompt"
+    assert isinstance(stage, ast.StageDecl) and stage.block is not None
+    assert shape(stage.block.stmts) == [
+        setting("prompt", ref("prompt")),
+        setting("temperature", number(1)),
+    ]
+    value = stage.block.stmts[0]
+    assert isinstance(value, ast.Setting)
+    assert (value.value.span.line, value.value.span.column) == (2, 31)
+
+
+def test_keywords_as_map_keys():
+    (decl,) = parse('dataset d = inline([{model: 1, "in": 2, weight: 3}])').decls
+    assert isinstance(decl, ast.DatasetDecl) and isinstance(decl.value, ast.Call)
+    (items,) = decl.value.args
+    assert isinstance(items, ast.ListExpr)
+    (entries,) = items.items
+    assert isinstance(entries, ast.MapExpr)
+    assert [(e.key, e.key_raw, e.span.column) for e in entries.entries] == [
+        ("model", "model", 22),
+        ("in", '"in"', 32),
+        ("weight", "weight", 41),
+    ]
+
+
+def test_arrows_and_minus_signs():
+    (decl,) = parse("model m = f(a -> b, over = -3) - -1").decls
+    assert isinstance(decl, ast.ModelDecl)
+    assert shape(decl.value) == (
+        "Binary",
+        {
+            "op": "-",
+            "left": (
+                "Call",
+                {
+                    "func": ref("f"),
+                    "args": [("Transition", {"start": ref("a"), "end": ref("b")})],
+                    "kwargs": [("Keyword", {"name": "over", "value": number(-3)})],
+                },
+            ),
+            "right": number(-1),
+        },
+    )
+
+
+def test_operators_words_ranges_and_numbers():
+    (decl,) = parse("stage f = filter(d) { keep x not in 1..3 and not y or z >= 2.5e-3 }").decls
+    assert isinstance(decl, ast.StageDecl) and decl.block is not None
+    (keep,) = decl.block.stmts
+    assert isinstance(keep, ast.KeepStmt)
+    assert shape(keep.condition) == (
+        "Binary",
+        {
+            "op": "or",
+            "left": (
+                "Binary",
+                {
+                    "op": "and",
+                    "left": (
+                        "Binary",
+                        {
+                            "op": "not in",
+                            "left": ref("x"),
+                            "right": ("Range", {"low": number(1), "high": number(3)}),
+                        },
+                    ),
+                    "right": ("Unary", {"op": "not", "operand": ref("y")}),
+                },
+            ),
+            "right": ("Binary", {"op": ">=", "left": ref("z"), "right": number(0.0025)}),
+        },
+    )
+
+
+def test_loss_lines_with_their_keywords():
+    (decl,) = parse(
+        "train t { loss sft weight 1 temperature 2 loss jsd(beta = 0.5) weight 30% }"
+    ).decls
+    assert isinstance(decl, ast.TrainDecl)
+    first, second = decl.block.stmts
+    assert isinstance(first, ast.LossStmt) and isinstance(second, ast.LossStmt)
+    assert (first.name, first.args, shape(first.weight), shape(first.temperature)) == (
+        "sft",
+        None,
+        number(1),
+        number(2),
+    )
+    assert second.name == "jsd" and second.args is not None
+    assert shape(second.args.kwargs) == [("Keyword", {"name": "beta", "value": number(0.5)})]
+    assert isinstance(second.weight, ast.Percent)
+    assert (second.weight.value, second.weight.raw) == (0.3, "30%")
+    assert second.temperature is None
+
+
+def test_dotted_names_and_the_numbers_they_hold():
+    (decl,) = parse("model m = f(a.b, 1e-3, 2.5, 7)").decls
+    assert isinstance(decl, ast.ModelDecl) and isinstance(decl.value, ast.Call)
+    assert [(type(a).__name__, a.span.column, a.span.end_column) for a in decl.value.args] == [
+        ("Ref", 13, 16),
+        ("Number", 18, 22),
+        ("Number", 24, 27),
+        ("Number", 29, 30),
+    ]
+    assert [getattr(a, "raw", None) for a in decl.value.args] == [None, "1e-3", "2.5", "7"]
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "code", "message", "position"),
     [
-        'prompt prompt = "x"\nstage s = label(d) { prompt = prompt temperature = 1 }',
-        "model m = f(a -> b, over = -3) - -1",
-        'dataset d = inline([{model: 1, "in": 2, weight: 3}])',
-        "stage f = filter(d) { keep x not in 1..3 and not y or z >= 2.5e-3 }",
-        "train t { loss sft weight 1 temperature 2 loss jsd(beta = 0.5) weight 30% }",
-        "model model = hf(model)",
-        "stage s = label(d) { keep = 1 }",  # a keyword where a name was wanted: an error
-        'model m = hf("x") @',
-        "train t {\n  lr = 1\nmodel m = hf()",
+        ("stage s = label(d) { keep = 1 }", "KD0008", "missing value before `=`", (1, 26)),
+        ('model m = hf("x") @', "KD0001", "unexpected character `@`", (1, 19)),
+        (
+            "train t {\n  lr = 1\nmodel m = hf()",
+            "KD0004",
+            "unclosed `{` before the next declaration",
+            (1, 9),
+        ),
     ],
 )
-def test_keywords_names_and_operators_that_share_a_prefix(text):
-    assert outcome(True, text) == outcome(False, text)
+def test_a_keyword_where_the_grammar_reserves_it_is_an_error(text, code, message, position):
+    with pytest.raises(DiagnosticError) as caught:
+        parse(text)
+    found = caught.value.diagnostics[0]
+    assert (found.code, found.message, (found.span.line, found.span.column)) == (
+        code,
+        message,
+        position,
+    )
 
 
-@settings(max_examples=150, deadline=None)
-@given(syntactic_recipes())
-def test_generated_recipes(text):
-    assert outcome(True, text) == outcome(False, text)
-
-
-LEXEMES = [
-    *sorted(KEYWORDS),
-    "x",
-    "model_2",
-    "input",
-    "=",
-    "==",
-    "->",
-    "-",
-    "..",
-    ".",
-    ",",
-    ":",
-    "(",
-    ")",
-    "[",
-    "]",
-    "{",
-    "}",
-    '"s"',
-    "'t'",
-    '"""a\nb"""',
-    'r"\\d"',
-    "3",
-    "2.5",
-    "1e-3",
-    "30%",
-    "+",
-    "*",
-    "/",
-    "<=",
-    "!=",
-    "# note\n",
-    "\n",
-    "@",
-]
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(LEXEMES), max_size=25), st.sampled_from(["", " ", "\n"]))
-def test_token_soup(lexemes, joiner):
-    text = joiner.join(lexemes)
-    assert outcome(True, text) == outcome(False, text)
-
-
-def test_states_mostly_scan_with_the_shared_scanner(monkeypatch):
-    """The point of it: a recipe's parse compiles few scanners of its own."""
-    fresh = grammar.parser.__wrapped__()  # not the process's parser, which other tests used
-    monkeypatch.setattr(syntax_parser, "lark_parser", lambda: fresh)
-    parse((ROOT / "recipes/quickstart.kd").read_text(encoding="utf-8"))
-    lexer = fresh.parser.lexer
-    assert isinstance(lexer, SharedScanContextualLexer)
-    used = {
-        id(state): state._scanner
-        for state in lexer.lexers.values()
-        if getattr(state, "_scanner", None) is not None
-    }
-    own = [scanner for scanner in used.values() if scanner._own is not None]
-    assert len(used) >= 10
-    assert len(own) <= len(used) // 3, (len(own), len(used))
+def test_comments_are_collected_while_parsing():
+    with comments_lexed() as comments:
+        parser().parse('# head\nmodel m = hf("x")  # trailing\n')
+    assert [(str(c), c.line, c.column) for c in comments] == [
+        ("# head", 1, 1),
+        ("# trailing", 2, 20),
+    ]
