@@ -3,11 +3,17 @@
 Ranges: KD00xx syntax, KD01xx structure and values (lowering to the IR), KD02xx names, columns,
 templates and expression types (the checker), KD03xx compatibility between models, data and
 losses, KD04xx files and command-line overrides. ``docs/diagnostics.md`` is generated from this
-table (``python -m kdlang.syntax.codes > docs/diagnostics.md``) and a test keeps them equal.
+table (``python -m kdlang.ir.vocabulary > docs/diagnostics.md``) and a test keeps them equal.
+
+An explanation that lists what the language has (its stage operators, its losses ...) names the
+list as a placeholder (``{losses}``): the IR's registries fill it in (:mod:`kdlang.ir.vocabulary`),
+so a new operator or loss is listed without an edit here.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -90,9 +96,8 @@ _TABLE = [
     (
         "KD0101",
         "unknown operator",
-        "A stage or eval names an operator kdlang does not have. Stage operators: `label`, "
-        "`expand`, `curate`, `judge`, `pairs`, `filter`, `teacher_logits`; eval operator: "
-        "`evaluate`. `docs/language.md` describes each.",
+        "A stage or eval names an operator kdlang does not have. Stage operators: "
+        "{stage_operators}; eval operator: `evaluate`. `docs/language.md` describes each.",
     ),
     (
         "KD0102",
@@ -127,15 +132,13 @@ _TABLE = [
     (
         "KD0107",
         "unknown source kind",
-        "A model or dataset is created by a function kdlang does not know. Models: `hf(...)`, "
-        "`openai(...)`. Datasets: `jsonl(...)`, `csv(...)`, `parquet(...)`, `hf(...)`, "
-        "`inline([...])`.",
+        "A model or dataset is created by a function kdlang does not know. Models: "
+        "{model_kinds}. Datasets: {dataset_kinds}.",
     ),
     (
         "KD0108",
         "unknown loss",
-        "A `loss` line names a loss kdlang does not have. Losses: `sft`, `forward_kl`, "
-        "`reverse_kl`, `jsd`, `tvd`, `skew_kl`, `skew_rkl`, `hidden_mse`, `hidden_cosine`, `dpo`.",
+        "A `loss` line names a loss kdlang does not have. Losses: {losses}.",
     ),
     (
         "KD0109",
@@ -231,8 +234,7 @@ _TABLE = [
     (
         "KD0301",
         "token-level loss needs a white-box teacher",
-        "Divergence losses (`forward_kl`, `reverse_kl`, `jsd`, `tvd`, `skew_kl`, `skew_rkl`) and "
-        "hidden-state losses compare the student's distribution with the teacher's, so the "
+        "Token-level losses ({token_losses}) and hidden-state losses ({hidden_losses}) compare the student's distribution with the teacher's, so the "
         "teacher's logits must be available: an `hf(...)` model, or cached top-k log-probs from a "
         "`teacher_logits` stage. A black-box (`openai`) teacher supports sequence-level KD: train "
         "with `loss sft` on its text, or cache its top-k log-probs where the server returns them.",
@@ -271,9 +273,9 @@ _TABLE = [
     (
         "KD0307",
         "top-k cache incompatible with the loss",
-        "A cached top-k teacher distribution puts no mass outside its k ids, so `reverse_kl` (and "
-        "`jsd` with beta = 1) would be infinite. Use `forward_kl`, `jsd` with beta < 1, `tvd`, "
-        "`skew_kl` or `skew_rkl` with cached logits, or an online teacher.",
+        "A cached top-k teacher distribution puts no mass outside its k ids, so a loss that "
+        "weighs the student's mass there would be infinite: {topk_infinite}. Use one of "
+        "{topk_losses} with cached logits, or an online teacher.",
     ),
     # -- files and overrides --------------------------------------------------------------------
     (
@@ -326,14 +328,23 @@ _TABLE = [
 CODES: dict[str, Code] = {code: Code(code, title, text) for code, title, text in _TABLE}
 
 
-def explain(code: str) -> str | None:
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def fill(text: str, words: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` of ``words`` replaced (other braces are the language's)."""
+    return _PLACEHOLDER.sub(lambda found: words.get(found[1], found[0]), text)
+
+
+def explain(code: str, words: Mapping[str, str]) -> str | None:
+    """What ``code`` means, its lists filled in from ``words`` (:mod:`kdlang.ir.vocabulary`)."""
     entry = CODES.get(code.upper())
     if entry is None:
         return None
-    return f"{entry.code}: {entry.title}\n\n{entry.explanation}\n"
+    return f"{entry.code}: {entry.title}\n\n{fill(entry.explanation, words)}\n"
 
 
-def markdown() -> str:
+def markdown(words: Mapping[str, str]) -> str:
     """The text of ``docs/diagnostics.md``."""
     lines = [
         "# Diagnostics",
@@ -348,9 +359,5 @@ def markdown() -> str:
         "",
     ]
     for entry in CODES.values():
-        lines += [f"## {entry.code}: {entry.title}", "", entry.explanation, ""]
+        lines += [f"## {entry.code}: {entry.title}", "", fill(entry.explanation, words), ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(markdown(), end="")
