@@ -101,7 +101,8 @@ class StageContext:
 
     @property
     def seed(self) -> int:
-        return self.program.recipe.seed
+        """The node's seed as the plan resolved it (a train's own ``seed``, else the recipe's)."""
+        return self.node.seed
 
     @property
     def device(self) -> str:
@@ -263,19 +264,14 @@ class StageContext:
         }
 
     def model_path(self, model: HFModel) -> str:
-        """Where an ``hf`` model loads from: its local folder (relative to the recipe) when
-        there is one, else the hub id as written. The plan decides the same way which identity
-        goes into a fingerprint (a folder's content, else the id and revision)."""
-        local = self._local_folder(model)
-        return str(local) if local is not None else model.path
+        """Where an ``hf`` model loads from, as the plan resolved it (:mod:`kdlang.plan.models`):
+        its local folder when there is one, else the hub id as written: the same rule that
+        decides the model's identity in every fingerprint."""
+        return self.plan.source(model).location
 
     def hub_id(self, model: HFModel) -> str | None:
         """The hub id an ``hf`` model loads from; None when it is a local folder."""
-        return None if self._local_folder(model) is not None else model.path
-
-    def _local_folder(self, model: HFModel) -> Path | None:
-        folder = self.program.resolve(model.span.file, model.path)
-        return folder if folder.is_dir() else None
+        return self.plan.source(model).hub_id
 
     def _hf_source(self, model: HFModel) -> dict[str, Any]:
         """What identifies the files an ``hf`` model loads: where, which revision, and whether

@@ -8,17 +8,19 @@ status against the cache (``cached`` / ``will run``) with the reason.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kdlang.check.names import dependency_order, inputs
 from kdlang.check.program import Program
 from kdlang.ir.descriptor import Estimate
 from kdlang.ir.recipe import Recipe
-from kdlang.ir.sources import HFData, HFModel, InlineData, OpenAIModel
-from kdlang.ir.values import EnvRef, Ref
+from kdlang.ir.sources import HFData, InlineData
+from kdlang.ir.values import Ref
 from kdlang.plan import estimates as est
 from kdlang.plan.changes import explain_change
 from kdlang.plan.fingerprint import canonical, file_hash, fingerprint, folder_hash
+from kdlang.plan.models import ModelSource, resolve_models
 from kdlang.plan.store import Store
 
 
@@ -36,6 +38,7 @@ class PlanNode:
     status: str = "will run"
     reason: str = ""
     lock: str | None = None
+    seed: int = 0  # the node's resolved seed: a train's own ``seed``, else the recipe's
 
 
 @dataclass
@@ -43,9 +46,14 @@ class Plan:
     program: Program
     nodes: list[PlanNode]
     cache: str
+    models: dict[str, ModelSource] = field(default_factory=dict)
 
     def node(self, name: str) -> PlanNode:
         return next(n for n in self.nodes if n.name == name)
+
+    def source(self, model) -> ModelSource:
+        """The resolved entry of a ``model`` declaration of this plan's recipe."""
+        return next(entry for entry in self.models.values() if entry.decl is model)
 
     @property
     def recipe(self) -> Recipe:
@@ -78,7 +86,7 @@ def build_plan(program: Program, cache: str | None = None) -> Plan:
         else:
             node.status = "will run"
             node.reason = explain_change(node, index.get(node.name))
-    return Plan(program, nodes, str(store.root))
+    return Plan(program, nodes, str(store.root), builder.models)
 
 
 class _Builder:
@@ -87,6 +95,7 @@ class _Builder:
         self.recipe = program.recipe
         self.fingerprints: dict[str, str] = {}
         self.rows: dict[str, tuple[int | None, bool]] = {}
+        self.models = resolve_models(program, self.resolve)
 
     def build(self) -> list[PlanNode]:
         nodes: list[PlanNode] = []
@@ -134,6 +143,8 @@ class _Builder:
             "seed": self.recipe.seed,
             "files": files,
         }
+        own_seed = getattr(decl, "seed", None) if kind == "train" else None
+        node.seed = own_seed if own_seed is not None else self.recipe.seed
         node.fingerprint = fingerprint(node.components)
         self.fingerprints[name] = node.fingerprint
         node.columns = self.program.schemas.get(name) if kind in ("dataset", "stage") else None
@@ -149,26 +160,8 @@ class _Builder:
         if section == "prompts":
             return {"template": target.text}
         if section == "models":
-            return {"model": self.model_identity(target)}
+            return {"model": self.models[ref.name].identity}
         return {"upstream": self.fingerprints.get(ref.name, ref.name)}
-
-    def model_identity(self, model) -> dict:
-        if isinstance(model, OpenAIModel):
-            base = model.base_url
-            return {
-                "kind": "openai",
-                "model": model.model,
-                "chat": model.chat,
-                "base_url": {"env": base.env} if isinstance(base, EnvRef) else base,
-            }
-        assert isinstance(model, HFModel)
-        settings = canonical(model, self.resolve)
-        settings.pop("batch_size", None)
-        folder = self.program.resolve(model.span.file, model.path)
-        if folder.is_dir():
-            settings.pop("path")
-            settings["content"] = folder_hash(folder)
-        return settings
 
     def estimate(self, name: str, kind: str, decl) -> Estimate:
         if kind == "dataset":
@@ -183,13 +176,9 @@ class _Builder:
         rows, upper = self.rows.get(getattr(decl, decl.reads).name, (None, False))
         vocab = None
         if kind == "train":
-            student = self.recipe.models.get(decl.student.name)
-            folder = (
-                self.program.resolve(student.span.file, student.path)
-                if isinstance(student, HFModel)
-                else None
-            )
-            vocab = est.vocab_size(student, folder)
+            source = self.models[decl.student.name]
+            folder = Path(source.location) if source.local else None
+            vocab = est.vocab_size(source.decl, folder)
         estimate = decl.estimate(rows, upper, vocab)
         if kind == "stage":
             self.rows[name] = (estimate.rows, estimate.rows_upper_bound)

@@ -46,9 +46,8 @@ TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS = "topk_ids", "topk_logprobs", "topk_targe
 
 
 def build_job(train: Train, ctx: StageContext) -> Job:
-    recipe = ctx.program.recipe
     dist = ctx.dist
-    seed = train.seed if train.seed is not None else recipe.seed
+    seed = ctx.seed  # the train's own seed, else the recipe's, as the plan resolved it
     spec = ctx.model(train.student)
     assert isinstance(spec, HFModel)  # a student is an `hf` model (`kdlang check` says so)
     settings = ctx.model_settings(spec)
