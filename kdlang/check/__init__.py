@@ -11,7 +11,6 @@ diagnostic of every step is collected; nothing stops at the first error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from kdlang.check.compat import check_compat
 from kdlang.check.environment import check_environment
@@ -79,9 +78,7 @@ def check_files(
         if program is not None:
             sources.update(program.sources)
         else:
-            sources[path] = texts.get(path) or (
-                Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
-            )
+            sources[path] = texts.get(path) or _shown_source(path)
             sources.update(_override_sources(overrides))
         diagnostics.extend(
             sorted(
@@ -90,6 +87,17 @@ def check_files(
             )
         )
     return diagnostics, sources
+
+
+def _shown_source(path: str) -> str:
+    """The text a diagnostic of an unloadable file shows: read only as a recipe is (a regular
+    file under the size cap), bad bytes replaced; empty when it cannot be read at all."""
+    from kdlang.syntax.source import SourceRefused, lenient_text, read_recipe_bytes
+
+    try:
+        return lenient_text(read_recipe_bytes(path))
+    except (OSError, SourceRefused):
+        return ""
 
 
 def _override_sources(overrides: Sequence[str]) -> dict[str, str]:

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 SAMPLE_LINES = 50
+_COLUMN_NAME = re.compile(r"\w[\w .,:;/#%&+()'-]{0,127}")
+"""What a CSV header cell must look like to be taken as a column name: words (any script), with
+spaces and punctuation a heading uses, but no ``=``, quotes, control characters or long runs; a
+file that is no CSV (an environment dump, ``KEY=secret`` lines) fails here and is not echoed."""
+
+
+def _bad_byte(path: Path) -> tuple[int, int]:
+    """(line, column) of the first byte of ``path`` that is not UTF-8, read line by line."""
+    from kdlang.syntax.source import byte_position
+
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, byte_position(raw, error.start)[1]
+    return 1, 1
 
 
 class UnreadableData(Exception):
@@ -53,12 +71,17 @@ def columns_of_rows(rows: list[dict]) -> dict[str, str]:
 def read_columns(kind: str, path: Path) -> dict[str, str]:
     """Columns of a local ``jsonl``, ``csv`` or ``parquet`` file. Raises FileNotFoundError or
     :class:`UnreadableData`."""
-    if not path.is_file():
-        raise FileNotFoundError(str(path))
+    from kdlang.syntax.source import SourceRefused, check_readable
+
+    try:
+        check_readable(str(path), limit=None)  # stat first: a pipe or a device is never opened
+    except SourceRefused as refused:
+        raise UnreadableData(refused.message) from None
     try:
         return _read_columns(kind, path)
-    except UnicodeDecodeError as error:
-        raise UnreadableData(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except UnicodeDecodeError:
+        line, column = _bad_byte(path)
+        raise UnreadableData(f"line {line}, column {column} is not UTF-8 text") from None
     except csv.Error as error:
         raise UnreadableData(f"not valid CSV: {error}") from None
 
@@ -73,7 +96,14 @@ def _read_columns(kind: str, path: Path) -> dict[str, str]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise UnreadableData(f"line {number} is not JSON: {error.msg}") from None
+                    torn = not line.endswith("\n") and error.pos >= len(line.rstrip())
+                    if torn:
+                        raise UnreadableData(
+                            f"line {number} is cut off: the file ends inside it"
+                        ) from None
+                    raise UnreadableData(
+                        f"line {number}, column {error.colno} is not JSON: {error.msg}"
+                    ) from None
                 if not isinstance(row, dict):
                     raise UnreadableData(f"line {number} is not a JSON object")
                 rows.append(row)
@@ -87,6 +117,10 @@ def _read_columns(kind: str, path: Path) -> dict[str, str]:
             header = next(csv.reader(handle), None)
         if not header:
             raise UnreadableData("the file has no header row")
+        for number, name in enumerate(header, 1):
+            if not _COLUMN_NAME.fullmatch(name):
+                # not shown: a file that is no CSV (a password file, a key) must not be printed
+                raise UnreadableData(f"line 1, field {number} is not a column name")
         return dict.fromkeys(header, "str")
     if kind == "parquet":
         try:

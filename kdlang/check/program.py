@@ -3,7 +3,9 @@
 ``import "common.kd"`` makes every declaration of that file (except its ``recipe`` header and
 its ``export`` lines) visible in the importing file. Paths in a file — imports, data files,
 local models — are relative to that file's folder. Import cycles (KD0203), missing files
-(KD0402) and names declared twice across files (KD0202, with both places) are diagnostics.
+(KD0402) and names declared twice across files (KD0202, with both places) are diagnostics. Only
+``.kd`` files are imported (KD0410), and only regular files of at most 4 MiB
+(:mod:`kdlang.syntax.source`): no diagnostic ever shows the lines of another kind of file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from kdlang.lower import lower
 from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector, DiagnosticError
 from kdlang.syntax.parser import parse
+from kdlang.syntax.source import SourceRefused, decode_source, lenient_text, read_recipe_bytes
+from kdlang.syntax.span import Span
 
 if TYPE_CHECKING:  # imported by the checker only when a command has overrides
     from kdlang.check.overrides import Overrides
@@ -47,7 +51,12 @@ def load_program(
 ) -> Program | None:
     """Parse and lower ``path`` and, recursively, its imports. None if the root cannot parse."""
     program = Program(recipe=Recipe.empty(file=path), root=path)
-    loaded = _load(path, program, errors, [], overrides, source)
+    try:
+        loaded = _load(path, program, errors, [], overrides, source)
+    except (SourceRefused, _Missing) as refused:
+        code = refused.code if isinstance(refused, SourceRefused) else "KD0402"
+        errors.error(code, f"cannot read {path}: {refused}", Span(path, 1, 1, 1, 2))
+        return None
     if loaded and overrides is not None:
         overrides.report_unmatched(path, errors)
     return program if loaded else None
@@ -63,9 +72,15 @@ def _load(
 ) -> bool:
     if source is None:
         try:
-            source = Path(path).read_text(encoding="utf-8")
-        except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as error:
+            data = read_recipe_bytes(path)
+        except FileNotFoundError as error:
             raise _Missing(str(error)) from None
+        try:
+            source = decode_source(data, path)
+        except DiagnosticError as failure:
+            program.sources[path] = lenient_text(data)
+            errors.extend(failure.diagnostics)
+            return False
     program.sources[path] = source
     try:
         module = parse(source, path)
@@ -91,8 +106,20 @@ def _load(
             continue
         if target in program.modules:
             continue
+        if not decl.path.value.endswith(".kd"):
+            errors.error(
+                "KD0410",
+                f"`import` reads `.kd` recipe files only, not {decl.path.value!r}",
+                decl.path.span,
+                help="read data with jsonl(...), csv(...) or parquet(...)",
+            )
+            continue
         try:
             _load(target, program, errors, chain, overrides)
+        except SourceRefused as refused:
+            errors.error(
+                refused.code, f"cannot import {decl.path.value}: {refused.message}", decl.path.span
+            )
         except _Missing:
             errors.error(
                 "KD0402",

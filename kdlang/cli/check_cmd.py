@@ -17,10 +17,17 @@ what exists then is never collected as cyclic garbage.)
 from __future__ import annotations
 
 import gc
+import os
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics, read_source
+from kdlang.cli.common import (
+    EXIT_ERRORS,
+    check_format,
+    print_diagnostics,
+    read_source,
+    usage_error,
+)
 
 FORMATS = ("text", "json")
 STDIN = "<stdin>"
@@ -35,13 +42,21 @@ def check(
 ) -> None:
     """Check recipes: syntax, settings, names, columns, templates, compatibility."""
     check_format(fmt, FORMATS)
-    # A file that cannot be read is a usage error (exit 2), not a finding. ``-`` is standard
-    # input, named ``<stdin>`` in diagnostics; its imports are relative to the current folder.
-    texts = {STDIN if path == "-" else path: read_source(path) for path in files}
+    # A missing file is a usage error (exit 2), not a finding; a file that is no regular file,
+    # too large or not UTF-8 is a diagnostic of the checker, which reads it safely. ``-`` is
+    # standard input, named ``<stdin>`` in diagnostics; its imports are relative to the current
+    # folder.
+    for path in files:
+        if path != "-" and not os.path.lexists(path):
+            usage_error(f"no such file: {path}")
+        if path != "-" and os.path.isdir(path):
+            usage_error(f"cannot read {path}: it is a folder")
+    texts = {STDIN: read_source("-")} if "-" in files else {}
+    paths = [STDIN if path == "-" else path for path in files]
     from kdlang.check import check_files
     from kdlang.syntax.diagnostics import Severity
 
-    diagnostics, sources = check_files(list(texts), overrides, texts)
+    diagnostics, sources = check_files(paths, overrides, texts)
     print_diagnostics(diagnostics, sources, fmt)
     gc.freeze()  # see the module's text: left out of the collection at exit
     if any(d.severity is Severity.ERROR for d in diagnostics):

@@ -131,7 +131,9 @@ class TeacherStats:
 
     ``requests``: requests (or scored prompts) completed; ``calls``: backend calls made (HTTP
     requests including retries, or model batches); ``retries``: calls that repeated a failed
-    one; ``failures``: requests given up on.
+    one; ``failures``: requests given up on; ``non_json_replies``: replies whose content-type
+    was not JSON although the body was read as JSON; ``null_content``: completions whose text
+    was ``null`` (kept as ``""``).
     """
 
     requests: int = 0
@@ -140,6 +142,8 @@ class TeacherStats:
     completion_tokens: int = 0
     retries: int = 0
     failures: int = 0
+    non_json_replies: int = 0
+    null_content: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

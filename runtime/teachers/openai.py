@@ -31,7 +31,7 @@ from .base import (
     TeacherRequestError,
     TopK,
 )
-from .openai_parse import load_body, parse_echo_scores, parse_generations
+from .openai_parse import count_null_content, load_body, parse_echo_scores, parse_generations
 from .openai_retry import Backoff, classify
 from .prompts import render_plain, to_messages
 
@@ -211,6 +211,11 @@ class OpenAITeacher(Teacher):
     def close(self) -> None:
         """Nothing is held between calls: each call opens and closes its own client."""
 
+    def _count_body_quirks(self, raw: Any) -> None:
+        """Counts a reply labelled other than JSON (its body is still read as JSON)."""
+        if not _is_json(str(raw.headers.get("content-type", ""))):
+            self.stats.non_json_replies += 1
+
     # ---------------------------------------------------------------- orchestration
 
     async def _run_all(
@@ -318,9 +323,11 @@ class OpenAITeacher(Teacher):
         endpoint = "chat" if self.chat else "completions"
 
         def parse(data: dict[str, Any]) -> list[Generation]:
-            return parse_generations(
+            generations = parse_generations(
                 data, chat=self.chat, top_logprobs=request.top_logprobs, stop=request.stop
             )
+            self.stats.null_content += count_null_content(data, chat=self.chat)
+            return generations
 
         generations = await self._call(run, index, endpoint, params, parse)
         for g in generations:
@@ -350,10 +357,16 @@ class OpenAITeacher(Teacher):
                 if attempt:
                     self.stats.retries += 1
                 try:
-                    raw = await create(model=self.model, **params)
-                    return parse(load_body(raw.text))
+                    # ``timeout`` bounds the whole attempt (connect, send, every read), so a
+                    # server trickling bytes cannot hold a call past it.
+                    raw = await asyncio.wait_for(create(model=self.model, **params), self.timeout)
+                    result = parse(load_body(raw.text))
+                    self._count_body_quirks(raw)  # only a reply that parsed is counted
+                    return result
                 except TeacherCapabilityError:
                     raise
+                except TimeoutError:
+                    retryable, reason, retry_after = True, "timed out (deadline)", None
                 except Exception as error:  # classified below; unknown kinds are not retried
                     retryable, reason, retry_after = classify(error)
                 reason = self._api_key.scrub(reason)
@@ -367,6 +380,11 @@ class OpenAITeacher(Teacher):
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _run_sync(make: Callable[[], Awaitable[T]]) -> T:

@@ -71,6 +71,19 @@ def parse_generations(
     return out
 
 
+def count_null_content(data: dict[str, Any], *, chat: bool) -> int:
+    """Choices of a parsed response whose text is ``null`` (a refusal, a filtered reply): they
+    become ``""`` and are counted in the teacher's ``null_content``."""
+    count = 0
+    for choice in data.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        holder = choice.get("message") if chat else choice
+        if isinstance(holder, dict) and holder.get("text" if not chat else "content") is None:
+            count += 1
+    return count
+
+
 def parse_echo_scores(
     data: dict[str, Any], *, prompt_chars: int, target_chars: int, k: int
 ) -> TopK:
@@ -94,7 +107,7 @@ def _choice_text(choice: dict[str, Any], chat: bool) -> str:
     else:
         content = choice.get("text")
     if content is None:
-        return ""  # e.g. a refusal or a filtered completion: no text, not a broken body
+        return ""  # a refusal or a filtered completion: counted (count_null_content), not broken
     if not isinstance(content, str):
         raise MalformedResponse(f"completion text is a {type(content).__name__}, expected a string")
     return content

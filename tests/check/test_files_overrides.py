@@ -41,7 +41,7 @@ def test_data_paths_are_relative_to_the_declaring_file(project: Path):
 @pytest.mark.parametrize(
     ("kind", "content", "reason"),
     [
-        ("jsonl", '{"a": 1}\nnot json\n', "line 2 is not JSON"),
+        ("jsonl", '{"a": 1}\nnot json\n', "line 2, column 1 is not JSON"),
         ("jsonl", '{"a": 1}\n[1, 2]\n', "line 2 is not a JSON object"),
         ("jsonl", "\n\n", "the file has no rows"),
         ("jsonl", b'{"a": "\xff"}\n', "not UTF-8 text"),

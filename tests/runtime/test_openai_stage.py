@@ -72,6 +72,8 @@ def test_faults_are_retried_and_counted_and_no_row_is_lost(tmp_path, monkeypatch
         "failures": 0,
         "prompt_tokens": result["teacher"]["prompt_tokens"],
         "completion_tokens": 12 * 6,  # "reply <seed>: Tell me about <word>."
+        "non_json_replies": 0,  # the HTML reply failed to parse: retried, not counted
+        "null_content": 0,
     }
     assert requests == 20
     assert result["seconds"] >= 0.4  # the 429's Retry-After was waited out
@@ -126,3 +128,24 @@ def test_the_recipe_sets_the_token_limit_field_and_the_backoff(tmp_path, monkeyp
         assert body["max_completion_tokens"] == 16 and "max_tokens" not in body
     # jittered backoff waits a time in [d/2, d] with d = min(backoff_max, base * 2^attempt)
     assert node(document, "answers")["seconds"] >= 0.15
+
+
+def test_a_slow_loris_meets_the_deadline_and_odd_replies_are_counted(tmp_path, monkeypatch):
+    """``timeout`` bounds a whole attempt: a reply trickled one byte per 50 ms (a few hundred
+    bytes, so ~10 s in all) is cut at 0.5 s and retried. JSON labelled octet-stream is used and
+    counted; a ``null`` completion becomes "" and is counted."""
+    recipe = write_recipe(tmp_path, RECIPE)
+    with FakeOpenAIServer() as server:
+        monkeypatch.setenv(BASE_URL_ENV, server.url)
+        server.fail("about bravo", Fault.slow_loris(every=0.05))
+        server.fail("about charlie", Fault.octet_stream())
+        server.fail("about delta", Fault.null())
+        document = run_recipe(recipe)
+        requests = server.requests
+    expected = expected_rows()
+    expected[3]["output"] = ""  # delta's reply had null content
+    assert rows(document, "answers") == expected
+    teacher = node(document, "answers")["teacher"]
+    assert teacher["retries"] == 1 and teacher["failures"] == 0 and requests == 13
+    assert teacher["non_json_replies"] == 1 and teacher["null_content"] == 1
+    assert node(document, "answers")["seconds"] < 5.0  # the trickle was not waited out
