@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
+from jinja2 import TemplateError
+
 from kdlang.check.exports import unsafe_destination
 from kdlang.check.program import Program
-from kdlang.check.templates import environment
+from kdlang.check.sandbox import TemplateLimit, compile_prompt, render
 from kdlang.ir.sources import HFModel, OpenAIModel
 from kdlang.ir.values import EnvRef, Ref
 from kdlang.plan import Plan, PlanNode
@@ -54,21 +56,35 @@ class Resources:
 
 
 class PromptTemplate:
-    """A prompt compiled by kdlang's sandboxed, strict jinja2 environment. Rendering errors
-    (an undefined variable, an unsafe attribute such as ``__class__``) are :class:`RunError`s
-    naming the prompt, not tracebacks."""
+    """A prompt compiled by kdlang's sandboxed, strict, bounded jinja2 environment
+    (:mod:`kdlang.check.sandbox`). Whatever goes wrong in a render (an undefined variable, an
+    unsafe attribute such as ``__class__``, a division by zero, a bound passed, a macro that
+    recurses without end) is a :class:`RunError` naming the prompt and the row, not a
+    traceback."""
 
     def __init__(self, name: str, text: str):
         self.name = name
-        self._template = environment().from_string(text)
-
-    def render(self, **variables: Any) -> str:
-        from jinja2 import TemplateError
-
         try:
-            return self._template.render(**variables)
-        except TemplateError as error:
-            raise RunError(f"prompt `{self.name}` cannot be rendered: {error}") from None
+            self._template = compile_prompt(text)
+        except RecursionError:
+            raise RunError(f"prompt `{name}` nests too deep to compile") from None
+
+    def render(self, row: int | None = None, /, **variables: Any) -> str:
+        """The prompt on ``variables``; ``row`` (0-based) is named in an error."""
+        try:
+            return render(self._template, variables)
+        except RecursionError:
+            reason = "it recurses too deep (a macro that calls itself without end?)"
+        except TemplateLimit as error:
+            reason = str(error)
+        except Exception as error:  # any failure of a user's template
+            reason = str(error) if isinstance(error, TemplateError) else _describe(error)
+        where = f" on row {row + 1}" if row is not None else ""
+        raise RunError(f"prompt `{self.name}` cannot be rendered{where}: {reason}")
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 class StageContext:

@@ -1,60 +1,176 @@
 """Prompt templates: jinja2 syntax, and every variable a column of the data it is rendered on.
 
-Templates are parsed by jinja2's ``SandboxedEnvironment`` (the one the runtime renders with, so
-a template cannot reach Python internals) and positions inside the template are shifted to
-positions in the ``.kd`` file, so a typo'd ``{{ questoin }}`` is reported on its own line.
+Templates are parsed (never compiled or evaluated: a check cannot run a user's template) by the
+environment the runtime renders with (:mod:`kdlang.check.sandbox`), and their variables are
+found by a scoped walk of the syntax tree (:class:`Scan`). Positions inside the template are
+shifted to positions in the ``.kd`` file, so a typo'd ``{{ questoin }}`` is reported on its own
+line.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
-from functools import lru_cache
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass, field
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError, nodes
 
+from kdlang.check.sandbox import GLOBALS, parse
 from kdlang.ir.sources import Prompt
 from kdlang.syntax.diagnostics import Collector, suggestion
 from kdlang.syntax.span import Span
 
 _TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_LOADERS: dict[type[nodes.Node], str] = {
+    nodes.Include: "include",
+    nodes.Import: "import",
+    nodes.FromImport: "from ... import",
+    nodes.Extends: "extends",
+}
 
 
-@lru_cache(maxsize=1)
-def environment() -> SandboxedEnvironment:
-    """The one jinja2 environment of kdlang: sandboxed, undefined variables are errors, text kept
-    as written (no whitespace trimming, final newline kept)."""
-    return SandboxedEnvironment(
-        undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
-    )
+class TemplateRefused(Exception):
+    """A template kdlang will not render: ``code`` says why, ``lineno`` is its template line."""
+
+    def __init__(self, code: str, message: str, lineno: int):
+        super().__init__(message)
+        self.code, self.message, self.lineno = code, message, lineno
+
+
+@dataclass
+class Scan:
+    """What a template reads: ``free`` (names it takes from its context, which must be columns)
+    and ``printed`` (those it prints as they are, ``{{ name }}``). A name is bound where jinja2
+    binds it: by ``set`` after its value, by a ``for`` in the loop's body (with ``loop``), by a
+    macro's parameters (with ``caller``) in its body, by ``with`` in its block; a name used
+    before it is bound is free, as it is at run time."""
+
+    free: set[str] = field(default_factory=set)
+    printed: set[str] = field(default_factory=set)
+
+    def walk(self, node: nodes.Node, bound: frozenset[str]) -> frozenset[str]:
+        """Visit ``node`` with ``bound`` names in scope; the names bound after it."""
+        if type(node) in _LOADERS:
+            raise TemplateRefused(
+                "KD0212",
+                f"`{{% {_LOADERS[type(node)]} %}}` loads another template, which a prompt cannot",
+                node.lineno,
+            )
+        if isinstance(node, nodes.Name):
+            if node.ctx == "load" and node.name not in bound and node.name not in GLOBALS:
+                self.free.add(node.name)
+            return bound
+        if isinstance(node, nodes.NSRef):
+            return self.walk(nodes.Name(node.name, "load", lineno=node.lineno), bound)
+        if isinstance(node, nodes.Output):
+            for child in node.nodes:
+                if isinstance(child, nodes.Name) and child.name not in bound | GLOBALS:
+                    self.printed.add(child.name)
+            return self.each(node.nodes, bound)
+        if isinstance(node, nodes.Assign):
+            self.walk(node.node, bound)
+            return self.bind(node.target, bound)
+        if isinstance(node, nodes.AssignBlock):
+            self.each([*([node.filter] if node.filter else []), *node.body], bound)
+            return self.bind(node.target, bound)
+        if isinstance(node, nodes.For):
+            self.walk(node.iter, bound)
+            inner = self.bind(node.target, bound | {"loop"})
+            if node.test is not None:
+                self.walk(node.test, inner)
+            self.each(node.body, inner)
+            self.each(node.else_, bound)
+            return bound
+        if isinstance(node, nodes.Macro | nodes.CallBlock):
+            self.each(node.defaults, bound)
+            inner = bound | {arg.name for arg in node.args} | {"caller", "varargs", "kwargs"}
+            if isinstance(node, nodes.CallBlock):
+                self.walk(node.call, bound)
+            self.each(node.body, inner)
+            return bound | {node.name} if isinstance(node, nodes.Macro) else bound
+        if isinstance(node, nodes.With):
+            self.each(node.values, bound)
+            inner = bound
+            for target in node.targets:
+                inner = self.bind(target, inner)
+            self.each(node.body, inner)
+            return bound
+        if isinstance(node, nodes.If):  # bound after it: what every branch binds
+            self.walk(node.test, bound)
+            branches = [node.body, *(e.body for e in node.elif_), node.else_]
+            for clause in node.elif_:
+                self.walk(clause.test, bound)
+            after = [self.each(branch, bound) for branch in branches]
+            return frozenset.intersection(*after)
+        if isinstance(node, nodes.Block):
+            self.each(node.body, bound)
+            return bound
+        return self.each(node.iter_child_nodes(), bound)
+
+    def each(self, children: Iterable[nodes.Node], bound: frozenset[str]) -> frozenset[str]:
+        for child in children:
+            bound = self.walk(child, bound)
+        return bound
+
+    def bind(self, target: nodes.Node, bound: frozenset[str]) -> frozenset[str]:
+        if isinstance(target, nodes.NSRef):
+            return self.walk(target, bound)  # `set ns.x = ...` reads `ns`
+        names = (
+            {n.name for n in target.find_all(nodes.Name)}
+            if not isinstance(target, nodes.Name)
+            else {target.name}
+        )
+        return bound | names
+
+
+def scan_template(text: str) -> Scan:
+    """The variables of a template; :class:`jinja2.TemplateSyntaxError` for a syntax error,
+    :class:`TemplateRefused` for a template kdlang will not render (one that loads another,
+    KD0212, or nests past the parser's stack, KD0213)."""
+    try:
+        tree = parse(text)
+        scan = Scan()
+        scan.each(tree.body, frozenset())
+    except RecursionError:
+        raise TemplateRefused(
+            "KD0213", "the template nests too deep to read", _deepest_line(text)
+        ) from None
+    return scan
+
+
+def _deepest_line(text: str) -> int:
+    """The template line where brackets and blocks nest deepest (where to split it)."""
+    depth, deepest, line, where = 0, -1, 1, 1
+    for match in re.finditer(r"[([{]|[)\]}]|\{%-?\s*(?:end)?\w+|\n", text):
+        token = match.group(0)
+        if token == "\n":
+            line += 1
+            continue
+        if token.startswith("{%"):
+            word = token.lstrip("{%- ").strip()
+            if word.startswith("end"):
+                depth -= 1
+            elif word in {"for", "if", "macro", "call", "filter", "with", "block", "set"}:
+                depth += 1
+        else:
+            depth += 1 if token in "([{" else -1
+        if depth > deepest:
+            deepest, where = depth, line
+    return where
 
 
 def template_variables(text: str) -> set[str]:
     """Variables a template reads from its context (loop variables and `set` names excluded)."""
-    return set(meta.find_undeclared_variables(environment().parse(text)))
+    return scan_template(text).free
 
 
 def printed_variables(text: str) -> set[str]:
     """Variables a template prints as they are (``{{ name }}``, no filter or attribute), less
-    the names it assigns itself (loop variables, ``set``)."""
-    tree = environment().parse(text)
-    assigned = {
-        name.name
-        for node in tree.find_all((nodes.For, nodes.Assign))
-        if isinstance(node, nodes.For | nodes.Assign)
-        for name in node.target.find_all(nodes.Name)
-    } | {n.target.name for n in tree.find_all(nodes.Assign) if isinstance(n.target, nodes.Name)}
-    printed = {
-        child.name
-        for output in tree.find_all(nodes.Output)
-        for child in output.nodes
-        if isinstance(child, nodes.Name)
-    }
-    return printed - assigned
+    the names it binds itself where it prints them (loop variables, ``set``)."""
+    return scan_template(text).printed
 
 
-STRUCTURED = {"list": "a list", "map": "a map"}
+STRUCTURED = {"list": "a list", "map": "a map", "messages": "a conversation"}
 """Column types whose text is no text: printed or trained on, they would be Python's ``str()``."""
 
 
@@ -86,21 +202,24 @@ def check_template(
     the source are mapped back exactly."""
     places = SourceMap(prompt, source)
     try:
-        variables = template_variables(prompt.text)
-    except TemplateSyntaxError as error:
+        scan = scan_template(prompt.text)
+    except (TemplateSyntaxError, TemplateRefused) as error:
         key = (prompt_name, "syntax")
         if reported is None or key not in reported:
+            code = error.code if isinstance(error, TemplateRefused) else "KD0207"
+            what = "cannot be used" if code == "KD0212" else "is not a valid template"
             errors.error(
-                "KD0207",
-                f"prompt `{prompt_name}` is not a valid template: {error.message}",
+                code,
+                f"prompt `{prompt_name}` {what}: {error.message}",
                 places.line_span(error.lineno or 1),
             )
             if reported is not None:
                 reported.add(key)
         return
+    variables = scan.free
     if columns is None:
         return
-    for name in sorted(printed_variables(prompt.text)):
+    for name in sorted(scan.printed):
         kind = columns.get(name)
         if kind in STRUCTURED and name not in extra:
             errors.error(

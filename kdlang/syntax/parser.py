@@ -7,11 +7,11 @@ unwrapped so that semantic errors found while building the tree keep their posit
 
 from __future__ import annotations
 
-from lark import Token, Transformer, v_args
+from lark import Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedInput, UnexpectedToken, VisitError
 
 from kdlang.syntax import ast
-from kdlang.syntax.diagnostics import Collector, DiagnosticError
+from kdlang.syntax.diagnostics import Collector, Diagnostic, DiagnosticError
 from kdlang.syntax.grammar import comments_lexed
 from kdlang.syntax.grammar import parser as lark_parser
 from kdlang.syntax.span import Span
@@ -88,6 +88,7 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
 
         raise DiagnosticError([syntax_diagnostic(error, source, file)]) from None
     comments = [ast.Comment(str(t).rstrip(), Span.of_token(file, t)) for t in comment_tokens]
+    _check_nesting(tree, file)
     builder = _TreeBuilder(file)
     try:
         decls = builder.transform(tree)
@@ -97,6 +98,45 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
         raise
     builder.errors.raise_if_errors()
     return ast.Module(file=file, source=source, decls=decls, comments=comments)
+
+
+MAX_NESTING = 100
+"""How deep expressions, lists and maps may nest in a recipe (real ones nest under 15): every
+phase after the parser walks the tree recursively, and this keeps them inside Python's stack."""
+
+
+def _check_nesting(tree: Tree, file: str) -> None:
+    """KD0011 at the first node nested deeper than :data:`MAX_NESTING` (walked without
+    recursion, so that the check itself cannot overflow)."""
+    stack: list[tuple[Tree, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise DiagnosticError(
+                [
+                    Diagnostic(
+                        "KD0011",
+                        f"nesting too deep: expressions, lists and maps nest at most "
+                        f"{MAX_NESTING} levels",
+                        _first_position(node, file),
+                        help="name a part in its own declaration, or split the expression",
+                    )
+                ]
+            )
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def _first_position(node: Tree, file: str) -> Span:
+    while True:
+        if not node.meta.empty:
+            m = node.meta
+            return Span(file, m.line, m.column, m.end_line, m.end_column)
+        first = next((c for c in node.children if isinstance(c, Tree | Token)), None)
+        if isinstance(first, Token):
+            return Span.of_token(file, first)
+        if first is None:
+            return Span(file, 1, 1, 1, 2)
+        node = first
 
 
 def parse_expression(source: str, file: str = "<expr>") -> ast.Expr:

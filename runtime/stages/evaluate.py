@@ -40,7 +40,7 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     before = None
     try:
         template = ctx.template(ev.prompt)
-        prompts = [template.render(**row) for row in rows]
+        prompts = [template.render(i, **row) for i, row in enumerate(rows)]
         outputs = _generate(ev, ctx, model, prompts)
         if not ctx.dist.is_main:  # rank 0 scores and writes the artifact
             return {}

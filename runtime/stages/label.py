@@ -130,8 +130,8 @@ def row_requests(
     settings, and the row's own seed."""
     return [
         GenerationRequest(
-            prompt=prompt.render(**row),
-            system=system.render(**row) if system is not None else None,
+            prompt=prompt.render(index, **row),
+            system=system.render(index, **row) if system is not None else None,
             n=n,
             temperature=stage.temperature,
             top_p=stage.top_p,

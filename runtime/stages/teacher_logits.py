@@ -44,7 +44,7 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     tokenizer = teacher.tokenizer if white else _student_tokenizer(ctx, node)
     mapper = None if white else TokenMapper(tokenizer)
     template = ctx.template(stage.prompt)
-    prompts = [template.render(**row) for row in rows]
+    prompts = [template.render(i, **row) for i, row in enumerate(rows)]
     eos = (tokenizer.eos_token or "") if white else ""
     targets = [str(row.get(stage.target) or "") + eos for row in rows]
 

@@ -172,7 +172,7 @@ def _nested(column, dtype) -> list[np.ndarray]:
 
 
 def _example(index, row, topk, template, tokenizer, chat, train) -> Example:
-    prompt_text = template.render(**row) if template is not None else ""
+    prompt_text = template.render(index, **row) if template is not None else ""
     target_text = row.get(train.target) or ""
     prompt, target = encode(tokenizer, prompt_text, str(target_text), chat=chat)
     ids = lps = None
@@ -185,7 +185,7 @@ def _example(index, row, topk, template, tokenizer, chat, train) -> Example:
 
 
 def _pair(index, row, template, tokenizer, chat, train) -> Pair:
-    prompt_text = template.render(**row) if template is not None else ""
+    prompt_text = template.render(index, **row) if template is not None else ""
     prompt, chosen = encode(tokenizer, prompt_text, str(row.get("chosen") or ""), chat=chat)
     _, rejected = encode(tokenizer, prompt_text, str(row.get("rejected") or ""), chat=chat)
     _, chosen = truncate(prompt, chosen, train.max_length)

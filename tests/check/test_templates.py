@@ -159,3 +159,76 @@ def test_template_variables():
     }
     assert template_variables("{% for x in xs %}{{ x }}{% endfor %}") == {"xs"}
     assert template_variables("no variables") == set()
+
+
+# The scan agrees with jinja2's own variable scan (``meta.find_undeclared_variables``) on
+# templates that scan can compile safely; it differs only in never compiling.
+AGREEING = [
+    "{{ a }}{% set a = 1 %}{{ a }}",
+    "{% set a = b %}{{ a }}",
+    "{% for k, v in pairs if v > limit %}{{ k }}{{ loop.index }}{% else %}{{ none_left }}{% endfor %}",
+    "{% macro m(x, y=default_y) %}{{ x }}{{ y }}{{ caller() }}{{ varargs }}{% endmacro %}{{ m(1) }}",
+    "{% call(item) m(items) %}{{ item }}{% endcall %}{% macro m(xs) %}{% endmacro %}",
+    "{% with total = n * 2 %}{{ total }}{{ other }}{% endwith %}{{ total }}",
+    "{% set ns = namespace(s='') %}{% for t in turns %}{% set ns.s = ns.s ~ t.content %}{% endfor %}",
+    "{% set block_text %}{{ inner }}{% endset %}{{ block_text }}",
+    "{% filter upper %}{{ shouted }}{% endfilter %}{{ range(n) | list }}{{ dict(a=x) }}",
+    "{% if a %}{% set b = 1 %}{% endif %}{{ b }}",
+    "{% for i in range(3) %}{% set inside = i %}{% endfor %}{{ inside }}",
+    "{{ cycler('a', 'b').next() }}{{ joiner(',')() }}",
+]
+
+
+def test_the_scan_finds_the_variables_jinja2_finds():
+    from jinja2 import Environment, meta
+
+    reference = Environment()
+    for text in AGREEING:
+        assert template_variables(text) == meta.find_undeclared_variables(reference.parse(text)), (
+            text
+        )
+    # One deliberate difference: a name every branch of an `if` sets is bound after it, and one
+    # an `if` sets but nothing reads is not read (jinja2's scan lists both, as fallbacks).
+    every = (
+        "{% if a %}{% set b = 1 %}{% elif c %}{% set b = 2 %}{% else %}{% set b = 3 %}{% endif %}"
+    )
+    assert template_variables(every + "{{ b }}") == {"a", "c"}
+    assert reference.from_string(every + "{{ b }}").render(c=True) == "2"
+    assert template_variables("{% if a %}{% set d = 2 %}{% endif %}") == {"a"}
+
+
+def test_check_never_evaluates_a_template(project: Path):
+    # jinja2's own variable scan compiles, and folds constants: 10**5000 and a 1 GB string
+    # would be computed (an internal error, a MemoryError). The scan reads the tree only.
+    for expression in ("10**5000", "'a' * 10**9", "2 ** 2 ** 2 ** 2 ** 2 ** 2", "1 / 0"):
+        text = HEADER + f'prompt solve = "Q: {{{{ question }}}} {{{{ {expression} }}}}"\n' + LABEL
+        assert found(diagnose(project, text)) == [], expression
+
+
+def test_a_template_that_loads_another_template_is_refused(project: Path):
+    for tag, shown in [
+        ("{% include 'header.txt' %}", "include"),
+        ("{% import 'macros.j2' as m %}", "import"),
+        ("{% from 'macros.j2' import m %}", "from ... import"),
+        ("{% extends 'base.j2' %}", "extends"),
+    ]:
+        text = HEADER + f'prompt solve = """Q: {{{{ question }}}}\n\n{tag}"""\n' + LABEL
+        d = only(diagnose(project, text), "KD0212")
+        assert (d.span.line, d.span.column) == (7, 1), tag
+        assert d.message == (
+            f"prompt `solve` cannot be used: `{{% {shown} %}}` loads another template, "
+            "which a prompt cannot"
+        )
+
+
+def test_a_template_nested_too_deep_is_reported_at_its_deepest_line(project: Path):
+    deep = "(" * 400 + "question" + ")" * 400
+    text = HEADER + f'prompt solve = """Q: {{{{ question }}}}\n{{{{ {deep} }}}}"""\n' + LABEL
+    d = only(diagnose(project, text), "KD0213")
+    assert d.span.line == 6
+    assert (
+        d.message == "prompt `solve` is not a valid template: the template nests too deep to read"
+    )
+    blocks = "{% if question %}" * 300 + "x" + "{% endif %}" * 300
+    text = HEADER + f'prompt solve = """{blocks}"""\n' + LABEL
+    assert found(diagnose(project, text)) == [("KD0213", 5, 19)]

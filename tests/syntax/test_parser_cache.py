@@ -57,11 +57,21 @@ def parsers(tmp_path_factory) -> dict[str, Lark]:
 
 
 def shape(node):
-    if isinstance(node, Tree):
-        return (node.data, [shape(child) for child in node.children])
-    if isinstance(node, Token):
-        return (node.type, str(node), node.line, node.column, node.end_line, node.end_column)
-    return node
+    """The tree in pre-order, each tree with its number of children (walked without recursion:
+    the corpus holds trees deeper than Python's stack)."""
+    flat, stack = [], [node]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Tree):
+            flat.append((node.data, len(node.children)))
+            stack.extend(reversed(node.children))
+        elif isinstance(node, Token):
+            flat.append(
+                (node.type, str(node), node.line, node.column, node.end_line, node.end_column)
+            )
+        else:
+            flat.append(node)
+    return flat
 
 
 def outcome(parser: Lark, text: str):

@@ -74,13 +74,14 @@ TABLE = [
         "template loads another template",
         "`{% include %}`, `{% import %}`, `{% from ... import %}` and `{% extends %}` load other "
         "templates by name; kdlang renders each prompt on its own, with no template loader, so "
-        "they are refused. Write the text in the prompt, or compose prompts in the recipe "
-        "(`prompt full = header + body`).",
+        "they are refused. Write the text in the prompt; to share prompts between recipes, "
+        "declare them in a `.kd` file the recipes `import`.",
     ),
     (
         "KD0213",
         "template nested too deep",
-        "A template's expressions or blocks are nested deeper than jinja2's parser can read. "
-        "Split the expression (`{% set part = ... %}`) or the prompt.",
+        "A template's expressions or blocks are nested deeper than jinja2's parser can read "
+        "(hundreds of parentheses or blocks inside each other). Split the expression "
+        "(`{% set part = ... %}`) or the prompt.",
     ),
 ]

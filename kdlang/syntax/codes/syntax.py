@@ -67,4 +67,12 @@ TABLE = [
         "unexpected closing bracket",
         "A `}`, `]` or `)` closes nothing: there is one more closing than opening bracket.",
     ),
+    (
+        "KD0011",
+        "nesting too deep",
+        "Expressions, lists and maps nest at most 100 levels (`not not ... x`, a chain of "
+        "thousands of `+`, lists inside lists); recipes people write nest under 15. Name a part "
+        "in its own declaration (a `dataset` of inline rows, a `prompt`), or split the "
+        "expression.",
+    ),
 ]

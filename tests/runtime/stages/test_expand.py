@@ -68,7 +68,7 @@ def test_rejection_reasons():
 
 
 def test_built_in_prompts_render_their_variables():
-    from kdlang.check.templates import environment
+    from kdlang.check.sandbox import environment
 
     text = environment().from_string(SELF_INSTRUCT_PROMPT).render(demos=["A b.", "C d."], n=3)
     assert "1. A b.\n2. C d.\n\nWrite item 3:" in text
