@@ -192,13 +192,26 @@ class ProgressLog:
                 handle.truncate(data.rfind(b"\n") + 1)
 
 
+UNHASHED = ("timings.jsonl", "tensorboard")
+"""Files and folders of an artifact whose content the clock and the machine decide (step times,
+TensorBoard events with their wall times and host name): not in its content hash, so that two
+identical runs commit the same hash."""
+
+
 def tree_hash(folder: Path) -> str:
+    """SHA-256 over the paths and bytes of every file under ``folder``, less the manifest and
+    :data:`UNHASHED`."""
     sha = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and _hashed(folder, p)):
         sha.update(path.relative_to(folder).as_posix().encode() + b"\0")
         for block in _blocks(path):
             sha.update(block)
     return sha.hexdigest()
+
+
+def _hashed(folder: Path, path: Path) -> bool:
+    top = path.relative_to(folder).parts[0]
+    return path.name != MANIFEST and top not in UNHASHED
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

@@ -84,9 +84,19 @@ def gc(
 
     if remove_all == bool(files):
         usage_error("give the recipes whose outputs to keep, or --all (not both)")
+    from kdlang.plan.lock import CacheBusy, cache_lock
+
     keep = None if remove_all else _planned_fingerprints(files, overrides, cache)
     store = ArtifactCache(cache)
-    removed = store.gc(keep, dry_run=dry_run)
+    try:
+        if not Path(cache).is_dir():
+            removed = []  # nothing to clean, and no folder to make for a lock
+        else:
+            with cache_lock(cache):  # never while a run writes it
+                removed = store.gc(keep, dry_run=dry_run)
+    except CacheBusy as busy:
+        sys.stderr.write(f"error: {busy}; gc would remove what that run is writing\n")
+        raise SystemExit(1) from None
     verb = "would remove" if dry_run else "removed"
     for entry in removed:
         what = " ".join(x for x in (entry["op"], entry["name"]) if x)

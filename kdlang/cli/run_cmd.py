@@ -14,11 +14,14 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 
 from kdlang.cli.common import EXIT_ERRORS, EXIT_USAGE, print_diagnostics, read_source
+from kdlang.plan.lock import HELD_BY_PARENT
 
 LAUNCHERS = ("torchrun", "accelerate")
 DEVICES = ("cpu", "cuda", "auto")
@@ -45,6 +48,9 @@ def run(
     cache: str = typer.Option(
         None, "--cache", help="The cache folder (default: WORKDIR/.kdcache)."
     ),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another run holds the cache, wait for it instead of stopping."
+    ),
     launcher: str = typer.Option(
         None,
         "--launcher",
@@ -58,12 +64,19 @@ def run(
     if device not in DEVICES:
         _usage(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     file = file or default_recipe()
+    root = Path(workdir)
+    cache = cache or str(root / ".kdcache")
+    for option, folder in (("--workdir", root), ("--cache", Path(cache))):
+        if folder.exists() and not folder.is_dir():
+            _usage(f"{option} {folder} is a file, not a folder")
     if launcher is not None or nproc is not None:
         command = launch_command(
             launcher, nproc, file, overrides, only, force, device, workdir, cache
         )
         read_source(file)  # a missing recipe is a usage error here, not in every process
-        status = subprocess.call(command)
+        with _locked(cache, wait):  # the group runs under this process's lock
+            os.environ[HELD_BY_PARENT] = str(Path(cache).resolve())
+            status = subprocess.call(command)
         raise typer.Exit(status if status >= 0 else 128 - status)  # killed by a signal: 128 + n
 
     from kdlang.check import check_files, load_checked
@@ -82,18 +95,18 @@ def run(
     if main:  # an unset secret is an error below if a stage that will run needs it
         shown = [w for w in warnings if w.code != "KD0406"]
         print_diagnostics(shown, program.sources, "text")
-    root = Path(workdir)
-    plan = build_plan(program, cache or str(root / ".kdcache"))
+    plan = build_plan(program, cache)
     unknown = [name for name in [*only, *force] if name not in {n.name for n in plan.nodes}]
     if unknown:
         _usage(
             f"no node named {', '.join(unknown)}; nodes: {', '.join(n.name for n in plan.nodes)}"
         )
     _require_secrets(plan, only, force, main)
-    if main:
+    if main:  # rank 0 holds the lock for the group (a launcher already holds it for us)
         from kdlang.cli.run_view import run_with_progress
 
-        result = run_with_progress(plan, root, only, force, device)
+        with _locked(cache, wait):
+            result = run_with_progress(plan, root, only, force, device)
     else:  # another rank of a launched group: the same work, nothing printed
         from kdlang.runtime.executor import run_plan
 
@@ -105,6 +118,25 @@ def run(
         shutdown()  # every rank leaves the group together, before the interpreter tears down
     if not result.ok:
         raise typer.Exit(EXIT_ERRORS)
+
+
+@contextmanager
+def _locked(cache: str, wait: bool) -> Iterator[None]:
+    """The cache lock for the run, or a clear stop (exit 1) when another process holds it."""
+    from kdlang.plan.lock import CacheBusy, cache_lock
+
+    def waiting(busy: CacheBusy) -> None:
+        sys.stderr.write(f"waiting: {busy}\n")
+
+    try:
+        with cache_lock(cache, wait=wait, on_wait=waiting):
+            yield
+    except CacheBusy as busy:
+        sys.stderr.write(
+            f"error: {busy}; two runs on one cache would repeat each other's work. "
+            "Wait for it (--wait), or give this run its own --cache.\n"
+        )
+        raise typer.Exit(EXIT_ERRORS) from None
 
 
 def _require_secrets(plan, only: list[str], force: list[str], main: bool) -> None:

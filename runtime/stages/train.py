@@ -22,7 +22,7 @@ from ..context import StageContext
 from ..train.fsdp import full_state
 from ..train.job import build_job
 from ..train.loop import fit
-from ..train.metrics import METRICS, PICTURE, plot_curves
+from ..train.metrics import METRICS, PICTURE, TIMINGS, plot_curves
 from ..train.models import load_trainable, save_student
 
 
@@ -54,6 +54,7 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
         return {}
     written = save_student(student, job.tokenizer, out)
     shutil.copyfile(job.folder / METRICS, out / METRICS)
+    shutil.copyfile(job.folder / TIMINGS, out / TIMINGS)
     if (job.folder / "tensorboard").is_dir():
         shutil.copytree(job.folder / "tensorboard", out / "tensorboard")
     plot_curves(records, [t.key for t in job.objective.lines], out / PICTURE)

@@ -17,41 +17,68 @@ from pathlib import Path
 from typing import Any
 
 METRICS = "metrics.jsonl"
+TIMINGS = "timings.jsonl"
+"""Per step, what the machine and the clock decide (:data:`TIMING_KEYS`): kept out of
+``metrics.jsonl``, so two identical runs write identical metrics and the artifact's content hash
+(which does not cover this file) is the same."""
+TIMING_KEYS = ("seconds", "gpu_memory_gib")
 PICTURE = "loss_curves.png"
 
 
 class MetricsLog:
-    """Append-only JSON lines, synced; ``start`` drops the records of steps ``>= start``."""
+    """Append-only JSON lines, synced; ``start`` drops the records of steps ``>= start``.
+
+    ``records`` are whole (timings in); the file at ``path`` gets each record less its
+    :data:`TIMING_KEYS`, and :data:`TIMINGS` beside it gets ``step`` and those."""
 
     def __init__(self, path: Path, *, start: int, write: bool = True):
         self.path = path
+        self.timings = path.with_name(TIMINGS)
         self.write = write
         self.records = [r for r in read_metrics(path) if r["step"] < start]
+        self._handles: list = []
         if write:
-            tmp = path.with_suffix(".tmp")
-            with tmp.open("w", encoding="utf-8") as out:
-                out.writelines(json.dumps(r, sort_keys=True) + "\n" for r in self.records)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        self._handle = path.open("a", encoding="utf-8") if write else None
+            for target, records in ((path, self.records), (self.timings, self.records)):
+                tmp = target.with_suffix(".tmp")
+                with tmp.open("w", encoding="utf-8") as out:
+                    out.writelines(self._lines(target, records))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, target)
+            self._handles = [
+                path.open("a", encoding="utf-8"),
+                self.timings.open("a", encoding="utf-8"),
+            ]
+
+    def _lines(self, target: Path, records: list[dict[str, Any]]) -> list[str]:
+        if target == self.timings:
+            parts = [{k: r[k] for k in ("step", *TIMING_KEYS) if k in r} for r in records]
+        else:
+            parts = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+        return [json.dumps(part, sort_keys=True) + "\n" for part in parts]
 
     def extend(self, records: list[dict[str, Any]]) -> None:
-        """Append ``records`` and sync them to disk (one sync for the lot)."""
+        """Append ``records`` and sync them to disk (one sync per file for the lot)."""
         self.records.extend(records)
-        if self._handle is not None:
-            self._handle.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+        for handle, target in zip(self._handles, (self.path, self.timings), strict=False):
+            handle.writelines(self._lines(target, records))
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        for handle in self._handles:
+            handle.close()
+        self._handles = []
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Records of a metrics file; a last line cut short by a crash is ignored."""
+    """Records of a metrics file, with the timings of :data:`TIMINGS` beside it merged in;
+    a last line cut short by a crash is ignored (in either file)."""
+    timings = {r["step"]: r for r in _read_lines(path.with_name(TIMINGS))}
+    return [{**timings.get(r["step"], {}), **r} for r in _read_lines(path)]
+
+
+def _read_lines(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = []
