@@ -166,15 +166,27 @@ class ProgressLog:
                     if not line.endswith(b"\n"):
                         break  # truncated by a crash
                     record = json.loads(line)
-                    done[record["index"]] = record["value"]
+                    if "items" in record:
+                        done.update((index, value) for index, value in record["items"])
+                    else:
+                        done[record["index"]] = record["value"]
         return done
 
     def append(self, index: int, value: Any) -> None:
+        self._write({"index": index, "value": value})
+
+    def append_many(self, items: dict[int, Any]) -> None:
+        """Log several items as one line: after a crash, all of them are done or none is (a
+        decode batch whose rows must be generated together, or not at all, on resume)."""
+        if items:
+            self._write({"items": [[index, value] for index, value in sorted(items.items())]})
+
+    def _write(self, record: dict[str, Any]) -> None:
         if self._handle is None:
             self._truncate_partial_line()
             self._handle = self.path.open("ab")
         handle = self._handle
-        handle.write(json.dumps({"index": index, "value": value}, sort_keys=True).encode() + b"\n")
+        handle.write(json.dumps(record, sort_keys=True).encode() + b"\n")
         handle.flush()
         os.fsync(handle.fileno())
 

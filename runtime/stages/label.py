@@ -80,12 +80,16 @@ def generate_rows(
             if not missing:
                 continue
             sent = chunk if white else missing  # an API request stands alone
+            batch: dict[int, list[str]] = {}
 
-            def finished(position, generations, sent=sent):
+            def finished(position, generations, sent=sent, batch=batch):
                 index = sent[position]
                 if index in done:
                     return
                 texts = [g.text for g in generations]
+                if white:  # logged with the rest of its batch, below
+                    batch[index] = texts
+                    return
                 done[index] = texts
                 log.append(index, texts)
                 ctx.advance(1)
@@ -94,6 +98,11 @@ def generate_rows(
                 backend.generate([requests[i] for i in sent], on_result=finished)
             except TeacherError as failure:  # requests that failed for good, unsupported asks
                 raise RunError(f"{ctx.node.name}: {failure}") from None
+            # A decode batch is logged as one line, so a kill leaves it all logged or not at
+            # all: a resumed run decodes again only batches none of whose rows it has.
+            log.append_many(batch)
+            done.update(batch)
+            ctx.advance(len(batch))
     except RunError as failure:
         if not dist.active:
             raise
