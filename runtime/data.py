@@ -17,7 +17,14 @@ import pyarrow as pa
 
 from .cache import DATA_FILE
 
-__all__ = ["DATA_FILE", "load_source", "read_rows", "write_rows"]
+__all__ = [
+    "DATA_FILE",
+    "check_column_types",
+    "load_source",
+    "null_counts",
+    "read_rows",
+    "write_rows",
+]
 
 
 def write_rows(rows: list[dict[str, Any]], folder: Path, columns: list[str] | None = None) -> int:
@@ -73,6 +80,7 @@ def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:
         rows = _read_hf(base, data)
     else:
         raise ValueError(f"unknown data source {kind!r}")
+    check_column_types(rows, data.columns if isinstance(data.columns, dict) else None)
     if data.columns:
         rows = [{c: row.get(c) for c in data.columns} for row in rows]
     if data.shuffle:
@@ -114,9 +122,75 @@ def _local(base: Path, path: str) -> Path:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a jsonl file; a line that is no JSON object is a ``ValueError`` naming the
+    file, its line and column (not its text)."""
     rows = []
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(json.loads(line))
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path.name}:{number}:{error.colno}: not JSON ({error.msg})"
+                ) from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path.name}:{number}:1: a {_kind(row)}, not an object")
+            rows.append(row)
     return rows
+
+
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "map"}
+
+
+def _kind(value: Any) -> str:
+    return _KINDS.get(type(value), type(value).__name__)
+
+
+def _fits(kind: str, value: Any) -> bool:
+    """Whether ``value`` can be stored in a column declared ``kind``."""
+    actual = _kind(value)
+    if kind in ("any", actual):
+        return True
+    if kind == "float":
+        return actual == "int"
+    return kind == "messages" and actual in ("list", "str")  # turns, or their JSON text
+
+
+def check_column_types(rows: list[dict[str, Any]], declared: dict[str, str] | None) -> None:
+    """Every column holds one type (ints and floats mix; nulls fit anywhere), as an Arrow
+    column must; a ``ValueError`` names the first row that breaks it, the column and both types
+    (never the value). With ``declared`` (``columns = {name: type}``), each row must have each
+    declared column, non-null unless ``any``, of its declared type."""
+    first: dict[str, tuple[str, int]] = {}
+    for number, row in enumerate(rows, 1):
+        for column, kind in (declared or {}).items():
+            value = row.get(column)
+            if value is None and kind != "any":
+                held = "is missing" if column not in row else "is null"
+                raise ValueError(
+                    f"row {number}: column `{column}` {held}, but the recipe declares it {kind} "
+                    f"(declare it `any` to allow nulls)"
+                )
+            if value is not None and not _fits(kind, value):
+                raise ValueError(
+                    f"row {number}: column `{column}` holds {_kind(value)}, but the recipe "
+                    f"declares it {kind}"
+                )
+        for column, value in row.items():
+            if value is None:
+                continue
+            kind = _kind(value)
+            seen = first.setdefault(column, (kind, number))
+            if seen[0] != kind and {seen[0], kind} != {"int", "float"}:
+                raise ValueError(
+                    f"row {number}: column `{column}` holds {kind}, but row {seen[1]} holds "
+                    f"{seen[0]}; a column holds one type"
+                )
+
+
+def null_counts(rows: list[dict[str, Any]], columns: list[str]) -> dict[str, int]:
+    """Per column, the rows where it is missing or null (only columns with any)."""
+    counts = {c: sum(row.get(c) is None for row in rows) for c in columns}
+    return {c: n for c, n in counts.items() if n}

@@ -107,6 +107,13 @@ def _markdown(doc: dict[str, Any]) -> str:
             f"| {node['name']} | {node['op']} | {status} | {_fmt(node['rows_in'])} | {_fmt(node['rows_out'])} "
             f"| {node['seconds']} | {teacher_text} | {dropped} |"
         )
+    nulls = [(n, (n["stats"] or {}).get("null_cells")) for n in doc["nodes"]]
+    nulls = [(n, counts) for n, counts in nulls if counts]
+    if nulls:
+        lines += ["", "## Missing values", ""]
+        for n, counts in nulls:
+            cells = ", ".join(f"`{c}` in {k} of {n['rows_in']}" for c, k in sorted(counts.items()))
+            lines.append(f"- `{n['name']}`: missing or null {cells} rows")
     lines += ["", "## Outputs", ""]
     lines += [f"- `{n['name']}`: {n['output']}" for n in doc["nodes"] if n["output"]]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from typing import Any
 from kdlang.plan import PlanNode
 
 from ..context import StageContext
-from ..data import load_source, write_rows
+from ..data import load_source, null_counts, write_rows
 from ..errors import RunError
 
 
@@ -20,5 +20,9 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError) as error:  # missing file, bad line, unknown split...
         raise RunError(f"cannot read dataset `{node.name}`: {error}") from None
     ctx.stats["rows_in"] = len(rows)
-    count = write_rows(rows, out, columns=list(node.columns) if node.columns else None)
+    columns = list(node.columns) if node.columns else None
+    nulls = null_counts(rows, columns or list(dict.fromkeys(k for row in rows for k in row)))
+    if nulls:  # missing or null: reported, as a stage that reads the column will see null
+        ctx.stats["null_cells"] = nulls
+    count = write_rows(rows, out, columns=columns)
     return {"rows": count}

@@ -87,3 +87,78 @@ def test_an_unreadable_source_fails_its_node_with_a_message(tmp_path):
     failed = node(document, "wrong_split")
     assert failed["status"] == "failed"
     assert "no split 'validation'" in failed["error"] and "train, test" in failed["error"]
+
+
+def test_a_column_of_two_types_fails_naming_the_row_the_column_and_both_types(tmp_path):
+    # An Arrow column holds one type; the value itself is not shown.
+    lines = [{"q": f"q{i}", "n": "twenty-secret" if i == 20 else i} for i in range(30)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    document = run_recipe(write_recipe(tmp_path, 'dataset d = jsonl("d.jsonl")\n'), expect=1)
+    error = node(document, "d")["error"]
+    assert error == (
+        "cannot read dataset `d`: row 21: column `n` holds str, but row 1 holds int; "
+        "a column holds one type"
+    )
+
+
+def test_ints_and_floats_share_a_column_and_missing_cells_are_counted_in_the_report(tmp_path):
+    lines = [
+        {"q": f"q{i}", "x": 0.5 if i % 2 else i, **({"a": "y"} if i % 3 else {})} for i in range(9)
+    ]
+    lines[4]["a"] = None
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    recipe = write_recipe(tmp_path, 'dataset d = jsonl("d.jsonl")\n')
+    document = run_recipe(recipe)
+    # rows 0, 3, 6 lack `a`, row 4 holds null: four of nine
+    assert node(document, "d")["stats"]["null_cells"] == {"a": 4}
+    assert [r["x"] for r in rows(document, "d")] == [0.0, 0.5, 2.0, 0.5, 4.0, 0.5, 6.0, 0.5, 8.0]
+    report = (tmp_path / "runs" / "t" / "report.md").read_text(encoding="utf-8")
+    assert "- `d`: missing or null `a` in 4 of 9 rows\n" in report
+
+
+def test_a_malformed_line_is_named_by_its_line_and_column_at_run_time(tmp_path):
+    from kdlang.runtime.data import _read_jsonl
+
+    good = '{"q": "fine"}\n'
+    path = tmp_path / "big.jsonl"
+    path.write_text(good * 49_999 + '{"q": "secret-token-1" oops}\n' + good * 50_000)
+    with pytest.raises(ValueError) as raised:
+        _read_jsonl(path)
+    assert str(raised.value) == "big.jsonl:50000:24: not JSON (Expecting ',' delimiter)"
+    path.write_text(good * 3 + '["a list"]\n')
+    with pytest.raises(ValueError, match=r"^big.jsonl:4:1: a list, not an object$"):
+        _read_jsonl(path)
+
+
+@pytest.mark.parametrize(
+    ("rows_in", "declared", "message"),
+    [
+        (
+            [{"q": "a"}, {"p": 1}],
+            {"q": "str"},
+            "row 2: column `q` is missing, but the recipe declares it str",
+        ),
+        (
+            [{"q": "a"}, {"q": None}],
+            {"q": "str"},
+            "row 2: column `q` is null, but the recipe declares it str",
+        ),
+        (
+            [{"n": 1}, {"n": 2.5}],
+            {"n": "int"},
+            "row 2: column `n` holds float, but the recipe declares it int",
+        ),
+        (
+            [{"t": [1]}, {"t": {"a": 1}}],
+            {"t": "list"},
+            "row 2: column `t` holds map, but the recipe declares it list",
+        ),
+    ],
+)
+def test_declared_column_types_are_required_of_every_row(rows_in, declared, message):
+    from kdlang.runtime.data import check_column_types
+
+    with pytest.raises(ValueError) as raised:
+        check_column_types(rows_in, declared)
+    assert str(raised.value).startswith(message)
+    check_column_types([{"q": None, "n": 1}, {"n": 2.5}], {"q": "any", "n": "float"})  # fine
