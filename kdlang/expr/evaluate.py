@@ -19,7 +19,15 @@ from kdlang.ir import expr as ir
 
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul}
-_NULL_AWARE = {"is_null", "str", "exact_match", "set_equal", "same_chars", "numeric_equal"}
+_NULL_AWARE = {
+    "is_null",
+    "str",
+    "exact_match",
+    "set_equal",
+    "same_chars",
+    "numeric_equal",
+    "get",
+}
 
 
 def evaluate(node, row: Mapping[str, Any]) -> Any:
@@ -41,6 +49,11 @@ def evaluate(node, row: Mapping[str, Any]) -> Any:
         return _binop(node, row)
     if isinstance(node, ir.Apply):
         return _apply(node, row)
+    if isinstance(node, ir.Member):
+        base = evaluate(node.base, row)
+        return base.get(node.name) if isinstance(base, dict) else None
+    if isinstance(node, ir.Index):
+        return _index(evaluate(node.base, row), evaluate(node.index, row))
     raise TypeError(f"not an expression node: {type(node).__name__}")
 
 
@@ -103,7 +116,26 @@ def _contains(container: Any, item: Any) -> bool:
     return False
 
 
+def _index(base: Any, key: Any) -> Any:
+    if isinstance(base, dict):
+        return base.get(key) if isinstance(key, str) else None
+    if not isinstance(base, list | str) or not isinstance(key, int) or isinstance(key, bool):
+        return None
+    return base[key] if -len(base) <= key < len(base) else None
+
+
 def _apply(node: ir.Apply, row: Mapping[str, Any]) -> Any:
+    if node.func == "if":  # only the chosen branch is evaluated
+        test = _branch(node, "condition", 0)
+        condition = evaluate(test, row) if test is not None else None
+        chosen = _branch(node, "then", 1) if _truth(condition) else _branch(node, "otherwise", 2)
+        return evaluate(chosen, row) if chosen is not None else None
+    if node.func == "format":
+        values = [evaluate(a, row) for a in node.args]
+        named = {key: evaluate(value, row) for key, value in node.kwargs.items()}
+        if not values or not isinstance(values[0], str):
+            return None
+        return FUNCTIONS["format"].impl(values[0], values[1:], named)
     function = FUNCTIONS[node.func]
     args = [evaluate(a, row) for a in node.args]
     names = [name for name, _ in function.params]
@@ -120,3 +152,10 @@ def _apply(node: ir.Apply, row: Mapping[str, Any]) -> Any:
         return function.impl(*args)
     except (TypeError, ValueError, OverflowError, re.error):  # a pattern from the data may be bad
         return None
+
+
+def _branch(node: ir.Apply, name: str, position: int) -> ir.ExprNode | None:
+    """The argument of ``if`` given by keyword ``name`` or at ``position``."""
+    if name in node.kwargs:
+        return node.kwargs[name]
+    return node.args[position] if len(node.args) > position else None

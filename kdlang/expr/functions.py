@@ -8,14 +8,17 @@ rather than an exception, so one odd row never stops a run.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import string
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-# Types: "str", "int", "float", "bool", "list", "null", "any"; "num" = int or float (as a return
-# type: int when every numeric argument is an int, else float).
+# Types: "str", "int", "float", "bool", "list", "map", "null", "any"; "num" = int or float (as a
+# return type: int when every numeric argument is an int, else float). The checker gives some
+# results a finer type than the one declared here (kdlang.expr.types).
 NUMERIC = frozenset({"int", "float"})
 
 
@@ -97,6 +100,88 @@ def _items(text: Any) -> list[str]:
 
 def _chars(text: Any) -> list[str]:
     return sorted("".join(str(text).split()))
+
+
+def shown(value: Any) -> str:
+    """Text of a value inside text (``format``, ``join``): a list or a map as JSON, the rest as
+    ``str`` gives it."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False)
+    return _text(value)
+
+
+def format_fields(template: str) -> list[str]:
+    """The fields of a ``format`` template, in order: ``""`` (the next argument), a position
+    (``"0"``) or a keyword's name. A field reaching into a value (``{0.x}``, ``{a[0]}``), a
+    conversion (``{x!r}``), a nested field or a stray brace is a ``ValueError``."""
+    fields = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if conversion is not None:
+            raise ValueError(f"`{{{name}!{conversion}}}`: conversions are not supported")
+        if not (name == "" or name.isdigit() or name.isidentifier()):
+            raise ValueError(f"`{{{name}}}`: a field is empty, a position or a keyword's name")
+        if spec and "{" in spec:
+            raise ValueError(f"`{{{name}:{spec}}}`: nested fields are not supported")
+        fields.append(name)
+    return fields
+
+
+def format_text(template: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """``template`` with its fields replaced by the arguments (null shown as empty text); null
+    when a field has no argument or a format spec does not fit its value."""
+    try:
+        pieces, auto = [], 0
+        for literal, name, spec, _ in string.Formatter().parse(template):
+            pieces.append(literal)
+            if name is None:
+                continue
+            if name == "":
+                name, auto = str(auto), auto + 1
+            if name.isdigit():
+                index = int(name)
+                if index >= len(args):
+                    return None
+                value = args[index]
+            elif name in kwargs:
+                value = kwargs[name]
+            else:
+                return None
+            pieces.append(format(value, spec) if spec and value is not None else shown(value))
+        return "".join(pieces)
+    except (ValueError, TypeError):
+        return None
+
+
+def _split(text: str, separator: str | None = None) -> list[str]:
+    if separator == "":
+        return list(text)
+    return text.split(separator) if separator is not None else text.split()
+
+
+def _join(items: list, separator: str = "") -> str:
+    return separator.join(shown(item) for item in items if item is not None)
+
+
+def _item(items: list, position: int) -> Any:
+    return items[position] if -len(items) <= position < len(items) else None
+
+
+def _get(container: Any, key: str, default: Any = None) -> Any:
+    value = container.get(key) if isinstance(container, dict) else None
+    return default if value is None else value
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _if(condition: Any, then: Any, otherwise: Any = None) -> Any:
+    return then if condition is not None and bool(condition) else otherwise
 
 
 def _numeric_equal(a: Any, b: Any, tolerance: float = 1e-6) -> bool:
@@ -236,6 +321,69 @@ _FUNCTIONS = [
     ),
     Function(
         "is_null", (("x", _t("any")),), "bool", lambda x: x is None, "Whether the value is null."
+    ),
+    Function(
+        "format",
+        (("template", _t("str")),),
+        "str",
+        format_text,
+        "The template with each `{}`, `{0}` or `{name}` replaced by the next, the numbered or "
+        "the named argument; null shows as empty text.",
+    ),
+    Function(
+        "split",
+        (("s", _t("str")), ("separator", _t("str"))),
+        "list",
+        _split,
+        "The parts of `s` between occurrences of `separator` (default: runs of whitespace).",
+        optional=1,
+    ),
+    Function(
+        "join",
+        (("items", _t("list")), ("separator", _t("str"))),
+        "str",
+        _join,
+        "The items as text (nulls left out), `separator` between them (default none).",
+        optional=1,
+    ),
+    Function(
+        "first",
+        (("items", _t("list")),),
+        "any",
+        lambda items: _item(items, 0),
+        "The first item of a list; null if it is empty.",
+    ),
+    Function(
+        "last",
+        (("items", _t("list")),),
+        "any",
+        lambda items: _item(items, -1),
+        "The last item of a list; null if it is empty.",
+    ),
+    Function(
+        "get",
+        (("m", _t("map")), ("key", _t("str")), ("default", _t("any"))),
+        "any",
+        _get,
+        "The value of a map at `key`; `default` (or null) if it has none.",
+        optional=1,
+    ),
+    Function(
+        "json",
+        (("s", _t("str")),),
+        "any",
+        _json,
+        "The value written as JSON in `s` (a map, a list, text, a number ...); null if it is "
+        "no JSON.",
+    ),
+    Function(
+        "if",
+        (("condition", _t("any")), ("then", _t("any")), ("otherwise", _t("any"))),
+        "any",
+        _if,
+        "`then` where the condition is true, else `otherwise` (default null); only the "
+        "chosen one is evaluated.",
+        optional=1,
     ),
 ]
 

@@ -1,8 +1,10 @@
-"""Type checking of filter and metric expressions against the columns available at a stage.
+"""Type checking of expressions (filters, metrics, computed columns) against the columns
+available at a stage.
 
-Types: ``str``, ``int``, ``float``, ``bool``, ``list``, ``range``, ``null`` and ``any`` (a
-column whose values' type is not known before the run). ``any`` is compatible with everything;
-errors are reported only where a mistake is certain.
+Types: ``str``, ``int``, ``float``, ``bool``, ``list``, ``map``, ``messages`` and ``turn``
+(conversations and their turns), ``range``, ``null`` and ``any`` (a column whose values' type
+is not known before the run); see :mod:`kdlang.expr.types`. ``any`` is compatible with
+everything; errors are reported only where a mistake is certain.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from kdlang.expr.functions import FUNCTIONS, NUMERIC, SCORED_METRICS
+from kdlang.expr import types
+from kdlang.expr.functions import FUNCTIONS, NUMERIC, SCORED_METRICS, format_fields
 from kdlang.ir import expr as ir
 from kdlang.syntax.diagnostics import Collector, suggestion
 
@@ -42,16 +45,7 @@ def typecheck(node, columns: Mapping[str, str], errors: Collector, want: str | N
 
 
 def _name(kind: str) -> str:
-    return {
-        "str": "a string",
-        "int": "an integer",
-        "float": "a number",
-        "bool": "true/false",
-        "list": "a list",
-        "map": "a map",
-        "range": "a range",
-        "null": "null",
-    }.get(kind, kind)
+    return types.describe(kind)
 
 
 class _Checker:
@@ -94,6 +88,61 @@ class _Checker:
                 )
         return "range"
 
+    def _member(self, node: ir.Member) -> str:
+        base = self.type(node.base)
+        return self.field(base, node.name, node.span, node.base.span)
+
+    def field(self, base: str, name: str, span, base_span) -> str:
+        """The type of field ``name`` of a value of type ``base``."""
+        if base == "turn":
+            if name not in types.TURN_FIELDS:
+                self.errors.error(
+                    "KD0230",
+                    f"a turn has no field `{name}`",
+                    span,
+                    help=suggestion(name, types.TURN_FIELDS)
+                    or "a turn's fields: " + ", ".join(types.TURN_FIELDS),
+                )
+                return "any"
+            return types.TURN_FIELDS[name]
+        if base in ("map", "any"):
+            return "any"
+        self.errors.error(
+            "KD0208",
+            f"`.{name}`: {_name(base)} has no fields",
+            base_span,
+            help="fields are read from maps (JSON objects, parsed with json(...)) and turns",
+        )
+        return "any"
+
+    def _index(self, node: ir.Index) -> str:
+        base, key = self.type(node.base), self.type(node.index)
+        if types.is_list(base) or base == "str":
+            if key not in ("int", "any"):
+                self.errors.error(
+                    "KD0208",
+                    f"an index of {_name(base)} is an integer, not {_name(key)}",
+                    node.index.span,
+                )
+            return "str" if base == "str" else types.element(base)
+        if types.is_map(base):
+            if key not in ("str", "any"):
+                self.errors.error(
+                    "KD0208",
+                    f"a key of {_name(base)} is a string, not {_name(key)}",
+                    node.index.span,
+                )
+            if isinstance(node.index, ir.Lit) and isinstance(node.index.value, str):
+                return self.field(base, node.index.value, node.index.span, node.base.span)
+            return "any"
+        if base != "any":
+            self.errors.error(
+                "KD0208",
+                f"cannot index {_name(base)}: only lists, strings and maps have items",
+                node.base.span,
+            )
+        return "any"
+
     def _unop(self, node: ir.UnOp) -> str:
         kind = self.type(node.operand)
         if node.op == "not":
@@ -108,7 +157,7 @@ class _Checker:
         if op in ("and", "or"):
             return "bool"
         if op in ("in", "not in"):
-            if right not in ("list", "range", "str", "any"):
+            if not (types.is_list(right) or right in ("range", "str", "any")):
                 self.errors.error(
                     "KD0208",
                     f"`{op}` needs a list, range or string on its right, not {_name(right)}",
@@ -164,6 +213,8 @@ class _Checker:
             for unknown_arg in node.args:
                 self.type(unknown_arg)
             return "any"
+        if node.func == "format":
+            return self.format(node)
         names = [name for name, _ in function.params]
         args: list[ir.ExprNode | None] = list(node.args)
         for key, value in node.kwargs.items():
@@ -187,13 +238,15 @@ class _Checker:
                 "KD0208", f"`{node.func}` takes {expected} argument(s), got {len(args)}", node.span
             )
         kinds: list[str] = []
+        given_kinds: dict[int, str] = {}
         for index, (arg, (param, allowed)) in enumerate(zip(args, function.params, strict=False)):
             if arg is None:
                 continue
             kind = self.type(arg)
+            given_kinds[index] = kind
             if NUMERIC & allowed:
                 kinds.append(kind)
-            if "any" not in allowed and kind not in allowed | {"any"}:
+            if not types.accepts(allowed, kind):
                 self.errors.error(
                     "KD0208",
                     f"argument `{param}` of `{node.func}` must be "
@@ -217,7 +270,70 @@ class _Checker:
                     )
         if function.returns == "num":
             return _numeric_result(kinds)
-        return function.returns
+        return self.refined(node, args, given_kinds, function.returns)
+
+    def refined(self, node: ir.Apply, args: list, kinds: dict[int, str], declared: str) -> str:
+        """The result type of the functions whose result depends on their arguments' types."""
+        func = node.func
+        if func == "split":
+            return "list[str]"
+        if func in ("first", "last"):
+            return types.element(kinds.get(0, "any"))
+        if func == "if":
+            return types.unify(kinds.get(1, "any"), kinds.get(2, "null"))
+        if func == "get" and len(args) > 1:
+            key = args[1]
+            base = kinds.get(0, "any")
+            if isinstance(key, ir.Lit) and isinstance(key.value, str) and base == "turn":
+                found = self.field(base, key.value, key.span, args[0].span)
+                default = kinds.get(2)
+                return found if default is None else types.unify(found, default)
+        return declared
+
+    def format(self, node: ir.Apply) -> str:
+        """``format(template, values..., name = value)``: any number of values, and fields that
+        a literal template names must have one."""
+        for arg in [*node.args[1:], *node.kwargs.values()]:
+            self.type(arg)
+        if not node.args:
+            self.errors.error("KD0208", "`format` needs its template", node.span)
+            return "str"
+        template = node.args[0]
+        kind = self.type(template)
+        if kind not in ("str", "any"):
+            self.errors.error(
+                "KD0208",
+                f"the template of `format` must be a string, not {_name(kind)}",
+                template.span,
+            )
+        if not (isinstance(template, ir.Lit) and isinstance(template.value, str)):
+            return "str"
+        try:
+            fields = format_fields(template.value)
+        except ValueError as bad:
+            self.errors.error("KD0208", f"invalid `format` template: {bad}", template.span)
+            return "str"
+        positional = len(node.args) - 1
+        automatic = 0
+        for name in fields:
+            if name == "":
+                automatic += 1
+                wanted, missing = automatic, automatic > positional
+            elif name.isdigit():
+                wanted, missing = int(name) + 1, int(name) >= positional
+            else:
+                wanted, missing = 0, name not in node.kwargs
+            if missing:
+                what = f"`{name}`" if wanted == 0 else f"value {wanted}"
+                self.errors.error(
+                    "KD0208",
+                    f"the `format` template wants {what}, which is not given",
+                    template.span,
+                    help='give it after the template: format("{} and {}", a, b) or '
+                    'format("{x}", x = a)',
+                )
+                break
+        return "str"
 
     def scored(self, node: ir.Apply) -> str:
         if len(node.args) != 1 or node.kwargs or not isinstance(node.args[0], ir.Column):
@@ -247,3 +363,20 @@ def _available(columns: Mapping[str, str]) -> str:
         if columns
         else "no columns are available here"
     )
+
+
+def column_type(node, columns: Mapping[str, str], errors: Collector, items: bool = False) -> str:
+    """The column type of a computed column's values (``items``: of the items of the list the
+    expression gives, one row per item, as ``explode`` makes them)."""
+    kind = typecheck(node, columns, errors)
+    if items:
+        if not (types.is_list(kind) or kind == "any"):
+            errors.error(
+                "KD0231",
+                f"`explode` needs a list to take apart, this is {_name(kind)}",
+                node.span,
+                help='make one, e.g. split(text, "\\n"), or json(text) for a JSON list',
+            )
+            return "any"
+        kind = types.element(kind)
+    return types.column_kind(kind)

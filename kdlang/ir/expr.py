@@ -1,8 +1,9 @@
-"""The expression language of ``keep`` filters and ``metric`` lines, as IR.
+"""The expression language of ``keep`` filters, ``metric`` lines and computed columns
+(``map``, ``explode``), as IR.
 
 A small, typed, side-effect-free language evaluated by kdlang itself (never Python ``eval``):
 literals, column names, calls of built-in functions, arithmetic, comparisons, ``and``/``or``/
-``not``, ``in`` with lists and ranges. Types are checked (:mod:`kdlang.expr.typecheck`, run by
+``not``, ``in`` with lists and ranges, items (``x[0]``) and fields (``turn.content``). Types are checked (:mod:`kdlang.expr.typecheck`, run by
 :mod:`kdlang.check`) before any row is seen; :mod:`kdlang.expr.functions` defines the built-ins.
 """
 
@@ -79,6 +80,24 @@ class Between(ExprNode):
     high: Expr
 
 
+class Index(ExprNode):
+    """``base[index]``: a list's item (negative counts from the end), a string's character, a
+    map's value at a key; null when there is none."""
+
+    kind: Literal["index"] = "index"
+    base: Expr
+    index: Expr
+
+
+class Member(ExprNode):
+    """``base.name``: a field of a map (``row.meta.lang``, ``last(turns).content``); null when
+    the map has no such key."""
+
+    kind: Literal["member"] = "member"
+    base: Expr
+    name: str
+
+
 def columns_used(expr: Any) -> list[Column]:
     """Every column an expression reads, in source order."""
     found: list[Column] = []
@@ -100,6 +119,11 @@ def columns_used(expr: Any) -> list[Column]:
         elif isinstance(node, Between):
             walk(node.low)
             walk(node.high)
+        elif isinstance(node, Index):
+            walk(node.base)
+            walk(node.index)
+        elif isinstance(node, Member):
+            walk(node.base)
 
     walk(expr)
     return found

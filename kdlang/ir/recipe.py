@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, InstanceOf, SerializeAsAny
 from kdlang.ir.sources import Dataset, Model, Prompt, RecipeHeader
 from kdlang.ir.stages import StageOperator
 from kdlang.ir.training import Evaluate, Export, Train
+from kdlang.ir.transforms import TRANSFORMS  # noqa: F401  map, explode, union: registered by import
 from kdlang.syntax.span import Span
 
 

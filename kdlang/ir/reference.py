@@ -86,7 +86,7 @@ def entries() -> list[tuple[str, list[Entry]]]:
         for kind, cls in DATASET_KINDS.items()
     ]
     stages = [
-        Entry(f"`{op}(input)`", cls, ("input",), frozenset({"rules"}))
+        Entry(f"`{op}(input)`", cls, ("input",), frozenset(cls.syntax_fields))
         for op, cls in STAGE_OPERATORS.items()
     ]
     rules = [

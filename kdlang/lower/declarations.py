@@ -34,6 +34,7 @@ from kdlang.ir.stages import (
     StageOperator,
 )
 from kdlang.ir.training import Evaluate, Export, Metric, Train
+from kdlang.ir.transforms import ComputedColumn, Computing, ExplodeStage, MapStage
 from kdlang.ir.validation import Fields, Unlowerable
 from kdlang.ir.values import Node, Ref
 from kdlang.lower.settings import SettingsLowering
@@ -42,6 +43,13 @@ from kdlang.syntax.diagnostics import Collector, suggestion
 from kdlang.syntax.span import Span
 
 _FILTER_STMTS: tuple[type[ast.Stmt], ...] = (ast.KeepStmt, ast.DedupStmt, ast.DecontaminateStmt)
+
+
+def _block_settings(cls: type[Computing]) -> set[str]:
+    """The names that are settings in the block of a ``map`` or ``explode``; every other
+    ``NAME = EXPR`` line computes a column (``input = instruction + context`` too: the input
+    is the call's argument)."""
+    return set(cls.model_fields) - set(cls.syntax_fields) - {"input", "op", "span", "spans"}
 
 
 def lower(module: ast.Module, errors: Collector) -> Recipe:
@@ -185,12 +193,22 @@ class _Lowering(SettingsLowering):
                 help=help_text or "operators: " + ", ".join(STAGE_OPERATORS),
             )
             return None
+        block, computed = decl.block, None
+        if issubclass(cls, Computing):
+            block, computed = self.computed_columns(cls, decl.block)
+        call, others = op, None
+        if "others" in cls.syntax_fields:  # union(a, b, ...): the inputs after the first
+            call, others = ast.Call(op.span, op.func, op.args[:1], op.kwargs), op.args[1:]
         fields = self.fields(
-            decl.block,
-            call=op,
+            block,
+            call=call,
             positional=("input",),
             allow=_FILTER_STMTS if op.name == "filter" else (),
         )
+        if others is not None:
+            self.union_inputs(decl, cls, fields, others)
+        if computed is not None and issubclass(cls, Computing):
+            self.computed_lines(decl, cls, fields, computed)
         if op.name == "filter":
             lines = (
                 [s for s in decl.block.stmts if isinstance(s, _FILTER_STMTS)] if decl.block else []
@@ -209,6 +227,101 @@ class _Lowering(SettingsLowering):
                 fields.reported.add("rules")  # each failed rule is reported already
             self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
         return self.validated(cls, fields, decl.span, decl.name_span)
+
+    def computed_columns(
+        self, cls: type[Computing], block: ast.Block | None
+    ) -> tuple[ast.Block | None, list[ComputedColumn]]:
+        """The ``COLUMN = EXPR`` lines of a block (those naming no setting of ``cls``), and the
+        block without them; a line with errors is reported and left out."""
+        if block is None:
+            return None, []
+        settings = _block_settings(cls)
+        rest: list[ast.Stmt] = []
+        columns: list[ComputedColumn] = []
+        first: dict[str, Span] = {}
+        for stmt in block.stmts:
+            if not isinstance(stmt, ast.Setting) or stmt.key in settings:
+                rest.append(stmt)
+                continue
+            if stmt.key in first:
+                self.errors.error(
+                    "KD0106",
+                    f"column `{stmt.key}` is computed twice",
+                    stmt.key_span,
+                    notes=[("first computed here", first[stmt.key])],
+                )
+                continue
+            first[stmt.key] = stmt.key_span
+            try:
+                expr = self.expression(stmt.value)
+            except Unlowerable:
+                continue
+            columns.append(
+                ComputedColumn(
+                    name=stmt.key, expr=expr, span=stmt.span, spans={"name": stmt.key_span}
+                )
+            )
+        return ast.Block(block.span, rest), columns
+
+    def computed_lines(
+        self,
+        decl: ast.StageDecl,
+        cls: type[Computing],
+        fields: Fields,
+        columns: list[ComputedColumn],
+    ) -> None:
+        """The computed columns of a ``map`` or ``explode``, and what each needs of them."""
+        settings = _block_settings(cls)
+        lines = [
+            s
+            for s in (decl.block.stmts if decl.block else [])
+            if isinstance(s, ast.Setting) and s.key not in settings
+        ]
+        if cls is ExplodeStage and len(lines) != 1:
+            self.errors.error(
+                "KD0121",
+                f"explode `{decl.name}` takes one `COLUMN = EXPR` line, "
+                + ("it has none" if not lines else f"it has {len(lines)}"),
+                lines[1].key_span if len(lines) > 1 else decl.name_span,
+                help="the line names the column each item goes to: "
+                '`explode(gen) { instruction = split(output, "\\n") }`',
+            )
+            fields.reported.add(cls.computed)
+        if cls is MapStage:
+            if not lines and "keep" not in fields.values and "drop" not in fields.values:
+                self.errors.error(
+                    "KD0120",
+                    f"map `{decl.name}` changes nothing: it has no `COLUMN = EXPR` line",
+                    decl.name_span,
+                    help='compute a column (`prompt = question + "\\n" + context`), or '
+                    "narrow the columns with `keep = [...]` or `drop = [...]`",
+                )
+            if "keep" in fields.values and "drop" in fields.values:
+                self.errors.error(
+                    "KD0120",
+                    "`keep` and `drop` both narrow the columns: give one of them",
+                    fields.key_spans["drop"],
+                    notes=[("`keep` is here", fields.key_spans["keep"])],
+                )
+                fields.reported.add("drop")
+        span = decl.block.span if decl.block else decl.op.span
+        self.given(cls, fields, cls.computed, columns, span)
+
+    def union_inputs(
+        self, decl: ast.StageDecl, cls: type[Node], fields: Fields, others: list[ast.Expr]
+    ) -> None:
+        """The second and later inputs of ``union(a, b, ...)``."""
+        if not others:
+            self.errors.error(
+                "KD0122",
+                f"union `{decl.name}` has one input: it takes two or more",
+                decl.op.span,
+                help="union(a, b, ...) appends the rows of its inputs, one after another",
+            )
+            fields.reported.add("others")
+            return
+        span = others[0].span.to(others[-1].span)
+        self.given(cls, fields, "others", [self.value(arg) for arg in others], span)
 
     def train(self, decl: ast.TrainDecl) -> Train | None:
         fields = self.fields(decl.block, allow=(ast.LossStmt,))

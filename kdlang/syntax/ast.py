@@ -143,6 +143,24 @@ class MapExpr(Expr):
 
 
 @dataclass
+class Index(Expr):
+    """``base[index]``: an item of a list (``parts[-1]``), a character, or a map's key."""
+
+    base: Expr
+    index: Expr
+
+
+@dataclass
+class Member(Expr):
+    """``base.name`` after a call or an index (``last(turns).content``); a field of a plain
+    name is a dotted :class:`Ref`."""
+
+    base: Expr
+    name: str
+    name_span: Span
+
+
+@dataclass
 class Range(Expr):
     """``low..high`` (inclusive at both ends)."""
 

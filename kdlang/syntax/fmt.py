@@ -180,6 +180,10 @@ class _Printer:
             return node.dotted, atom
         if isinstance(node, ast.Call):
             return node.name + self.arguments(node), atom
+        if isinstance(node, ast.Index):
+            return f"{self.expr(node.base, atom)}[{self.expr(node.index)}]", atom
+        if isinstance(node, ast.Member):
+            return f"{self.expr(node.base, atom)}.{node.name}", atom
         if isinstance(node, ast.ListExpr):
             return "[" + ", ".join(self.expr(i) for i in node.items) + "]", atom
         if isinstance(node, ast.MapExpr):

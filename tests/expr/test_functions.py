@@ -89,6 +89,42 @@ CASES = {
         ("numeric_equal(missing, 1)", False),
     ],
     "is_null": [("is_null(missing)", True), ("is_null(absent)", True), ('is_null("")', False)],
+    "format": [
+        ('format("{} of {}", word, 3)', "banana of 3"),
+        ('format("{1}-{0}", "a", "b")', "b-a"),
+        ('format("{w}!", w = word)', "banana!"),
+        ('format("{:.2f}", 2.5)', "2.50"),
+        ('format("[{}]", missing)', "[]"),  # null shows as empty text
+        ('format("{}", items)', '["a", "b", "c"]'),  # a list as JSON
+        ('format("{} {}", word)', None),  # a field without a value
+    ],
+    "split": [
+        ('split("a,b,,c", ",")', ["a", "b", "", "c"]),
+        ('split("  two  words\\n")', ["two", "words"]),
+        ('split("ab", "")', ["a", "b"]),
+    ],
+    "join": [
+        ('join(items, "+")', "a+b+c"),
+        ("join(items)", "abc"),
+        ('join([1, null, 2.5], ", ")', "1, 2.5"),
+    ],
+    "first": [("first(items)", "a"), ("first([])", None)],
+    "last": [("last(items)", "c"), ("last([])", None)],
+    "get": [
+        ('get(json("{\\"k\\": 1}"), "k")', 1),
+        ('get(json("{}"), "k", "d")', "d"),
+        ('get(missing, "k", 0)', 0),
+    ],
+    "json": [
+        ('json("[1, 2]")', [1, 2]),
+        ('json("{\\"a\\": {\\"b\\": true}}")', {"a": {"b": True}}),
+        ('json("not json")', None),
+    ],
+    "if": [
+        ('if(len(word) > 3, "long", "short")', "long"),
+        ('if(missing, "yes", "no")', "no"),  # null is not true
+        ('if(false, "x")', None),
+    ],
 }
 
 

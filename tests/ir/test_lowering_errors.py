@@ -201,12 +201,7 @@ def test_division_by_zero_is_no_constant():
     assert only(TRAIN.format("lr = 1 / 0  loss sft weight 1")).code == "KD0103"
 
 
-def test_expression_language_has_no_dotted_columns_nor_maps():
-    dotted = only("stage f = filter(r) { keep a.b > 1 }")
-    assert (dotted.code, dotted.message) == (
-        "KD0103",
-        "`a.b`: expressions name columns, which have no parts",
-    )
+def test_expression_language_has_no_maps():
     mapped = only("stage f = filter(r) { keep x == {a: 1} }")
     assert mapped.message == "maps and `->` have no meaning in an expression"
 

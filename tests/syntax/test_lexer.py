@@ -158,7 +158,7 @@ def test_dotted_names_and_the_numbers_they_hold():
 @pytest.mark.parametrize(
     ("text", "code", "message", "position"),
     [
-        ("stage s = label(d) { keep = 1 }", "KD0008", "missing value before `=`", (1, 26)),
+        ("stage s = label(d) { metric = 1 }", "KD0008", "missing value before `=`", (1, 28)),
         ('model m = hf("x") @', "KD0001", "unexpected character `@`", (1, 19)),
         (
             "train t {\n  lr = 1\nmodel m = hf()",
