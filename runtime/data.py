@@ -83,11 +83,88 @@ def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:
     check_column_types(rows, data.columns if isinstance(data.columns, dict) else None)
     if data.columns:
         rows = [{c: row.get(c) for c in data.columns} for row in rows]
+    for column in conversation_columns(data, rows):
+        for number, row in enumerate(rows, 1):
+            row[column] = canonical_turns(row.get(column), data, f"row {number}, `{column}`")
     if data.shuffle:
         random.Random(seed).shuffle(rows)
     if data.limit:
         rows = rows[: data.limit]
     return rows
+
+
+ROLES = ("system", "user", "assistant", "tool")
+"""The roles of a canonical conversation turn."""
+ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+"""Role names of common layouts (ShareGPT, Gemini) read as the canonical ones."""
+
+
+def conversation_columns(data, rows: list[dict[str, Any]]) -> list[str]:
+    """The columns read as conversations: the one ``messages = ...`` names, those declared
+    ``messages`` in a ``columns`` map, and those whose every value is a list of
+    ``{role, content}`` (or ShareGPT ``{from, value}``) turns, as the checker infers them."""
+    named = [data.messages] if getattr(data, "messages", None) else []
+    if isinstance(data.columns, dict):
+        named += [c for c, kind in data.columns.items() if kind == "messages"]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    for key in keys:
+        values = [row.get(key) for row in rows if row.get(key) is not None]
+        if values and all(_canonical_layout(v) for v in values):
+            named.append(key)
+    return list(dict.fromkeys(named))
+
+
+def _canonical_layout(value: Any) -> bool:
+    """A list of ``{role, content}`` or ``{from, value}`` turns (as the checker infers them)."""
+    from kdlang.check.datafiles import is_conversation
+
+    return isinstance(value, list) and is_conversation(value)
+
+
+def canonical_turns(value: Any, data, where: str) -> list[dict[str, str]] | None:
+    """One conversation as ``[{role, content}]`` with roles among :data:`ROLES`: the turn keys
+    and role names of the declaration (``role_key``, ``content_key``, ``roles``) or of the
+    usual layouts (``role``/``content``, ShareGPT's ``from``/``value``). A turn that fits none
+    is a ``ValueError`` naming ``where`` (the row) and the turn."""
+    if value is None:
+        return None
+    if isinstance(value, str):  # a conversation stored as JSON text (csv columns)
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{where} is not a conversation (text that is no JSON list)") from None
+    if not isinstance(value, list):
+        raise ValueError(f"{where} is not a conversation: {type(value).__name__}, not a list")
+    aliases = {**ROLE_ALIASES, **(getattr(data, "roles", None) or {})}
+    turns = []
+    for number, turn in enumerate(value, 1):
+        if not isinstance(turn, dict):
+            raise ValueError(f"{where}, turn {number} is {type(turn).__name__}, not a map")
+        role = _field(turn, getattr(data, "role_key", None), ("role", "from"))
+        content = _field(turn, getattr(data, "content_key", None), ("content", "value"))
+        if role is None or content is None:
+            raise ValueError(
+                f"{where}, turn {number} has no role and content (keys: {', '.join(sorted(turn))})"
+            )
+        role = aliases.get(str(role), str(role))
+        if role not in ROLES:
+            raise ValueError(
+                f"{where}, turn {number} has role {role!r}, not one of {', '.join(ROLES)} "
+                "(map it with `roles = {...}`)"
+            )
+        if not isinstance(content, str):
+            raise ValueError(f"{where}, turn {number}: the content is no text")
+        turns.append({"role": role, "content": content})
+    return turns
+
+
+def _field(turn: dict, key: str | None, defaults: tuple[str, ...]) -> Any:
+    """The first of the keys that the turn holds a value at (a parquet turn has every key of
+    its struct, those of another layout null)."""
+    for name in (key,) if key else defaults:
+        if turn.get(name) is not None:
+            return turn[name]
+    return None
 
 
 _FILE_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
@@ -133,10 +210,10 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(
-                    f"{path.name}:{number}:{error.colno}: not JSON ({error.msg})"
+                    f"{path.name}: line {number}, column {error.colno} is not JSON: {error.msg}"
                 ) from None
             if not isinstance(row, dict):
-                raise ValueError(f"{path.name}:{number}:1: a {_kind(row)}, not an object")
+                raise ValueError(f"{path.name}: line {number} is a {_kind(row)}, not an object")
             rows.append(row)
     return rows
 

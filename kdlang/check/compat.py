@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from kdlang.check.conversations import check_conversation_sources
 from kdlang.check.program import Program
 from kdlang.ir import losses as ls
 from kdlang.ir import stages as st
@@ -20,6 +21,7 @@ from kdlang.ir import training as tr
 from kdlang.ir.sources import HFModel, OpenAIModel
 from kdlang.ir.values import Node, Schedule, bounds
 from kdlang.syntax.diagnostics import Collector
+from kdlang.syntax.source import kind_of
 
 # (setting, lowest, highest, lowest allowed inclusive?)
 RANGES = {
@@ -41,6 +43,7 @@ def cached_logits_stage(program: Program, data_name: str) -> st.TeacherLogitsSta
 
 def check_compat(program: Program, errors: Collector) -> None:
     recipe = program.recipe
+    check_conversation_sources(program, errors)
     for stage in recipe.stages.values():
         if isinstance(stage, st.TeacherLogitsStage):
             model = recipe.models.get(stage.teacher.name)
@@ -174,7 +177,7 @@ def _check_vocab(
 def _vocab_digest(folder: Path) -> str | None:
     """A digest of a local model's token -> id table, read from its tokenizer files; None when
     there are none, or they cannot be read (loading the model will say why)."""
-    if not folder.is_dir():
+    if kind_of(folder) != "dir":
         return None
     try:
         return _read_vocab_digest(folder)

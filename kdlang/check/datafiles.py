@@ -42,10 +42,24 @@ def value_type(value: Any) -> str:
     if isinstance(value, str):
         return "str"
     if isinstance(value, list):
-        return "list"
+        return "messages" if is_conversation(value) else "list"
     if isinstance(value, dict):
         return "map"
     return "any"
+
+
+TURN_KEYS = (("role", "content"), ("from", "value"))
+"""The keys of a turn in the layouts read as conversations without a declaration: the canonical
+``{role, content}`` and ShareGPT's ``{from, value}``."""
+
+
+def is_conversation(value: list) -> bool:
+    """Whether a list is a conversation: turns, each a map with the keys of a layout of
+    :data:`TURN_KEYS`."""
+    return bool(value) and all(
+        isinstance(turn, dict) and any(role in turn and text in turn for role, text in TURN_KEYS)
+        for turn in value
+    )
 
 
 def columns_of_rows(rows: list[dict]) -> dict[str, str]:
@@ -63,6 +77,8 @@ def columns_of_rows(rows: list[dict]) -> dict[str, str]:
                 types[key] = kind
             elif {known, kind} <= {"int", "float"}:
                 types[key] = "float"
+            elif {known, kind} == {"list", "messages"}:
+                types[key] = "list"  # some rows are no conversation
             else:
                 types[key] = "any"
     return {key: kind or "any" for key, kind in types.items()}
@@ -146,7 +162,9 @@ def _arrow_type(name: str) -> str:
     if name == "bool":
         return "bool"
     if name.startswith(("list", "large_list", "fixed_size_list")):
-        return "list"
+        turn = re.fullmatch(r"(?:large_)?list<[^:<]*: struct<(.*)>>", name)
+        keys = set(re.findall(r"(?:^|, )(\w+): ", turn.group(1))) if turn else set()
+        return "messages" if any({r, t} <= keys for r, t in TURN_KEYS) else "list"
     if name.startswith(("struct", "map")):
         return "map"
     return "any"

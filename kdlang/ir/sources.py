@@ -5,10 +5,16 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from kdlang.ir.descriptor import Operator
+from kdlang.ir.descriptor import Columns, Operator
 from kdlang.ir.values import ColumnName, Node, SecretStr, StrOrEnv, Symbol
 
 PositiveInt = Annotated[int, Field(ge=1)]
+ColumnType = Annotated[
+    Literal["str", "int", "float", "bool", "list", "map", "messages", "any"], Symbol
+]
+"""A declared column type: `columns = {conversation: messages, id: int}`."""
+Role = Annotated[Literal["system", "user", "assistant", "tool"], Symbol]
+"""The role of a conversation turn."""
 
 
 class RecipeHeader(Node):
@@ -59,10 +65,27 @@ class HFModel(Node):
         None, description="Train LoRA adapters instead of all weights (students)."
     )
     trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub.")
-    chat_template: Annotated[Literal["auto", "none"], Symbol] = Field(
+    chat_template: Annotated[Literal["auto", "none"], Symbol] | str = Field(
         "auto",
-        description="auto: apply the tokenizer's chat template when it has one; none: plain text.",
+        description="auto: apply the tokenizer's chat template when it has one; none: plain text; "
+        'a Jinja template of its own, inline (`"""{% for m in messages %}..."""`) or the path of '
+        "a file (relative to the recipe).",
     )
+    chat_template_args: dict[str, Any] | None = Field(
+        None,
+        description="Keyword arguments of the chat template (`{enable_thinking: false}`), passed "
+        "to `apply_chat_template` wherever the model renders a conversation.",
+    )
+
+    def inline_template(self) -> bool:
+        """Whether ``chat_template`` is a template's text (else ``auto``, ``none`` or a file)."""
+        return "{{" in self.chat_template or "{%" in self.chat_template
+
+    def template_file(self) -> str | None:
+        """The path ``chat_template`` names, when it names a file."""
+        if self.chat_template in ("auto", "none") or self.inline_template():
+            return None
+        return self.chat_template
 
 
 class OpenAIModel(Node):
@@ -123,13 +146,43 @@ class DataCommon(Operator):
     section: ClassVar[str] = "datasets"
     main_only: ClassVar[bool] = True
 
-    columns: list[ColumnName] | None = Field(
-        None, description="Columns of the data; read from local files when omitted."
+    columns: list[ColumnName] | dict[ColumnName, ColumnType] | None = Field(
+        None,
+        description="Columns of the data (a list, or a map to their types such as `messages`); "
+        "read from local files when omitted.",
     )
     limit: PositiveInt | None = Field(
         None, description="Keep only the first N rows (after shuffling)."
     )
     shuffle: bool = Field(False, description="Shuffle rows with the recipe seed.")
+    messages: ColumnName | None = Field(
+        None,
+        description="A column holding conversations in another layout (ShareGPT `from`/`value`, "
+        "custom keys): read as `[{role, content}]`.",
+    )
+    role_key: str | None = Field(
+        None, description="Key of a turn's role in `messages` (default: `role`, else `from`)."
+    )
+    content_key: str | None = Field(
+        None, description="Key of a turn's text in `messages` (default: `content`, else `value`)."
+    )
+    roles: dict[str, Role] | None = Field(
+        None,
+        description="Role names of the data -> system/user/assistant/tool, added to "
+        "human/gpt/bot/model (`roles = {asker: user, expert: assistant}`).",
+    )
+
+    def typed_columns(self, columns: Columns | None) -> Columns | None:
+        """The columns with the types this declaration gives: those of a `columns` map, and
+        `messages` for the conversation column it names."""
+        if columns is None:
+            return None
+        typed = dict(columns)
+        if isinstance(self.columns, dict):
+            typed.update({k: v for k, v in self.columns.items() if k in typed})
+        if self.messages is not None and self.messages in typed:
+            typed[self.messages] = "messages"
+        return typed
 
 
 class JsonlData(DataCommon):

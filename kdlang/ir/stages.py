@@ -90,20 +90,47 @@ class LabelStage(Generating):
 
     op: Literal["label"] = "label"
     teacher: RefField = Field(description="The model that writes (a `model` declaration).")
-    prompt: RefField = Field(description="The prompt rendered for each row.")
+    prompt: RefField | None = Field(
+        None, description="The prompt rendered for each row (unless the stage answers `messages`)."
+    )
     system: str | RefField | None = Field(
-        None, description="System prompt (Orca-style explanation tuning)."
+        None,
+        description="System prompt (Orca-style explanation tuning); with `messages` it replaces "
+        "the conversation's own.",
     )
     samples: int = Field(1, ge=1, description="Generations per row.")
     output: ColumnName = Field("output", description="Name of the column the generations go to.")
+    messages: ColumnName | None = Field(
+        None,
+        description="A conversation column the teacher answers instead of a prompt: it writes "
+        "the assistant's turns, and `output` holds the conversation with them.",
+    )
+    turns: Annotated[Literal["last", "each"], Symbol] = Field(
+        "last",
+        description="With `messages`: answer the last user turn (replacing the assistant turn "
+        "after it), or write every assistant turn in order, each after the teacher's earlier "
+        "ones.",
+    )
+
+    answer: ColumnName | None = Field(
+        None,
+        description="With `messages`: also write the teacher's last turn, as text, to this column.",
+    )
+
+    column_settings: ClassVar[tuple[str, ...]] = ("messages",)
 
     def output_columns(self, columns: Columns) -> Columns:
-        out = {**columns, self.output: "str"}
+        out = {**columns, self.output: "messages" if self.messages is not None else "str"}
+        if self.messages is not None and self.answer is not None:
+            out[self.answer] = "str"
         return {**out, "sample": "int"} if self.samples > 1 else out
 
     def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
         if rows is None:
             return Estimate(rows_upper_bound=upper)
+        if self.messages is not None and self.turns == "each":
+            # one call per assistant turn: how many the conversations hold is not known here
+            return Estimate(rows=rows, rows_upper_bound=upper)
         calls = rows * self.samples
         return Estimate(
             rows=calls,

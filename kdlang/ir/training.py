@@ -31,6 +31,9 @@ class Train(Operator):
     }
     reads: ClassVar[str | None] = "data"
     prompts: ClassVar[tuple[PromptUse, ...]] = (PromptUse("prompt"),)
+    conversation_settings: ClassVar[tuple[str, ...]] = ("target",)
+    """Text settings that may name a conversation column instead (its chat template renders
+    it)."""
 
     kind: Literal["train"] = "train"
     student: RefField = Field(description="The model trained (an `hf` model).")
@@ -43,7 +46,16 @@ class Train(Operator):
     prompt: RefField | None = Field(
         None, description="Template of the input part; its tokens get no loss."
     )
-    target: ColumnName = Field("output", description="Column holding the text the student learns.")
+    target: ColumnName = Field(
+        "output",
+        description="Column holding the text the student learns, or a conversation (`messages`) "
+        "whose turns it learns as `train_on` says.",
+    )
+    train_on: Annotated[Literal["assistant", "last_assistant", "all"], Symbol] = Field(
+        "assistant",
+        description="Of a conversation target, the tokens learned: every assistant turn, the "
+        "last one, or the whole rendered conversation.",
+    )
     losses: list[Loss] = Field(min_length=1)
     epochs: int = Field(
         1, ge=1, description="Passes over the data (ignored when max_steps is set)."

@@ -57,7 +57,11 @@ def generate_rows(
     the same outputs as one process would, whatever the number of processes."""
     backend = model
     if backend is None:
-        backend = ctx.teacher(teacher if teacher is not None else node_ir.teacher)
+        ref = teacher if teacher is not None else node_ir.teacher
+        backend = ctx.teacher(ref)
+        chat_args = getattr(ctx.model(ref), "chat_template_args", None)
+        if chat_args is not None and hasattr(backend, "chat_args"):
+            backend.chat_args = dict(chat_args)  # an `hf` teacher renders with them
     dist = ctx.dist
     white = getattr(backend, "white_box", False)
     before = backend.stats.as_dict()
@@ -156,6 +160,20 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     stage = node.node
     rows = ctx.rows(stage.input.name)
     ctx.stats["rows_in"] = len(rows)
+    if stage.messages is not None:  # the teacher answers conversations (kdlang.runtime.chat)
+        from ..chat import label_conversations
+
+        def generate(requests, log_name):
+            try:
+                return generate_rows(ctx, stage, rows, requests, log_name)
+            except ValueError as error:  # a teacher without chat template given several turns
+                raise RunError(f"{ctx.node.name}: {error}") from None
+
+        result = label_conversations(ctx, stage, rows, generate)
+        if not ctx.dist.is_main:
+            return {}
+        columns = list(node.columns) if node.columns else None
+        return {"rows": write_rows(result, out, columns=columns)}
     prompt = ctx.template(stage.prompt)
     system = ctx.template(stage.system) if stage.system is not None else None
     requests = row_requests(ctx, stage, rows, prompt, system=system, n=stage.samples)

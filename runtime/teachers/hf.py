@@ -80,6 +80,7 @@ class HFTeacher(Teacher):
         batch_size: int = 16,
         trust_remote_code: bool = False,
         chat_template: str = "auto",
+        chat_template_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -105,6 +106,8 @@ class HFTeacher(Teacher):
         if chat_template not in ("auto", "none"):
             self.tokenizer.chat_template = chat_template
         self.chat = chat_template != "none" and bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat_args: dict[str, Any] = dict(chat_template_args or {})
+        """Keyword arguments of the chat template (the model's ``chat_template_args``)."""
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         # Padding positions are masked out, so any id works when the tokenizer defines none.
@@ -247,7 +250,9 @@ class HFTeacher(Teacher):
         self, prompt: Prompt, target: str, system: str | None = None
     ) -> tuple[list[int], list[int]]:
         """``(prompt_ids, target_ids)`` exactly as ``topk_logprobs`` feeds them to the model."""
-        prompt_ids, target_ids = encode_pair(self.tokenizer, prompt, target, system, chat=self.chat)
+        prompt_ids, target_ids = encode_pair(
+            self.tokenizer, prompt, target, system, chat=self.chat, args=self.chat_args
+        )
         if not prompt_ids:
             raise ValueError("the prompt encodes to no tokens; nothing to condition on")
         return prompt_ids, target_ids
@@ -259,7 +264,7 @@ class HFTeacher(Teacher):
             torch.cuda.empty_cache()
 
     def _prompt_ids(self, prompt: Prompt, system: str | None) -> list[int]:
-        ids = encode_prompt(self.tokenizer, prompt, system, chat=self.chat)
+        ids = encode_prompt(self.tokenizer, prompt, system, chat=self.chat, args=self.chat_args)
         if not ids:
             raise ValueError("the prompt encodes to no tokens; nothing to condition on")
         return ids

@@ -8,6 +8,7 @@ target token, and training lines the student's positions up with them through
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from .base import Message, Prompt
@@ -48,32 +49,56 @@ def render_plain(prompt: Prompt, system: str | None = None) -> str:
     return "\n\n".join(m["content"] for m in messages)
 
 
-def render_prompt(tokenizer: Any, prompt: Prompt, system: str | None, *, chat: bool) -> str:
+def render_prompt(
+    tokenizer: Any,
+    prompt: Prompt,
+    system: str | None,
+    *,
+    chat: bool,
+    args: Mapping[str, Any] | None = None,
+) -> str:
     """The prompt text the model reads: its chat template with a generation prompt when
-    ``chat``, else :func:`render_plain`."""
+    ``chat`` (``args``: the template's keyword arguments, ``chat_template_args``), else
+    :func:`render_plain`."""
     if not chat:
         return render_plain(prompt, system)
     text = tokenizer.apply_chat_template(
-        to_messages(prompt, system), add_generation_prompt=True, tokenize=False
+        to_messages(prompt, system),
+        add_generation_prompt=True,
+        tokenize=False,
+        **dict(args or {}),
     )
     if not isinstance(text, str):
         raise TypeError(f"chat template rendered {type(text).__name__}, expected text")
     return text
 
 
-def encode_prompt(tokenizer: Any, prompt: Prompt, system: str | None, *, chat: bool) -> list[int]:
+def encode_prompt(
+    tokenizer: Any,
+    prompt: Prompt,
+    system: str | None,
+    *,
+    chat: bool,
+    args: Mapping[str, Any] | None = None,
+) -> list[int]:
     """Token ids of the rendered prompt. Chat templates write their own special tokens; plain
     text gets the tokenizer's usual ones (e.g. BOS)."""
-    text = render_prompt(tokenizer, prompt, system, chat=chat)
+    text = render_prompt(tokenizer, prompt, system, chat=chat, args=args)
     return list(tokenizer(text, add_special_tokens=not chat)["input_ids"])
 
 
 def encode_pair(
-    tokenizer: Any, prompt: Prompt, target: str, system: str | None = None, *, chat: bool
+    tokenizer: Any,
+    prompt: Prompt,
+    target: str,
+    system: str | None = None,
+    *,
+    chat: bool,
+    args: Mapping[str, Any] | None = None,
 ) -> tuple[list[int], list[int]]:
     """``(prompt_ids, target_ids)``: the prompt as :func:`encode_prompt`, the target tokenized
     on its own without special tokens (append ``tokenizer.eos_token`` to the target text to
     score or train the end of sequence). The model input is ``prompt_ids + target_ids``."""
-    prompt_ids = encode_prompt(tokenizer, prompt, system, chat=chat)
+    prompt_ids = encode_prompt(tokenizer, prompt, system, chat=chat, args=args)
     target_ids = list(tokenizer(target, add_special_tokens=False)["input_ids"])
     return prompt_ids, target_ids

@@ -26,21 +26,24 @@ IGNORE = -100
 @dataclass
 class Example:
     """One training sequence. ``topk_ids``/``topk_logprobs`` (``[T', k]``, T' ≤ len(target))
-    hold the cached teacher's distribution for target tokens ``0 .. T'-1``."""
+    hold the cached teacher's distribution for target tokens ``0 .. T'-1``. ``learn`` (one flag
+    per target token; ``None``: all of them) marks the target tokens learned: a conversation's
+    target holds the assistant's turns and the user turns between them."""
 
     prompt: list[int]
     target: list[int]
     topk_ids: np.ndarray | None = None
     topk_logprobs: np.ndarray | None = None
     row: int = -1
+    learn: list[bool] | None = None
 
     @property
     def tokens(self) -> int:
-        return len(self.target)
+        return len(self.target) if self.learn is None else sum(self.learn)
 
     def with_target(self, target: list[int]) -> Example:
         """The same prompt with another target (an on-policy sample); no cached teacher rows."""
-        return replace(self, target=list(target), topk_ids=None, topk_logprobs=None)
+        return replace(self, target=list(target), topk_ids=None, topk_logprobs=None, learn=None)
 
 
 @dataclass
@@ -88,14 +91,14 @@ def truncate(prompt: list[int], target: list[int], max_length: int) -> tuple[lis
 
 
 def encode(
-    tokenizer, prompt, target: str, *, chat: bool, system: str | None = None
+    tokenizer, prompt, target: str, *, chat: bool, system: str | None = None, args=None
 ) -> tuple[list[int], list[int]]:
     """``(prompt_ids, target_ids)`` as the teachers encode them (same rendering and chat
     template), the target ending with EOS so the student learns to stop; a prompt that encodes
     to nothing is given BOS (or EOS) to condition on."""
     from ..teachers.prompts import encode_pair
 
-    prompt_ids, target_ids = encode_pair(tokenizer, prompt, target, system, chat=chat)
+    prompt_ids, target_ids = encode_pair(tokenizer, prompt, target, system, chat=chat, args=args)
     if not prompt_ids:
         start = tokenizer.bos_token_id
         prompt_ids = [start if start is not None else tokenizer.eos_token_id]
@@ -132,7 +135,10 @@ def collate(examples: list[Example], pad_id: int, *, kd_everywhere: bool = True)
         if not length:
             continue
         span = slice(start - 1, start - 1 + length)
-        labels[b, span] = torch.tensor(example.target, dtype=torch.long)
+        learned = torch.tensor(example.target, dtype=torch.long)
+        if example.learn is not None:  # a conversation: the tokens of other turns are not learned
+            learned[~torch.tensor(example.learn, dtype=torch.bool)] = IGNORE
+        labels[b, span] = learned
         if kd_everywhere:
             kd_labels[b, span] = labels[b, span]
         elif example.topk_ids is not None:

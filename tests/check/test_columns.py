@@ -156,6 +156,8 @@ STRUCTURED_ROWS = [
     {"q": "Hi?", "turns": [{"role": "user", "content": "Hi?"}], "meta": {"src": "x"}, "a": "Hi."},
     {"q": "Yo?", "turns": [{"role": "user", "content": "Yo?"}], "meta": {"src": "y"}, "a": "Yo."},
 ]
+for _row in STRUCTURED_ROWS:
+    _row["tags"] = [_row["q"]]  # a list that is no conversation
 
 
 def structured(project: Path, body: str) -> list:
@@ -172,14 +174,14 @@ def structured(project: Path, body: str) -> list:
 def test_list_and_map_columns_are_typed_from_jsonl_parquet_and_inline(project: Path):
     structured(project, "")
     found_schemas = schemas(project, (project / "recipe.kd").read_text())
-    expected = {"q": "str", "turns": "list", "meta": "map", "a": "str"}
+    expected = {"q": "str", "turns": "messages", "meta": "map", "a": "str", "tags": "list"}
     assert found_schemas["chat"] == found_schemas["pchat"] == expected
     inline = "dataset rows = inline([{m: {k: 1}, l: [1]}])\n"
     assert schemas(project, inline)["rows"] == {"m": "map", "l": "list"}
 
 
 def test_a_list_or_map_column_is_no_train_target(project: Path):
-    for data, column, kind in (("chat", "turns", "a list"), ("pchat", "meta", "a map")):
+    for data, column, kind in (("chat", "tags", "a list"), ("pchat", "meta", "a map")):
         body = (
             'prompt ask = "Q: {{ q }}"\n'
             f"train t {{ student = student  data = {data}  prompt = ask  target = {column}\n"
@@ -215,7 +217,9 @@ def test_a_prompt_printing_a_list_or_map_column_as_it_is(project: Path):
         ("KD0211", 7, line.index("turns") + 1),
         ("KD0211", 7, line.index("meta") + 1),
     ]
-    assert found_here[0].message == "prompt `ask` prints `turns`, which holds a list, not text"
+    assert found_here[0].message == (
+        "prompt `ask` prints `turns`, which holds a conversation, not text"
+    )
     assert found_here[1].message == "prompt `ask` prints `meta`, which holds a map, not text"
 
 

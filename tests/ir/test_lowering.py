@@ -62,6 +62,7 @@ def test_hf_model_defaults():
         "lora": None,
         "trust_remote_code": False,
         "chat_template": "auto",
+        "chat_template_args": None,
     }
 
 
@@ -152,6 +153,10 @@ def test_file_datasets():
         "columns": None,
         "limit": None,
         "shuffle": False,
+        "messages": None,
+        "role_key": None,
+        "content_key": None,
+        "roles": None,
     }
     assert isinstance(b, CsvData) and b.columns == ["question", "answer"]  # bare names are names
     assert (c.kind, c.path, c.limit) == ("parquet", "data/x.parquet", 100)
@@ -208,6 +213,9 @@ def test_label_stage_defaults_and_bare_column_names():
         "system": None,
         "samples": 1,
         "output": "output",
+        "messages": None,
+        "turns": "last",
+        "answer": None,
         "temperature": 1.0,
         "top_p": 1.0,
         "max_tokens": 256,
@@ -389,6 +397,7 @@ def test_train_values_and_defaults():
         "data": {"name": "soft"},
         "prompt": {"name": "solve"},
         "target": "rationale",
+        "train_on": "assistant",
         "epochs": 3,
         "max_steps": None,
         "batch": 32,

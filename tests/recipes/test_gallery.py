@@ -356,7 +356,8 @@ def check_run(run: Run) -> None:
             assert node["rows_out"] == node["rows_in"] * decl.samples, planned.name
             assert node["teacher"]["failures"] == 0
             texts = [row[decl.output] for row in run.rows(planned.name)]
-            assert len(texts) == node["rows_out"] and all(isinstance(t, str) for t in texts)
+            written = list if decl.messages is not None else str  # a conversation, or text
+            assert len(texts) == node["rows_out"] and all(isinstance(t, written) for t in texts)
         elif op == "curate":
             assert node["rows_out"] == node["rows_in"] * decl.per_item - dropped, planned.name
         elif op == "expand":
@@ -664,6 +665,36 @@ def test_star_self_knowledge_runs_end_to_end(tmp_path, primed_pair):
     assert [(r["answer"], r["rationale"]) for r in run.rows("successes")] == [("34", PRIMED_ANSWER)]
     export = run.workdir / "runs" / "star" / "student-iteration-1"
     assert (export / "model.safetensors").is_file()
+
+
+def test_chat_distill_runs_end_to_end(tmp_path, random_pair):
+    run = run_gallery(
+        "chat_distill.kd",
+        tmp_path,
+        random_pair,
+        [
+            *FLOAT32_TEACHER,
+            "chats.limit=3",
+            "answered.max_tokens=8",
+            "chat.max_steps=2",
+            "chat.batch=2",
+        ],
+    )
+    chats = run.rows("chats")
+    assert chats[0]["conversations"][:2] == [
+        {"role": "system", "content": "You are a patient maths tutor."},
+        {"role": "user", "content": "What is 15% of 80?"},
+    ]
+    for before, after in zip(chats, run.rows("answered"), strict=True):
+        dialogue = after["dialogue"]
+        # every assistant turn rewritten by the teacher, the other turns as they were
+        assert [t["role"] for t in dialogue] == [t["role"] for t in before["conversations"]]
+        kept = [t for t in before["conversations"] if t["role"] != "assistant"]
+        assert [t for t in dialogue if t["role"] != "assistant"] == kept
+    assert run.nodes["answered"]["teacher"]["requests"] == sum(
+        t["role"] == "assistant" for row in chats for t in row["conversations"]
+    )
+    assert all(m["sft"] > 0.0 and m["forward_kl"] >= 0.0 for m in run.metrics("chat"))
 
 
 API_TOPK_OVERRIDES = [
