@@ -80,11 +80,31 @@ class PromptTemplate:
         except Exception as error:  # any failure of a user's template
             reason = str(error) if isinstance(error, TemplateError) else _describe(error)
         where = f" on row {row + 1}" if row is not None else ""
+        reason = _redact(reason, variables)
         raise RunError(f"prompt `{self.name}` cannot be rendered{where}: {reason}")
 
 
 def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _redact(message: str, variables: dict[str, Any]) -> str:
+    """``message`` with every text of the row it quotes replaced by ``…``: an error names the
+    prompt and the row, never shows the data (which may hold what should not be shown)."""
+    texts: list[str] = []
+    pending = list(variables.values())
+    while pending and len(texts) < 10_000:
+        value = pending.pop()
+        if isinstance(value, str) and len(value) >= 3:
+            texts.append(value)
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+    for text in sorted(texts, key=len, reverse=True):
+        if text in message:
+            message = message.replace(text, "…")
+    return message
 
 
 class StageContext:

@@ -65,6 +65,8 @@ def check_exports(program: Program, errors: Collector) -> None:
         reason: str | None
         if export.path == "":
             reason = "is empty, which names the working directory"
+        elif "\0" in export.path:
+            reason = "holds a NUL character, which no folder name can"
         else:
             target = workdir / Path(export.path).expanduser()
             reason = unsafe_destination(target, workdir, cache)

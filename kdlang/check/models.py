@@ -12,6 +12,7 @@ from __future__ import annotations
 from kdlang.check.program import Program
 from kdlang.ir.sources import HFModel
 from kdlang.syntax.diagnostics import Collector
+from kdlang.syntax.source import component_too_long, kind_of
 
 
 def looks_local(path: str) -> bool:
@@ -26,10 +27,18 @@ def looks_local(path: str) -> bool:
 
 def check_models(program: Program, errors: Collector) -> None:
     for model in program.recipe.models.values():
+        if isinstance(model, HFModel) and component_too_long(model.path):
+            errors.error(
+                "KD0409",
+                "the model's path has a component longer than the system allows",
+                model.spans.get("path", model.span),
+                help="a hub id is `org/name`, each part under 96 characters",
+            )
+            continue
         if not isinstance(model, HFModel) or not looks_local(model.path):
             continue
         folder = program.resolve(model.span.file, model.path)
-        if not folder.exists():
+        if kind_of(folder) is None:
             errors.error(
                 "KD0402",
                 f"model folder not found: {model.path}",

@@ -18,12 +18,13 @@ from kdlang.check.datafiles import UnreadableData, columns_of_rows, read_columns
 from kdlang.check.names import dependency_order
 from kdlang.check.program import Program
 from kdlang.check.templates import STRUCTURED, check_template
-from kdlang.expr.typecheck import typecheck
+from kdlang.expr.typecheck import column_type, typecheck
 from kdlang.ir import training as tr
 from kdlang.ir.descriptor import Columns, Operator
 from kdlang.ir.sources import HFData, InlineData
 from kdlang.ir.values import Node
 from kdlang.syntax.diagnostics import Collector, suggestion
+from kdlang.syntax.source import component_too_long, kind_of
 
 
 def compute_schemas(program: Program, errors: Collector) -> dict[str, Columns | None]:
@@ -33,14 +34,14 @@ def compute_schemas(program: Program, errors: Collector) -> dict[str, Columns | 
     checker = _Checker(program, schemas, errors)
     order, _ = dependency_order(recipe)
     for name, data in recipe.datasets.items():
-        schemas[name] = _dataset_columns(program, name, data, errors)
+        schemas[name] = data.typed_columns(_dataset_columns(program, name, data, errors))
     for section in ("stages", "trains", "evals"):
         table = getattr(recipe, section)
         for name in (n for n in order if n in table):
             node = table[name]
             columns = schemas.get(getattr(node, node.reads).name) if node.reads else None
             if section == "stages":
-                schemas[name] = None if columns is None else node.output_columns(columns)
+                schemas[name] = None if columns is None else checker.output(node, columns)
             if columns is not None:
                 checker.node(node, columns)
     # Every prompt's template is parsed, also when nothing valid renders it (unused, or used by a
@@ -57,13 +58,20 @@ def _dataset_columns(program: Program, name: str, data, errors: Collector) -> Co
         return {**found, **{k: found.get(k, "any") for k in declared or {}}}
     if isinstance(data, HFData):
         local = program.resolve(data.span.file, data.id)
-        if declared is None and not local.exists():
+        if declared is None and kind_of(local) is None:
             errors.error(
                 "KD0105",
                 f"dataset `{name}` comes from the hub: declare its `columns = [...]`",
                 program.recipe.name_spans[name],
                 help="columns are read from local files only, so that `check` needs no network",
             )
+        return declared
+    if component_too_long(data.path):
+        errors.error(
+            "KD0409",
+            f"the data file's path has a component longer than the system allows: {data.path[:60]}...",
+            data.spans.get("path", data.span),
+        )
         return declared
     path = program.resolve(data.span.file, data.path)
     try:
@@ -121,6 +129,12 @@ class _Checker:
             self.pairs(node, columns)
         for part in _parts(node):
             self.part(part, node.scope(columns), columns)
+
+    def output(self, node: Operator, columns: Columns) -> Columns:
+        """A stage's output columns; one whose columns depend on the types of its expressions
+        or on other inputs (``typed_output``, :mod:`kdlang.ir.transforms`) is checked here."""
+        typed = getattr(node, "typed_output", None)
+        return node.output_columns(columns) if typed is None else typed(columns, _Typing(self))
 
     def part(self, part: Node, scope: Columns, columns: Columns) -> None:
         """A node inside an operator (a filter rule, a metric)."""
@@ -214,6 +228,8 @@ class _Checker:
         self.column(node, field, columns)
         name = getattr(node, field)
         kind = columns.get(name)
+        if kind == "messages" and field in getattr(node, "conversation_settings", ()):
+            return  # a conversation this setting renders (kdlang.check.conversations)
         if kind in STRUCTURED:
             self.errors.error(
                 "KD0211",
@@ -222,6 +238,22 @@ class _Checker:
                 help="a target is a text column; make one with a stage that writes text "
                 "(`label`), or pick another column",
             )
+
+
+class _Typing:
+    """What :meth:`_Checker.output` lets a stage ask (:class:`kdlang.ir.transforms.OutputTyping`)."""
+
+    def __init__(self, checker: _Checker):
+        self.checker = checker
+
+    def type(self, expr: Any, scope: Columns, items: bool = False) -> str:
+        return column_type(expr, scope, self.checker.errors, items=items)
+
+    def columns_of(self, name: str) -> Columns | None:
+        return self.checker.schemas.get(name)
+
+    def error(self, code: str, message: str, span: Any, help: str | None = None) -> None:
+        self.checker.errors.error(code, message, span, help=help)
 
 
 NUMERIC = ("int", "float", "any")

@@ -170,7 +170,12 @@ def printed_variables(text: str) -> set[str]:
     return scan_template(text).printed
 
 
-STRUCTURED = {"list": "a list", "map": "a map", "messages": "a conversation"}
+STRUCTURED = {
+    "list": "a list",
+    "map": "a map",
+    "messages": "a conversation",
+    "turn": "a turn of a conversation",
+}
 """Column types whose text is no text: printed or trained on, they would be Python's ``str()``."""
 
 

@@ -65,13 +65,13 @@ def run(
         _usage(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     file = file or default_recipe()
     root = Path(workdir)
-    cache = cache or str(root / ".kdcache")
+    given_cache, cache = cache, cache or str(root / ".kdcache")
     for option, folder in (("--workdir", root), ("--cache", Path(cache))):
         if folder.exists() and not folder.is_dir():
             _usage(f"{option} {folder} is a file, not a folder")
     if launcher is not None or nproc is not None:
         command = launch_command(
-            launcher, nproc, file, overrides, only, force, device, workdir, cache
+            launcher, nproc, file, overrides, only, force, device, workdir, given_cache
         )
         read_source(file)  # a missing recipe is a usage error here, not in every process
         with _locked(cache, wait):  # the group runs under this process's lock

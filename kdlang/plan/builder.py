@@ -22,6 +22,7 @@ from kdlang.plan.changes import explain_change
 from kdlang.plan.fingerprint import canonical, file_hash, fingerprint, folder_hash
 from kdlang.plan.models import ModelSource, resolve_models
 from kdlang.plan.store import Store
+from kdlang.syntax.source import kind_of
 
 
 @dataclass
@@ -132,9 +133,10 @@ class _Builder:
             local = self.program.resolve(
                 decl.span.file, decl.id if isinstance(decl, HFData) else decl.path
             )
-            if local.is_file():
+            found = kind_of(local)
+            if found == "file":
                 files[local.name] = file_hash(local)
-            elif local.is_dir():
+            elif found == "dir":
                 files[local.name] = folder_hash(local)
         node.components = {
             "op": op,

@@ -16,6 +16,7 @@ from kdlang.ir.descriptor import Estimate
 from kdlang.ir.sources import CsvData, HFModel, InlineData, JsonlData, ParquetData
 from kdlang.ir.stages import TOPK_BYTES_PER_ENTRY
 from kdlang.ir.training import FUSED_LINEAR_THRESHOLD
+from kdlang.syntax.source import kind_of
 
 __all__ = [
     "FUSED_LINEAR_THRESHOLD",
@@ -29,7 +30,7 @@ __all__ = [
 def dataset_rows(data, path: Path | None) -> int | None:
     if isinstance(data, InlineData):
         count = len(data.rows)
-    elif path is None or not path.is_file():
+    elif path is None or kind_of(path) != "file":
         return data.limit
     elif isinstance(data, JsonlData):
         with path.open("rb") as handle:
@@ -55,7 +56,7 @@ def vocab_size(model, folder: Path | None) -> int | None:
     if not isinstance(model, HFModel) or folder is None:
         return None
     config = folder / "config.json"
-    if not config.is_file():
+    if kind_of(config) != "file":
         return None
     try:
         data = json.loads(config.read_text(encoding="utf-8"))

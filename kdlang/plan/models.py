@@ -17,6 +17,7 @@ from kdlang.check.program import Program
 from kdlang.ir.sources import HFModel, OpenAIModel
 from kdlang.ir.values import EnvRef
 from kdlang.plan.fingerprint import canonical, folder_hash
+from kdlang.syntax.source import kind_of
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def _resolve(program: Program, name: str, model, resolve) -> ModelSource:
     settings = canonical(model, resolve)
     settings.pop("batch_size", None)  # how many rows go through at once changes no output
     folder = program.resolve(model.span.file, model.path)
-    if folder.is_dir():
+    if kind_of(folder) == "dir":
         settings.pop("path")
         settings["content"] = folder_hash(folder)
         return ModelSource(name, model, str(folder), True, settings)

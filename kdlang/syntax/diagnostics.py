@@ -95,14 +95,16 @@ class Collector:
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """The closest candidate by edit distance, if close enough to be a plausible typo."""
+    limit = max(1, min(3, len(word) // 3 + 1))
     best, best_distance = None, None
     for candidate in sorted(set(candidates)):
+        if abs(len(candidate) - len(word)) > limit:
+            continue  # the distance is at least the difference in length
         distance = edit_distance(word.lower(), candidate.lower())
         if best_distance is None or distance < best_distance:
             best, best_distance = candidate, distance
     if best is None or best_distance is None:
         return None
-    limit = max(1, min(3, len(word) // 3 + 1))
     return best if best_distance <= limit else None
 
 
@@ -144,9 +146,18 @@ def _paint(text: str, style: str, color: bool) -> str:
     return f"\x1b[{codes[style]}m{text}\x1b[0m" if color else text
 
 
+def visible_text(text: str) -> str:
+    """``text`` with control characters (a NUL in a path, an escape sequence) written as
+    escapes, so that a message cannot garble or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
 def _render_one(d: Diagnostic, source: str | None, color: bool) -> str:
     sev = d.severity.value
-    out = [f"{_paint(f'{sev}[{d.code}]', sev, color)}: {_paint(d.message, 'bold', color)}"]
+    message = visible_text(d.message)
+    out = [f"{_paint(f'{sev}[{d.code}]', sev, color)}: {_paint(message, 'bold', color)}"]
     s = d.span
     lines = source_lines(source) if source is not None else []
     gutter = len(str(s.end_line))

@@ -100,6 +100,9 @@ def parse(source: str, file: str = "<string>") -> ast.Module:
     return ast.Module(file=file, source=source, decls=decls, comments=comments)
 
 
+_Numeric = int | float
+MAX_DIGITS = 30
+"""Digits of the longest integer literal (int64 needs 19)."""
 MAX_NESTING = 100
 """How deep expressions, lists and maps may nest in a recipe (real ones nest under 15): every
 phase after the parser walks the tree recursively, and this keeps them inside Python's stack."""
@@ -215,6 +218,10 @@ class _TreeBuilder(Transformer):
     def keep_stmt(self, meta, c):
         return ast.KeepStmt(self._span(meta), c[0])
 
+    def keep_setting(self, meta, c):
+        key = Span(self.file, meta.line, meta.column, meta.line, meta.column + len("keep"))
+        return ast.Setting(self._span(meta), "keep", key, c[0])
+
     def dedup_stmt(self, meta, c):
         return ast.DedupStmt(self._span(meta), str(c[0]), self._tok(c[0]), c[1])
 
@@ -276,6 +283,12 @@ class _TreeBuilder(Transformer):
     def transition(self, meta, c):
         return ast.Transition(self._span(meta), c[0], c[1])
 
+    def indexed(self, meta, c):
+        return ast.Index(self._span(meta), c[0], c[1])
+
+    def member(self, meta, c):
+        return ast.Member(self._span(meta), c[0], str(c[1]), self._tok(c[1]))
+
     def dotted(self, meta, c):
         return ast.Ref(self._span(meta), tuple(str(t) for t in c))
 
@@ -298,13 +311,29 @@ class _TreeBuilder(Transformer):
 
     def percent(self, meta, c):
         raw = str(c[0])
-        return ast.Percent(self._span(meta), float(raw[:-1]) / 100.0, raw)
+        return ast.Percent(self._span(meta), self._number(meta, raw[:-1], float) / 100.0, raw)
 
     def float(self, meta, c):
-        return ast.Number(self._span(meta), float(c[0]), str(c[0]))
+        return ast.Number(self._span(meta), self._number(meta, str(c[0]), float), str(c[0]))
 
     def int(self, meta, c):
-        return ast.Number(self._span(meta), int(c[0]), str(c[0]))
+        return ast.Number(self._span(meta), self._number(meta, str(c[0]), int), str(c[0]))
+
+    def _number(self, meta, raw: str, kind: type) -> _Numeric:
+        """The literal's value; KD0012 (and 0) for one no setting could take: an integer of
+        more than :data:`MAX_DIGITS` digits, a float that overflows to infinity."""
+        digits = len(raw.lstrip("+-").lstrip("0"))
+        value = kind(raw) if kind is not int or digits <= MAX_DIGITS else None
+        if value is None or value in (float("inf"), float("-inf")):
+            shown = raw if len(raw) <= 24 else f"{raw[:12]}...{raw[-6:]} ({len(raw):,} characters)"
+            self.errors.error(
+                "KD0012",
+                f"number too large: {shown}",
+                self._span(meta),
+                help="a count, size or rate of a recipe fits in far fewer digits",
+            )
+            return 0
+        return value
 
     def true(self, meta, c):
         return ast.Bool(self._span(meta), True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 
 from kdlang.syntax.diagnostics import Diagnostic, DiagnosticError
@@ -27,6 +28,24 @@ class SourceRefused(Exception):
         self.message = message
 
 
+def kind_of(path: str | os.PathLike) -> str | None:
+    """``"file"``, ``"dir"`` or ``"other"`` for what is at ``path``; ``None`` when nothing can be
+    (missing, a component too long for the system, no permission): a look that never raises,
+    for paths taken from a recipe."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # ValueError: an embedded NUL
+        return None
+    return "dir" if stat.S_ISDIR(mode) else "file" if stat.S_ISREG(mode) else "other"
+
+
+def component_too_long(path: str) -> bool:
+    """Whether a component of ``path`` is longer than file systems allow (255 bytes)."""
+    return any(
+        len(part.encode("utf-8", "surrogatepass")) > 255 for part in re.split(r"[/\\]", path)
+    )
+
+
 def check_readable(path: str, limit: int | None = MAX_SOURCE_BYTES) -> os.stat_result:
     """``os.stat`` of ``path`` if it is a regular file (of at most ``limit`` bytes). Raises
     FileNotFoundError for a missing file, :class:`SourceRefused` for anything else unreadable."""
@@ -34,6 +53,10 @@ def check_readable(path: str, limit: int | None = MAX_SOURCE_BYTES) -> os.stat_r
         info = os.stat(path)
     except FileNotFoundError:
         raise
+    except ValueError:  # an embedded NUL
+        raise SourceRefused(
+            "KD0407", "the path holds a NUL character, which no file name can"
+        ) from None
     except OSError as error:
         if error.errno == errno.ENAMETOOLONG:
             raise SourceRefused(

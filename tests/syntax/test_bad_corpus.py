@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from kdlang.syntax.codes import CODES
-from kdlang.syntax.diagnostics import render
+from kdlang.syntax.diagnostics import render, visible_text
 from tests.syntax.support import BAD, GOOD, diagnose, expectation, first_error, has_checker
 
 CORPUS = sorted(BAD.glob("*.kd"))
@@ -47,15 +47,17 @@ def test_first_error_has_the_expected_code_and_position(path):
     text = render([primary], sources)
     _assert_rendering(text, primary, sources[str(path)])
 
-    # Parsing and lowering alone already find it: the later checks add no noise before it.
-    alone, _ = diagnose(path, checker=False)
-    assert first_error(alone) == primary
+    # Parsing and lowering alone already find a syntax or structure mistake (KD00xx, KD01xx):
+    # the later checks add no noise before it. Later codes need the checker.
+    if code.startswith(("KD00", "KD01")):
+        alone, _ = diagnose(path, checker=False)
+        assert first_error(alone) == primary
 
 
 def _assert_rendering(text: str, diagnostic, source: str) -> None:
     lines = text.splitlines()
     span = diagnostic.span
-    assert lines[0] == f"error[{diagnostic.code}]: {diagnostic.message}"
+    assert lines[0] == f"error[{diagnostic.code}]: {visible_text(diagnostic.message)}"
     assert lines[1].strip() == f"--> {span.file}:{span.line}:{span.column}"
     source_line = source.splitlines()[span.line - 1].replace("\t", " ")
     numbered = [i for i, row in enumerate(lines) if re.match(rf"^\s*{span.line} \| ", row)]

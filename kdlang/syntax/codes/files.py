@@ -62,8 +62,9 @@ TABLE = [
     (
         "KD0409",
         "path too long",
-        "A path in the recipe (an import or a data file) has a component longer than the "
-        "operating system allows (usually 255 bytes), so no such file can exist. Shorten it.",
+        "A path in the recipe (an import, a data file, a model's folder or hub id) has a "
+        "component longer than the operating system allows (usually 255 bytes), so no such "
+        "file can exist. Shorten it.",
     ),
     (
         "KD0410",

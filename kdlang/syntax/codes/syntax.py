@@ -75,4 +75,11 @@ TABLE = [
         "in its own declaration (a `dataset` of inline rows, a `prompt`), or split the "
         "expression.",
     ),
+    (
+        "KD0012",
+        "number too large",
+        "A number literal no setting could take: an integer of more than 30 digits, or a "
+        "floating-point number past about 1.8e308, which would be infinity. Counts, sizes and "
+        "rates of a recipe fit in a few digits.",
+    ),
 ]

@@ -24,8 +24,10 @@ def recipe(tmp_path) -> Path:
 
 
 @pytest.fixture
-def started(monkeypatch):
-    """The command lines ``kdlang run`` would start; each "exits" with status 5."""
+def started(monkeypatch, tmp_path):
+    """The command lines ``kdlang run`` would start; each "exits" with status 5. The launcher
+    holds the cache lock for them, in the test's folder."""
+    monkeypatch.chdir(tmp_path)
     commands: list[list[str]] = []
 
     def call(command):

@@ -124,9 +124,11 @@ def test_a_malformed_line_is_named_by_its_line_and_column_at_run_time(tmp_path):
     path.write_text(good * 49_999 + '{"q": "secret-token-1" oops}\n' + good * 50_000)
     with pytest.raises(ValueError) as raised:
         _read_jsonl(path)
-    assert str(raised.value) == "big.jsonl:50000:24: not JSON (Expecting ',' delimiter)"
+    assert (
+        str(raised.value) == "big.jsonl: line 50000, column 24 is not JSON: Expecting ',' delimiter"
+    )
     path.write_text(good * 3 + '["a list"]\n')
-    with pytest.raises(ValueError, match=r"^big.jsonl:4:1: a list, not an object$"):
+    with pytest.raises(ValueError, match=r"^big.jsonl: line 4 is a list, not an object$"):
         _read_jsonl(path)
 
 
