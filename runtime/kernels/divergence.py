@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from . import entries
 from .divergence_kernel import COUNTER_STRIDE, PART_FIELDS, divergence_kernel
 from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows, interpreting
@@ -48,20 +49,28 @@ class DivergenceSpec:
 
 # (widest row, block, segment, warps): rows up to that width run with these. A segment of
 # 0 means one program per row. The wide-row entry is the fastest of the H100 sweeps at
-# V = 128,256 (benchmarks/results/kernels_h100_tune.json): forward_kl 2.94 ms.
+# V = 128,256 (benchmarks/results/kernels_h100_tune.json): forward_kl 2.94 ms; the H200
+# sweeps (benchmarks/results/kernels_h200_tune.json) pick it again for forward_kl, reverse_kl
+# and tvd (2.685, 3.445, 3.989 ms at V = 128,256).
 CONFIGS: tuple[tuple[int, int, int, int], ...] = (
     (4096, 1024, 0, 4),
     (16384, 2048, 0, 8),
     (65536, 2048, 8192, 4),
     (2**62, 2048, 8192, 4),
 )
+WHOLE_ROW_MODES = frozenset({entries.JSD})
+"""Modes whose wide rows run one program per row: jsd's extra log per entry makes it
+arithmetic-bound, and the barrier's wait then costs more than the parallelism gives (H200,
+V = 128,256: 6.046 ms against 6.754 with segments of 8,192; V = 32,000: 1.577 against 1.681)."""
 
 
-def kernel_config(width: int) -> tuple[int, int, int]:
-    """(block, segment, num_warps) for rows of ``width`` entries."""
+def kernel_config(width: int, mode: int | None = None) -> tuple[int, int, int]:
+    """(block, segment, num_warps) for rows of ``width`` entries (of divergence ``mode``)."""
     for widest, block, segment, warps in CONFIGS:
         if width <= widest:
             block = max(16, min(block, triton.next_power_of_2(width)))
+            if mode in WHOLE_ROW_MODES:
+                segment = 0
             return block, segment or width, warps
     raise AssertionError("unreachable")
 
@@ -89,7 +98,7 @@ def launch_divergence(
     device = student.tensor.device
     if n_rows == 0:
         return torch.zeros(0, dtype=torch.float32, device=device)
-    tuned_block, tuned_segment, tuned_warps = kernel_config(width)
+    tuned_block, tuned_segment, tuned_warps = kernel_config(width, spec.mode)
     block = block or tuned_block
     segment = min(segment or (width if interpreting() else tuned_segment), width)
     n_seg = triton.cdiv(width, segment)
