@@ -11,6 +11,7 @@ expression is an error in a setting. :mod:`kdlang.lower.declarations` builds dec
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kdlang.ir.sources import LoRA
@@ -159,7 +160,11 @@ class SettingsLowering:
                 kwargs={k.name: self.value(k.value) for k in node.kwargs},
                 span=node.span,
             )
-        folded = fold(node)
+        try:
+            folded = fold(node)
+        except FoldError as error:
+            self.errors.error("KD0104", f"this arithmetic has no value: {error}", node.span)
+            raise Unlowerable from None
         if folded is not None:
             return folded
         self.errors.error(
@@ -168,18 +173,36 @@ class SettingsLowering:
         raise Unlowerable
 
 
+class FoldError(Exception):
+    """Constant arithmetic without a finite value (a division by zero, an overflow)."""
+
+
+_ARITHMETIC = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+}
+
+
 def fold(node: ast.Expr) -> float | int | None:
-    """The value of constant arithmetic in a setting (``lr = 3e-4 * 2``), else None."""
+    """The value of constant arithmetic in a setting (``lr = 3e-4 * 2``), else None;
+    :class:`FoldError` when it has no finite value."""
     if isinstance(node, ast.Number):
         return node.value
     if isinstance(node, ast.Unary) and node.op == "-":
         inner = fold(node.operand)
         return None if inner is None else -inner
-    if isinstance(node, ast.Binary) and node.op in "+-*/":
+    if isinstance(node, ast.Binary) and node.op in _ARITHMETIC:
         left, right = fold(node.left), fold(node.right)
-        if left is None or right is None or (node.op == "/" and right == 0):
+        if left is None or right is None:
             return None
-        return {"+": left + right, "-": left - right, "*": left * right, "/": left / right}[node.op]
+        if node.op == "/" and right == 0:
+            raise FoldError("a division by zero")
+        value = _ARITHMETIC[node.op](left, right)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FoldError("the result is too large to be a number")
+        return value
     return None
 
 
