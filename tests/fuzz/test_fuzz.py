@@ -54,3 +54,33 @@ def test_generated_recipes_get_diagnostics_never_a_traceback(text, tmp_path_fact
     # (names that do not resolve, settings of the wrong kind, values of every shape).
     outcome = run_case("generated", text.encode(), tmp_path_factory.mktemp("generated"))
     assert outcome.kind != "finding", outcome.detail
+
+
+def test_the_harness_reports_a_hang_an_escape_and_a_diagnostic_without_a_position(
+    tmp_path, monkeypatch
+):
+    import kdlang.check
+    from kdlang.syntax.diagnostics import Diagnostic
+    from kdlang.syntax.span import Span
+    from tests.fuzz import harness
+
+    monkeypatch.setattr(harness, "TIME_LIMIT", 0.2)
+
+    def spin(paths):
+        while True:
+            pass
+
+    def escape(paths):
+        raise KeyError("boom")
+
+    def unplaced(paths):
+        return [Diagnostic("KD0101", "x", Span(paths[0], 0, 0, 0, 1))], {}
+
+    outcomes = []
+    for fake in (spin, escape, unplaced):
+        monkeypatch.setattr(kdlang.check, "check_files", fake)
+        outcomes.append(run_case("fake", b"recipe", tmp_path))
+    assert [o.kind for o in outcomes] == ["finding"] * 3
+    assert outcomes[0].detail == "used more than 0.2 s of CPU time"
+    assert "KeyError: 'boom'" in outcomes[1].detail
+    assert outcomes[2].detail.startswith("a diagnostic without a position: KD0101")
