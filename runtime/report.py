@@ -100,7 +100,9 @@ def _markdown(doc: dict[str, Any]) -> str:
     for node in doc["nodes"]:
         teacher = node["teacher"] or {}
         teacher_text = ", ".join(f"{k} {v}" for k, v in teacher.items() if v) if teacher else ""
+        # A filter's rules are named by their text, which may hold a `|` (a regex): escaped
         dropped = ", ".join(f"{k}: {v}" for k, v in (node["dropped"] or {}).items())
+        dropped = dropped.replace("|", "\\|")
         why = node["error"] or node.get("note")
         status = node["status"] + (f" ({why})" if why else "")
         lines.append(

@@ -15,27 +15,39 @@ from pathlib import Path
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics, usage_error
+from kdlang.cli.common import (
+    EXIT_ERRORS,
+    Command,
+    Group,
+    check_format,
+    color_option,
+    print_diagnostics,
+    set_color,
+    usage_error,
+)
 
 app = typer.Typer(
     name="cache",
     help="Inspect (ls) and clean (gc) the artifact cache.",
     no_args_is_help=True,
     add_completion=False,
+    cls=Group,
 )
 
 CACHE_HELP = "The cache folder."
 
 
-@app.command("ls")
+@app.command("ls", cls=Command)
 def ls(
-    cache: str = typer.Option(".kdcache", "--cache", help=CACHE_HELP),
-    fmt: str = typer.Option("table", "--format", help="table or json."),
+    cache: str = typer.Option(".kdcache", "--cache", metavar="DIR", help=CACHE_HELP),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help="table or json."),
+    color: str = color_option(),
 ) -> None:
     """List the cached artifacts: op, name, rows, size and age."""
     from kdlang.runtime.cache import ArtifactCache, disk_bytes
 
     check_format(fmt, ("table", "json"))
+    set_color(color)
     store = ArtifactCache(cache)
     users = _recipes_by_fingerprint(store.root)
     entries = [
@@ -70,17 +82,28 @@ def ls(
     _print_table(store.root, entries, pending)
 
 
-@app.command("gc")
+@app.command("gc", cls=Command)
 def gc(
-    files: list[str] = typer.Argument(None, help="Recipes whose current plans stay cached."),
+    files: list[str] = typer.Argument(
+        None, metavar="FILE", help="Recipes whose current plans stay cached.", show_default=False
+    ),
     remove_all: bool = typer.Option(False, "--all", help="Remove everything in the cache."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only print what would be removed."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a setting: PATH=VALUE."),
-    cache: str = typer.Option(".kdcache", "--cache", help=CACHE_HELP),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="PATH=VALUE",
+        help="Override a setting: PATH=VALUE; repeatable.",
+        show_default=False,
+    ),
+    cache: str = typer.Option(".kdcache", "--cache", metavar="DIR", help=CACHE_HELP),
+    color: str = color_option(),
 ) -> None:
     """Remove what the current plans of FILE... do not use (or everything with --all), and
     temporary leftovers of interrupted runs."""
     from kdlang.runtime.cache import ArtifactCache
+
+    set_color(color)
 
     if remove_all == bool(files):
         usage_error("give the recipes whose outputs to keep, or --all (not both)")
@@ -181,10 +204,11 @@ def human_bytes(count: int) -> str:
 
 
 def _print_table(root: Path, entries: list[dict], pending: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from kdlang.cli.common import console as make_console
+
+    console = make_console()
     table = Table(title=f"cache {root}: {len(entries)} artifacts")
     for column in ("fingerprint", "op", "name", "rows", "size", "age", "recipes"):
         table.add_column(column, justify="right" if column in ("rows", "size", "age") else "left")

@@ -8,14 +8,31 @@ from pathlib import Path
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, check_format, print_diagnostics, read_source
+from kdlang.cli.common import (
+    EXIT_ERRORS,
+    check_format,
+    color_option,
+    default_recipe,
+    print_diagnostics,
+    read_source,
+    set_color,
+)
+
+SET_HELP = "Override a setting: PATH=VALUE (e.g. distill.lr=1e-4); repeatable."
 
 
 def plan(
-    file: str = typer.Argument(..., help="The recipe."),
-    fmt: str = typer.Option("table", "--format", help="table, json or dot."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a setting: PATH=VALUE."),
-    cache: str = typer.Option(".kdcache", "--cache", help="The cache folder to compare against."),
+    file: str = typer.Argument(
+        None, metavar="FILE", help="The recipe. Default: the embedded quickstart."
+    ),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help="table, json or dot."),
+    overrides: list[str] = typer.Option(
+        [], "--set", metavar="PATH=VALUE", help=SET_HELP, show_default=False
+    ),
+    cache: str = typer.Option(
+        ".kdcache", "--cache", metavar="DIR", help="The cache folder to compare against."
+    ),
+    color: str = color_option(),
 ) -> None:
     """Show the execution plan: stages in order, cached or not and why, and estimates."""
     from kdlang.check import check_files, load_checked
@@ -23,6 +40,8 @@ def plan(
     from kdlang.syntax.diagnostics import DiagnosticError
 
     check_format(fmt, ("table", "json", "dot"))
+    set_color(color)
+    file = file or default_recipe()
     read_source(file)
     try:
         program, warnings = load_checked(file, overrides)
@@ -54,11 +73,17 @@ def _read_lock(file: str) -> dict | None:
 
 
 def lock(
-    file: str = typer.Argument(..., help="The recipe."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a setting: PATH=VALUE."),
-    cache: str = typer.Option(".kdcache", "--cache", help="The cache folder holding outputs."),
+    file: str = typer.Argument(..., metavar="FILE", help="The recipe."),
+    overrides: list[str] = typer.Option(
+        [], "--set", metavar="PATH=VALUE", help=SET_HELP, show_default=False
+    ),
+    cache: str = typer.Option(
+        ".kdcache", "--cache", metavar="DIR", help="The cache folder holding outputs."
+    ),
+    color: str = color_option(),
 ) -> None:
     """Write FILE.lock: resolved fingerprints and, for what already ran, output hashes."""
+    set_color(color)
     from kdlang.check import check_files, load_checked
     from kdlang.plan import Store, build_plan
     from kdlang.plan.render import lock_document

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 from rich.table import Table
 
+from kdlang.cli.common import console
 from kdlang.plan import Plan
 
 
@@ -75,4 +75,4 @@ def print_plan(plan: Plan, lock: dict | None = None) -> None:
             human_count(node.estimate.rows, node.estimate.rows_upper_bound),
             estimate_text(node),
         )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console(width=None if sys.stdout.isatty() else 200).print(table)

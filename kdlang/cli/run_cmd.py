@@ -6,6 +6,11 @@ launcher (``python -m torch.distributed.run --standalone`` or ``accelerate launc
 its exit status through; each process then runs the recipe as one rank of the group (see
 docs/training.md, "Several GPUs"). Started by a launcher, only rank 0 prints progress and the
 summary.
+
+``--format json`` prints the run's summary (the content of ``runs/<recipe>/report.json``) as one
+JSON document on stdout and nothing else there: progress, node lines and what libraries print
+go to stderr. ``-q`` shows only failures and the report's path; ``-v`` adds, under each node's
+line, its fingerprint and output folder.
 """
 
 from __future__ import annotations
@@ -20,33 +25,54 @@ from pathlib import Path
 
 import typer
 
-from kdlang.cli.common import EXIT_ERRORS, EXIT_USAGE, print_diagnostics, read_source
+from kdlang.cli.common import (
+    EXIT_ERRORS,
+    EXIT_USAGE,
+    check_format,
+    color_option,
+    default_recipe,
+    print_diagnostics,
+    read_source,
+    set_color,
+)
 from kdlang.plan.lock import HELD_BY_PARENT
 
 LAUNCHERS = ("torchrun", "accelerate")
 DEVICES = ("cpu", "cuda", "auto")
-
-
-def default_recipe() -> str:
-    """The embedded default recipe (``recipes/quickstart.kd``, shipped as ``kdlang.recipes``)."""
-    from importlib import resources
-
-    return str(resources.files("kdlang.recipes").joinpath("quickstart.kd"))
+FORMATS = ("text", "json")
 
 
 def run(
-    file: str = typer.Argument(None, help="The recipe; default: the embedded quickstart."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a setting: PATH=VALUE."),
+    file: str = typer.Argument(
+        None, metavar="FILE", help="The recipe. Default: the embedded quickstart."
+    ),
+    overrides: list[str] = typer.Option(
+        [],
+        "--set",
+        metavar="PATH=VALUE",
+        help="Override a setting: PATH=VALUE; repeatable.",
+        show_default=False,
+    ),
     only: list[str] = typer.Option(
-        [], "--only", help="Run only this node and what it needs (repeatable)."
+        [],
+        "--only",
+        metavar="NODE",
+        help="Run only this node and what it needs (repeatable).",
+        show_default=False,
     ),
     force: list[str] = typer.Option(
-        [], "--force", help="Run this node even if cached (repeatable)."
+        [],
+        "--force",
+        metavar="NODE",
+        help="Run this node even if cached (repeatable).",
+        show_default=False,
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda or auto."),
-    workdir: str = typer.Option(".", "--workdir", help="Where runs/ (reports) and the cache live."),
+    device: str = typer.Option("auto", "--device", metavar="DEVICE", help="cpu, cuda or auto."),
+    workdir: str = typer.Option(
+        ".", "--workdir", metavar="DIR", help="Where runs/ (reports) and the cache live."
+    ),
     cache: str = typer.Option(
-        None, "--cache", help="The cache folder (default: WORKDIR/.kdcache)."
+        None, "--cache", metavar="DIR", help="The cache folder (default: WORKDIR/.kdcache)."
     ),
     wait: bool = typer.Option(
         False, "--wait", help="If another run holds the cache, wait for it instead of stopping."
@@ -54,13 +80,31 @@ def run(
     launcher: str = typer.Option(
         None,
         "--launcher",
+        metavar="LAUNCHER",
         help="Start --nproc processes under torchrun or accelerate (default: one process).",
     ),
     nproc: int = typer.Option(
-        None, "--nproc", help="Processes to start with --launcher (e.g. one per GPU)."
+        None, "--nproc", metavar="N", help="Processes to start with --launcher (e.g. one per GPU)."
     ),
+    fmt: str = typer.Option(
+        "text",
+        "--format",
+        metavar="FORMAT",
+        help="text, or json: the run's summary (report.json) as one JSON document on stdout.",
+    ),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="Show only failures and the report's path: no progress."
+    ),
+    verbose: bool = typer.Option(
+        False, "-v", "--verbose", help="Add each node's fingerprint and output folder."
+    ),
+    color: str = color_option(),
 ) -> None:
     """Run a recipe: every stage in order, cached stages reused, a report written."""
+    check_format(fmt, FORMATS)
+    set_color(color)
+    if quiet and verbose:
+        _usage("--quiet and --verbose cannot be combined")
     if device not in DEVICES:
         _usage(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
     file = file or default_recipe()
@@ -73,6 +117,7 @@ def run(
         command = launch_command(
             launcher, nproc, file, overrides, only, force, device, workdir, given_cache
         )
+        command += ["--format", fmt, "--color", color, *(["-q"] * quiet), *(["-v"] * verbose)]
         read_source(file)  # a missing recipe is a usage error here, not in every process
         with _locked(cache, wait):  # the group runs under this process's lock
             os.environ[HELD_BY_PARENT] = str(Path(cache).resolve())
@@ -90,9 +135,9 @@ def run(
     except DiagnosticError:
         diagnostics, sources = check_files([file], overrides)
         if main:
-            print_diagnostics(diagnostics, sources, "text")
+            print_diagnostics(diagnostics, sources, fmt)
         raise typer.Exit(EXIT_ERRORS) from None
-    if main:  # an unset secret is an error below if a stage that will run needs it
+    if main and not quiet:  # an unset secret is an error below if a stage that will run needs it
         shown = [w for w in warnings if w.code != "KD0406"]
         print_diagnostics(shown, program.sources, "text")
     plan = build_plan(program, cache)
@@ -106,7 +151,9 @@ def run(
         from kdlang.cli.run_view import run_with_progress
 
         with _locked(cache, wait):
-            result = run_with_progress(plan, root, only, force, device)
+            result = run_with_progress(
+                plan, root, only, force, device, fmt=fmt, quiet=quiet, verbose=verbose
+            )
     else:  # another rank of a launched group: the same work, nothing printed
         from kdlang.runtime.executor import run_plan
 

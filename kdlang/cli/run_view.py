@@ -1,7 +1,13 @@
-"""What ``kdlang run`` shows: a progress bar per stage, a line per finished node, the summary."""
+"""What ``kdlang run`` shows: a progress bar per stage, a line per finished node, the summary.
+
+Everything goes to stderr except the evaluation table (stdout) in text form; with
+``--format json`` stdout holds the report's JSON document alone (what the run's code prints
+to stdout meanwhile is sent to stderr)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sys
 
 from rich.console import Console
@@ -25,12 +31,23 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.1f}/s" if speed else "", style="progress.data.speed")
 
 
-def run_with_progress(plan, root, only, force, device):
+def run_with_progress(
+    plan,
+    root,
+    only,
+    force,
+    device,
+    *,
+    fmt: str = "text",
+    quiet: bool = False,
+    verbose: bool = False,
+):
+    from kdlang.cli.common import console as make_console
     from kdlang.runtime.executor import run_plan
 
     _quiet_libraries()
 
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -40,7 +57,7 @@ def run_with_progress(plan, root, only, force, device):
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=not sys.stderr.isatty(),
+        disable=quiet or not sys.stderr.isatty(),
     )
 
     def on_node(result):
@@ -48,14 +65,24 @@ def run_with_progress(plan, root, only, force, device):
         extra = f", {rows} rows" if rows is not None else ""
         if result.status == "failed":
             console.print(f"[red]failed[/] {result.name} ({result.op}): {result.error}")
-        else:
+        elif not quiet:
             note = f": {result.note}" if result.note else ""
             console.print(
                 f"[green]{result.status:>6}[/] {result.name} ({result.op}{extra}, "
                 f"{result.seconds:.1f}s){note}"
             )
+        if verbose:
+            console.print(
+                f"         fingerprint {result.fingerprint}", highlight=False, soft_wrap=True
+            )
+            if result.output:
+                console.print(f"         output {result.output}", highlight=False, soft_wrap=True)
 
-    with progress:
+    # In JSON form, stdout is the document's alone: what the stages print goes to stderr.
+    to_stderr = (
+        contextlib.redirect_stdout(sys.stderr) if fmt == "json" else contextlib.nullcontext()
+    )
+    with to_stderr, progress:
         result = run_plan(
             plan,
             workdir=root,
@@ -65,16 +92,23 @@ def run_with_progress(plan, root, only, force, device):
             progress=progress,
             on_node=on_node,
         )
-    _summary(console, result)
+    if fmt == "json":
+        document = json.loads((result.report_dir / "report.json").read_text(encoding="utf-8"))
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        console.print(f"report: {result.report_dir / 'report.md'}", highlight=False, soft_wrap=True)
+        return result
+    _summary(console, result, quiet)
     return result
 
 
-def _summary(console: Console, result) -> None:
+def _summary(console: Console, result, quiet: bool = False) -> None:
     evaluations = [
         r for r in result.results if r.op == "evaluate" and r.status in ("ran", "cached")
     ]
-    if evaluations:
+    if evaluations and not quiet:
         from rich.table import Table
+
+        from kdlang.cli.common import console as make_console
 
         names = sorted({m for r in evaluations for m in r.manifest.get("metrics", {})})
         table = Table(title="evaluation")
@@ -93,8 +127,8 @@ def _summary(console: Console, result) -> None:
                     for m in names
                 ],
             )
-        Console().print(table)
-    console.print(f"report: {result.report_dir / 'report.md'}")
+        make_console().print(table)
+    console.print(f"report: {result.report_dir / 'report.md'}", highlight=False, soft_wrap=True)
 
 
 def _quiet_libraries() -> None:

@@ -17,6 +17,7 @@ from kdlang.expr import evaluate
 from kdlang.ir import stages as st
 from kdlang.plan import PlanNode
 
+from ..chat import conversation_text
 from ..context import StageContext
 from ..data import write_rows
 
@@ -24,6 +25,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def words(text) -> list[str]:
+    text = conversation_text(text)  # a conversation: the text of its turns
     return _WORD.findall(str(text).lower()) if text is not None else []
 
 
@@ -41,7 +43,7 @@ def keep(rows, rule: st.KeepRule):
 def dedup_exact(rows, column: str):
     seen, kept = set(), []
     for row in rows:
-        key = " ".join(str(row.get(column)).split())
+        key = " ".join(str(conversation_text(row.get(column))).split())
         if key not in seen:
             seen.add(key)
             kept.append(row)
@@ -91,12 +93,32 @@ def decontaminate(rows, rule: st.DecontaminateRule, reference_rows):
     return [row for row in rows if not (ngrams(row.get(rule.column), rule.ngram) & banned)]
 
 
-def describe(rule) -> str:
+MAX_RULE_TEXT = 80
+
+
+def describe(rule, sources: dict[str, str] | None = None) -> str:
+    """The name of a rule in the stage's ``dropped`` stats: a ``keep`` rule's own text as the
+    recipe writes it (white space collapsed, cut at :data:`MAX_RULE_TEXT` characters)."""
     if isinstance(rule, st.KeepRule):
-        return f"keep #{rule.span.line}"
+        return _source_text(rule.span, sources or {}) or f"keep (line {rule.span.line})"
     if isinstance(rule, st.DedupRule):
         return f"dedup {rule.column} by {rule.method}"
     return f"decontaminate {rule.column} against {rule.against.name}"
+
+
+def _source_text(span, sources: dict[str, str]) -> str:
+    from kdlang.syntax.span import source_lines
+
+    source = sources.get(span.file)
+    if source is None:
+        return ""
+    lines = source_lines(source)[span.line - 1 : span.end_line]
+    if not lines:
+        return ""
+    lines[-1] = lines[-1][: span.end_column - 1]
+    lines[0] = lines[0][span.column - 1 :]
+    text = " ".join(" ".join(lines).split())
+    return text if len(text) <= MAX_RULE_TEXT else text[: MAX_RULE_TEXT - 1] + "…"
 
 
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
@@ -116,7 +138,7 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
             )
         else:
             rows = decontaminate(rows, rule, ctx.rows(rule.against.name))
-        label = describe(rule)
+        label = describe(rule, ctx.program.sources)
         dropped[label] = dropped.get(label, 0) + before - len(rows)
     ctx.stats["dropped"] = dropped
     return {"rows": write_rows(rows, out, columns=list(node.columns) if node.columns else None)}

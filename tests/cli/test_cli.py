@@ -123,7 +123,7 @@ def _main(args: list[str], stdin: str = "", **popen) -> subprocess.CompletedProc
         (["check", CLEAN, "--format", "xml"], 2),
         (["check", "--format=", CLEAN], 2),
         (["check", "no/such/file.kd"], 2),
-        (["check", str(GOOD)], 2),
+        (["check", str(GOOD)], 0),  # a folder: the recipes below it
     ],
 )
 def test_the_entry_point_checks_as_the_app_does(args, code):
@@ -137,7 +137,7 @@ def test_the_entry_point_checks_as_the_app_does(args, code):
 @pytest.mark.parametrize(
     ("args", "code"),
     [
-        (["check"], 2),
+        (["check"], 0),  # no file: the embedded quickstart
         (["check", CLEAN, "--bogus"], 2),
         (["check", "--help"], 0),
         (["check", CLEAN, "--format"], 2),
@@ -179,6 +179,7 @@ def test_an_interrupted_check_exits_130(monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(kdlang.check, "check_files", interrupted)
+    monkeypatch.setattr(kdlang.check, "check_program", interrupted)
     monkeypatch.setattr(sys, "argv", ["kdlang", "check", CLEAN])
     with pytest.raises(SystemExit) as exited:
         cli.main()
