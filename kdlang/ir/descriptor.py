@@ -97,6 +97,13 @@ class Operator(Node):
         """The columns of the node's output, given those of the rows it reads."""
         return dict(columns)
 
+    @classmethod
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+        """What is wrong with the combination of settings a declaration gives (``given``, by
+        name), as ``(code, message, setting)``: reported by the lowering at that setting (None:
+        at the declaration's name). Most operators' settings stand alone: none."""
+        return []
+
     def text_settings(self) -> tuple[str, ...]:
         """The settings naming a column of text in this node (:attr:`text_column_settings` unless what
         the node does decides it)."""

@@ -7,6 +7,7 @@ it writes, what it costs. Defining a subclass of :class:`StageOperator` register
 on; its runtime is ``kdlang.runtime.stages.<op>``.
 """
 
+import itertools
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -37,6 +38,12 @@ def _share(value: Percent) -> Percent:
             {"got": f"{value.fraction * 100:g}"},
         )
     return value
+
+
+def _ascending(edges: list[float]) -> list[float]:
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        raise PydanticCustomError("kd_range", "the edges of bins must ascend", {})
+    return edges
 
 
 STAGE_OPERATORS: dict[str, type["StageOperator"]] = {}
@@ -352,28 +359,101 @@ class SelectStage(StageOperator):
     With ``by``, the ``n`` rows of highest ``by`` (a numeric column; ties keep the earlier row,
     rows without a number come last); without it, ``n`` rows drawn uniformly at random with the
     recipe's seed. A percentage keeps that share of the input, rounded up.
+
+    With ``stratify = COLUMN``, the rows are first divided into strata, one per value of the
+    column, or with ``bins = [e0, e1, ...]`` one per bin of a numeric column (bin i holds
+    ``e_i <= v < e_i+1``, the last one its upper edge too; rows outside every bin, or without a
+    value, are left out), and ``per_bin`` rows are kept from each stratum the same way (the top
+    by ``by``, else a seeded sample; a percentage is a share of the stratum): EasyDistill's
+    difficulty bins, DEITA's per-domain quotas.
     """
 
     main_only = True
     numeric_column_settings = ("by",)
+    column_settings = ("stratify",)
 
     op: Literal["select"] = "select"
-    n: Annotated[Percent, AfterValidator(_share)] | Annotated[int, Field(ge=1)] = Field(
-        description="Rows kept: a count, or a percentage of the input (`70%`)."
+    n: Annotated[Percent, AfterValidator(_share)] | Annotated[int, Field(ge=1)] | None = Field(
+        None,
+        description="Rows kept: a count, or a percentage of the input (`70%`); with "
+        "`stratify`, `per_bin` says it per stratum instead.",
     )
     by: ColumnName | None = Field(
         None,
         description="Numeric column ranking the rows (highest kept); omitted: a random sample.",
     )
+    stratify: ColumnName | None = Field(
+        None,
+        description="Column dividing the rows into strata (one per value, or per bin with "
+        "`bins`); `per_bin` rows are kept from each.",
+    )
+    bins: Annotated[list[float], AfterValidator(_ascending)] | None = Field(
+        None,
+        min_length=2,
+        description="Ascending edges of the strata of a numeric `stratify` column: bin i holds "
+        "e_i <= v < e_i+1 (the last bin also its upper edge); rows outside every bin are left out.",
+    )
+    per_bin: Annotated[Percent, AfterValidator(_share)] | Annotated[int, Field(ge=1)] | None = (
+        Field(
+            None,
+            description="Rows kept from each stratum of `stratify`: a count, or a share of the "
+            "stratum.",
+        )
+    )
 
-    def kept(self, rows: int) -> int:
-        """How many of ``rows`` input rows the stage keeps."""
-        if isinstance(self.n, Percent):
-            return min(rows, math.ceil(self.n.fraction * rows - 1e-9))
-        return min(rows, self.n)
+    def kept(self, rows: int, share: Any = None) -> int:
+        """How many of ``rows`` rows the stage keeps (of a stratum, by ``share = per_bin``)."""
+        amount = self.n if share is None else share
+        if isinstance(amount, Percent):
+            return min(rows, math.ceil(amount.fraction * rows - 1e-9))
+        return min(rows, amount or 0)
 
     def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
+        if self.stratify is not None:  # depends on the values: at most the input
+            return Estimate(rows=rows, rows_upper_bound=True)
         return Estimate(rows=None if rows is None else self.kept(rows), rows_upper_bound=upper)
+
+    @classmethod
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+        if "stratify" not in given:
+            found: list[tuple[str, str, str | None]] = [
+                (
+                    "KD0235",
+                    f"`{setting}` says how strata are kept, but this `select` has no "
+                    "`stratify = COLUMN`",
+                    setting,
+                )
+                for setting in ("per_bin", "bins")
+                if setting in given
+            ]
+            if "n" not in given:
+                found.append(
+                    ("KD0105", "`select` needs `n` (a count, or a share: `n = 30%`)", None)
+                )
+            return found
+        if "n" in given:
+            return [
+                (
+                    "KD0235",
+                    "with `stratify`, say how many rows each stratum keeps with `per_bin`, not `n`",
+                    "n",
+                )
+            ]
+        if "per_bin" not in given:
+            return [("KD0105", "a stratified `select` needs `per_bin`", "stratify")]
+        return []
+
+    def typed_output(self, columns: Columns, typing: Any) -> Columns:
+        """The input's columns; ``bins`` checked against the ``stratify`` column's type."""
+        kind = columns.get(self.stratify) if self.stratify else None
+        if self.bins is not None and kind is not None and kind not in ("int", "float", "any"):
+            typing.error(
+                "KD0235",
+                f"`bins` divide numbers, but `{self.stratify}` holds {kind}",
+                self.spans.get("bins", self.span),
+                help="leave `bins` out to keep rows per value of the column",
+            )
+        return dict(columns)
 
 
 class TeacherLogitsStage(StageOperator):

@@ -226,6 +226,10 @@ class _Lowering(SettingsLowering):
             if len(rules) != len(lines):
                 fields.reported.add("rules")  # each failed rule is reported already
             self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
+        for code, message, setting in cls.setting_problems(frozenset(fields.values)):
+            at = fields.key_spans.get(setting, decl.name_span) if setting else decl.name_span
+            self.errors.error(code, message, at)
+            fields.reported.add(setting or "")
         return self.validated(cls, fields, decl.span, decl.name_span)
 
     def computed_columns(

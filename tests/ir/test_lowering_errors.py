@@ -198,7 +198,11 @@ def test_expression_in_a_setting():
 
 
 def test_division_by_zero_is_no_constant():
-    assert only(TRAIN.format("lr = 1 / 0  loss sft weight 1")).code == "KD0103"
+    found = only(TRAIN.format("lr = 1 / 0  loss sft weight 1"))
+    assert (found.code, found.message) == (
+        "KD0104",
+        "this arithmetic has no value: a division by zero",
+    )
 
 
 def test_expression_language_has_no_maps():

@@ -58,4 +58,11 @@ TABLE: list[tuple[str, str, str]] = [
         'named `source` unless `source = "NAME"` says otherwise; the inputs already have a '
         "column of that name. Name the source column otherwise.",
     ),
+    (
+        "KD0235",
+        "select settings that do not fit together",
+        "A stratified `select` (`stratify = COLUMN`) keeps `per_bin` rows from each stratum: "
+        "give `per_bin` instead of `n`. `per_bin` and `bins` mean nothing without `stratify`; "
+        "`bins` (ascending edges) divide a numeric column only.",
+    ),
 ]

@@ -92,3 +92,56 @@ def test_select_runs_top_and_sample_end_to_end(tmp_path):
     assert [r["q"] for r in rows(document, "some")] == ["abcdefg"[i] for i in picked]
     assert node(document, "best")["dropped"] == {"select": 4}
     assert node(document, "best")["rows_in"] == 7 and node(document, "best")["rows_out"] == 3
+
+
+LEVELS = """
+dataset graded = inline([
+  {q: "a", s: 3.0, level: "easy"}, {q: "b", s: 9.0, level: "hard"},
+  {q: "c", s: 5.0, level: "easy"}, {q: "d", s: 8.0, level: "hard"},
+  {q: "e", s: 1.0, level: "mid"}, {q: "f", s: 7.0, level: "easy"},
+  {q: "g", s: 2.0, level: "hard"}, {q: "h", s: 12.0, level: "mid"}
+])
+"""
+
+
+def test_a_stratified_select_keeps_the_top_of_each_stratum_in_input_order(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        LEVELS
+        + "stage per_level = select(graded) { stratify = level  per_bin = 2  by = s }\n"
+        + "stage per_bin = select(graded) { stratify = s  bins = [0, 4, 8, 12]  per_bin = 50% }\n",
+        seed=5,
+    )
+    document = run_recipe(recipe)
+    # easy: a 3, c 5, f 7 -> f, c; hard: b 9, d 8, g 2 -> b, d; mid: e 1, h 12 -> both
+    assert [r["q"] for r in rows(document, "per_level")] == ["b", "c", "d", "e", "f", "h"]
+    assert node(document, "per_level")["stats"]["strata"] == {'"easy"': 2, '"hard"': 2, '"mid"': 2}
+    # bins [0,4): a 3, e 1, g 2 -> 2 of 3 (50% rounded up); [4,8): c 5, f 7 -> 1; [8,12]: b, d, h
+    # (12 is the last bin's upper edge) -> 2; each drawn with seed 5 + the bin's order
+    strata = {0: [0, 4, 6], 1: [2, 5], 2: [1, 3, 7]}
+    expected = []
+    for order, members in strata.items():
+        count = math.ceil(len(members) / 2)
+        expected += [
+            members[i] for i in sorted(random.Random(5 + order).sample(range(len(members)), count))
+        ]
+    assert [r["q"] for r in rows(document, "per_bin")] == ["abcdefgh"[i] for i in sorted(expected)]
+    assert node(document, "per_bin")["stats"]["strata"] == {"[0, 4)": 2, "[4, 8)": 1, "[8, 12]": 2}
+    assert node(document, "per_bin")["dropped"] == {"select": 3}
+
+
+@pytest.mark.parametrize(
+    ("settings", "code", "column"),
+    [
+        ("stratify = level  n = 3", "KD0235", 49),  # n with stratify
+        ("stratify = level", "KD0105", 31),  # per_bin missing
+        ("per_bin = 2  n = 3", "KD0235", 31),  # per_bin without stratify
+        ("stratify = level  per_bin = 2  bins = [0, 1]", "KD0235", 69),  # bins of text
+        ("stratify = s  per_bin = 2  bins = [0, 5, 5]", "KD0104", 65),  # not ascending
+        ("stratify = grade  per_bin = 2", "KD0205", 42),  # no such column
+    ],
+)
+def test_stratified_settings_are_checked_with_positions(tmp_path, settings, code, column):
+    recipe = write_recipe(tmp_path, LEVELS + f"stage best = select(graded) {{ {settings} }}\n")
+    diagnostics, _ = check_files([str(recipe)], [])
+    assert [(d.code, d.span.line, d.span.column) for d in diagnostics] == [(code, 11, column)]
