@@ -62,6 +62,8 @@ def check_exports(program: Program, errors: Collector) -> None:
         return
     cache = workdir / DEFAULT_CACHE
     for export in program.recipe.exports:
+        if export.train.name not in program.recipe.trains:
+            _check_data_export(export, errors)
         reason: str | None
         if export.path == "":
             reason = "is empty, which names the working directory"
@@ -79,3 +81,26 @@ def check_exports(program: Program, errors: Collector) -> None:
             help="an export replaces its destination folder; give it a folder of its own, "
             f'such as "exports/{export.train.name}" (relative to the working directory)',
         )
+
+
+def _check_data_export(export, errors: Collector) -> None:
+    """An export of a dataset or stage writes one file in the format its extension names, and
+    takes none of a model export's settings."""
+    from kdlang.ir.training import DATA_FORMATS
+
+    suffix = Path(export.path).suffix.lower()
+    if suffix not in DATA_FORMATS:
+        errors.error(
+            "KD0412",
+            f'`{export.train.name}` holds rows, exported as one file: "{export.path}" names no '
+            "data format",
+            export.spans.get("path", export.span),
+            help="end the path with " + ", ".join(DATA_FORMATS),
+        )
+    for setting in export.model_settings:
+        if setting in export.model_fields_set:
+            errors.error(
+                "KD0413",
+                f"`{setting}` is a setting of a model export; `{export.train.name}` holds rows",
+                export.spans.get(setting, export.span),
+            )

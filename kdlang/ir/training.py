@@ -206,17 +206,24 @@ class Evaluate(Operator):
         )
 
 
+DATA_FORMATS = {".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+"""The file extensions a data export writes, and their formats."""
+
+
 class Export(Operator):
     """``export TRAIN to "path" { ... }``: ``save_pretrained`` of the trained student + tokenizer
-    and a model card generated from the recipe."""
+    and a model card generated from the recipe; ``export DATA to "rows.jsonl"`` (a dataset or
+    a stage): its rows as one file, in the format its extension names (:data:`DATA_FORMATS`)."""
 
     syntax_fields: ClassVar[dict[str, str]] = {
-        "train": '`export TRAIN to "PATH"`',
-        "path": '`export TRAIN to "PATH"`',
+        "train": '`export NAME to "PATH"`',
+        "path": '`export NAME to "PATH"`',
     }
     operator: ClassVar[str] = "export"
     section: ClassVar[str] = "exports"
-    references: ClassVar[References] = {"train": ("trains",)}
+    references: ClassVar[References] = {"train": ("trains", "stages", "datasets")}
+    model_settings: ClassVar[tuple[str, ...]] = ("merge_lora", "card")
+    """The settings of a model export (a data export takes none)."""
     code_version: ClassVar[int] = 2  # 2: the marker, and the record of every file's hash
     main_only: ClassVar[bool] = True
     restores: ClassVar[bool] = True

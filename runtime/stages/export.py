@@ -1,4 +1,5 @@
 """``export TRAIN to "path" { merge_lora = .. card = .. }``: the trained student, where people use it.
+(``export DATA to "rows.jsonl"``, the rows of a dataset or stage: :mod:`.export_data`.)
 
 The path is relative to the run's working directory (``--workdir``, by default the current
 folder), where ``runs/`` goes too. The folder receives the student as ``save_pretrained`` wrote
@@ -46,6 +47,7 @@ from ..cache import file_hashes
 from ..context import StageContext
 from ..errors import RunError
 from ..train.card import model_card
+from . import export_data
 
 MARKER = ".kdlang-export.json"
 """In every export: ``{"kdlang_export": 1, "kdlang", "recipe", "train", "export", "fingerprint",
@@ -61,6 +63,8 @@ kept so that a restored export is the same, byte for byte."""
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     export = node.node
     target = destination(ctx, export.path)
+    if export.train.name not in ctx.program.recipe.trains:  # rows: one file (.export_data)
+        return export_data.run(node, ctx, out, target)
     _claim(target)  # before any work: what is not kdlang's stops the node here
     source, merged, lora = _source(ctx, export)
     added = out / ADDED
@@ -100,6 +104,8 @@ def restore(node: PlanNode, ctx: StageContext, artifact: Path) -> str | None:
     lists. Returns None when it does (nothing is written), else what was found there (the
     run's note). What :func:`run` refuses is refused here too, with nothing deleted."""
     export = node.node
+    if export.train.name not in ctx.program.recipe.trains:
+        return export_data.restore(node, ctx, artifact, destination(ctx, export.path))
     try:
         record = json.loads((artifact / RECORD).read_text(encoding="utf-8"))
         hashes = record["hashes"]

@@ -79,4 +79,17 @@ TABLE = [
         "A recipe or imported file must be UTF-8 text. The diagnostic points at the line and "
         "column of the first byte that is not; re-save the file as UTF-8.",
     ),
+    (
+        "KD0412",
+        "data export to a path of no data format",
+        '`export NAME to "PATH"` of a dataset or a stage writes its rows as one file, in the '
+        "format the path's extension names: `.jsonl` (one JSON object per line), `.parquet` or "
+        "`.csv` (lists and maps as JSON text). Give the path one of them.",
+    ),
+    (
+        "KD0413",
+        "model export setting on a data export",
+        "`merge_lora` and `card` say how a trained model is exported; an export of a dataset or "
+        "a stage writes rows and takes neither. Remove the setting.",
+    ),
 ]
