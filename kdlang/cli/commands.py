@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from kdlang.cli import cache_cmd, check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd
+from kdlang.cli import cache_cmd, check_cmd, explain_cmd, fmt_cmd, plan_cmd, run_cmd, show_cmd
 from kdlang.cli.common import Command, Group
 
 app = typer.Typer(
@@ -50,4 +50,5 @@ app.command("explain", cls=Command)(explain_cmd.explain)
 app.command("plan", cls=Command)(plan_cmd.plan)
 app.command("lock", cls=Command)(plan_cmd.lock)
 app.command("run", cls=Command)(run_cmd.run)
+app.command("show", cls=Command)(show_cmd.show)
 app.add_typer(cache_cmd.app, name="cache")
