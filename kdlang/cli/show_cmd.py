@@ -35,9 +35,9 @@ def show(
         [],
         "--set",
         metavar="PATH=VALUE",
-        help="Override a setting: PATH=VALUE; repeatable.",
+        help=SET_HELP,
         show_default=False,
-    ),  # fmt: skip
+    ),
     cache: str = typer.Option(".kdcache", "--cache", metavar="DIR", help="The cache folder."),
     color: str = color_option(),
 ) -> None:

@@ -231,6 +231,12 @@ class JudgeStage(Generating):
 
     The judge's answer is parsed for the first number (or ``Score: N``); rows whose judgement
     cannot be parsed, or falls outside ``scale``, are counted and dropped.
+
+    With ``metrics = {helpfulness: [1, 5], honesty: [1, 5]}`` the judge scores several
+    aspects in one answer, a JSON object with a number per metric (UltraFeedback's rubric); each
+    metric becomes a float column, ``rationale = COLUMN`` keeps the object's ``rationale`` text
+    (or, without one, the answer's text around the object). A row whose answer holds no such
+    object, lacks a metric, or has one out of its range is counted and dropped.
     """
 
     references: ClassVar[References] = {"input": DATA, "judge": MODELS, "prompt": PROMPTS}
@@ -243,11 +249,49 @@ class JudgeStage(Generating):
     scale: list[float] = Field(
         [1.0, 10.0], min_length=2, max_length=2, description="[lowest, highest] valid score."
     )
+    metrics: dict[ColumnName, Annotated[list[float], Field(min_length=2, max_length=2)]] | None = (
+        Field(
+            None,
+            description="Several scores in one JSON answer: each metric's [lowest, highest]; "
+            "each becomes a float column (instead of `output`).",
+        )
+    )
+    rationale: ColumnName | None = Field(
+        None, description="With `metrics`: the column keeping the judge's rationale text."
+    )
     temperature: Temperature = Field(0.0, description="Sampling temperature; 0 = greedy.")
     max_tokens: int = Field(64, ge=1, description="Most tokens of one judgement.")
 
+    @classmethod
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+        if "metrics" in given:
+            return [
+                (
+                    "KD0236",
+                    f"`{setting}` is for a single score; with `metrics` each metric has "
+                    "its own column and range",
+                    setting,
+                )
+                for setting in ("output", "scale")
+                if setting in given
+            ]
+        if "rationale" in given:
+            return [
+                (
+                    "KD0236",
+                    "`rationale` keeps the text of a `metrics` answer: give `metrics = {...}`",
+                    "rationale",
+                )
+            ]
+        return []
+
     def output_columns(self, columns: Columns) -> Columns:
-        return {**columns, self.output: "float"}
+        if self.metrics is None:
+            return {**columns, self.output: "float"}
+        added = {name: "float" for name in self.metrics}
+        if self.rationale is not None:
+            added[self.rationale] = "str"
+        return {**columns, **added}
 
     def estimate(self, rows: int | None, upper: bool, vocab: int | None = None) -> Estimate:
         if rows is None:

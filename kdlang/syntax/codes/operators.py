@@ -65,4 +65,11 @@ TABLE: list[tuple[str, str, str]] = [
         "give `per_bin` instead of `n`. `per_bin` and `bins` mean nothing without `stratify`; "
         "`bins` (ascending edges) divide a numeric column only.",
     ),
+    (
+        "KD0236",
+        "judge settings that do not fit together",
+        "A `judge` gives one score (`output`, `scale`) or, with `metrics = {name: [low, high], "
+        "...}`, one column per metric from a JSON answer; `output` and `scale` mean nothing "
+        "with `metrics`, and `rationale` (the column keeping the judge's reasons) needs them.",
+    ),
 ]
