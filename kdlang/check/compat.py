@@ -109,6 +109,10 @@ def check_compat(program: Program, errors: Collector) -> None:
                         loss.span,
                         help=f"use {_topk_losses()}, or an online teacher",
                     )
+        if teacher is not None or cached is not None:
+            _check_topk_settings(
+                token_losses, topk=cached is not None and teacher is None, errors=errors
+            )
         on_policy_high = bounds(train.on_policy)[1]
         if on_policy_high > 0 and (not isinstance(teacher, HFModel) or not token_losses):
             errors.error(
@@ -123,6 +127,29 @@ def check_compat(program: Program, errors: Collector) -> None:
             )
             if isinstance(vocab_teacher, HFModel):
                 _check_vocab(program, student, vocab_teacher, train, errors)
+
+
+def _check_topk_settings(losses: list[ls.LossBase], *, topk: bool, errors: Collector) -> None:
+    """Settings that only act against a cached top-k teacher are errors against an online one."""
+    if topk:
+        return
+    for loss in losses:
+        if "topk_mass" in loss.model_fields_set:
+            errors.error(
+                "KD0320",
+                f"`topk_mass` has no effect here: `{loss.name}` compares with an online teacher's "
+                "full distribution, which misses no mass",
+                loss.spans.get("topk_mass", loss.span),
+                help="remove `topk_mass`; it applies to a train on a `teacher_logits` stage's cache",
+            )
+        if getattr(loss, "reduction", None) == "topk_entries":
+            errors.error(
+                "KD0321",
+                f"`reduction = topk_entries` needs a cached top-k teacher, and `{loss.name}` "
+                "compares with an online teacher's full distribution",
+                loss.spans.get("reduction", loss.span),
+                help="use `reduction = token_mean`, or train on a `teacher_logits` stage's cache",
+            )
 
 
 def _stage_teacher(program: Program, stage: st.TeacherLogitsStage | None):

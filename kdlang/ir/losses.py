@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, InstanceOf, SerializeAsAny
 
-from kdlang.ir.values import Node, Schedule, ScheduleCall, at_step, bounds
+from kdlang.ir.values import Node, Schedule, ScheduleCall, Symbol, at_step, bounds
 
 NonNegative = Annotated[Annotated[float, Field(ge=0.0)] | Schedule, ScheduleCall]
 Positive = Annotated[Annotated[float, Field(gt=0.0)] | Schedule, ScheduleCall]
@@ -89,6 +89,16 @@ class DivergenceLoss(LossBase):
 
     temperature: Positive = Field(1.0, description="Softening temperature of both distributions.")
     temperature_scale: bool = Field(False, description="Multiply by T^2 (Hinton's convention).")
+    topk_mass: Annotated[Literal["renormalize", "keep", "uniform"], Symbol] = Field(
+        "renormalize",
+        description="Against a cached top-k teacher, the mass its k ids miss: renormalize over the "
+        "k ids, keep it missing, or uniform (one more outcome, 'the rest', for both models).",
+    )
+    reduction: Annotated[Literal["token_mean", "sum", "topk_entries"], Symbol] = Field(
+        "token_mean",
+        description="What the step's sum is divided by: its teacher positions (token_mean), "
+        "nothing (sum), or its teacher positions times k (topk_entries, a cached top-k only).",
+    )
 
 
 class ForwardKL(DivergenceLoss):

@@ -14,6 +14,13 @@ teacher's log-normalizer over its k values; (3) the k entries, gathering the stu
 logits at the ids; (4) when a gradient is written, ``p·(c_pg − C)/T·scale`` over the
 whole row, then — after a barrier — the k ids overwritten with ``(pg − p·C)/T·scale``.
 Ids must be distinct within a row.
+
+``MASS`` (``MASS_MODES``, the loss's ``topk_mass``): 0 is the above. Otherwise the teacher
+pass also sums Σ e^y (the captured mass M) and the rest 1 − M joins the normalizer at 1/T,
+so the k entries' q sums to less than 1 (1: ``keep``, the outside entries as above, C counted
+in full). 2 (``uniform``): the rest is one more entry, the student's p_rest = max(1 − P_in,
+floor) against the teacher's rest, with ``ell`` and ``pg`` of ``divergence_terms``; the
+outside ids share its ``pg`` in proportion to p (c_pg = pg_rest / p_rest for the row).
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from .entries import divergence_terms, softmax_block_update
 from .fused_linear import GRADIENT_USED
 from .layout import Rows, as_rows
 from .scale import scale_inplace
+
+MASS_MODES = {"renormalize": 0, "keep": 1, "uniform": 2}
+"""The kernel's ``MASS`` of every ``topk_mass`` (``losses.distill``)."""
 
 
 @triton.jit
@@ -51,11 +61,13 @@ def topk_divergence_kernel(
     c_ell,
     c_pg,
     ignore_index,
+    rest_floor,
     MODE: tl.constexpr,
     HAS_LABELS: tl.constexpr,
     WRITE_GRAD: tl.constexpr,
     BLOCK: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    MASS: tl.constexpr = 0,
 ):
     row = tl.program_id(0).to(tl.int64)
     zs_row = zs_ptr + (row // inner) * zs_s_outer + (row % inner) * zs_s_inner
@@ -87,12 +99,25 @@ def topk_divergence_kernel(
 
     m_t = tl.full([], float("-inf"), tl.float32)
     z_t = tl.zeros([], tl.float32)
+    m_1 = tl.full([], float("-inf"), tl.float32)
+    z_1 = tl.zeros([], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kmask = k0 + klanes < K
         y = tl.load(tlp_row + k0 + klanes, mask=kmask, other=float("-inf")).to(tl.float32)
         m_t, z_t = softmax_block_update(m_t, z_t, y, inv_t)
+        if MASS != 0:  # the captured mass Σ e^y, at temperature 1
+            m_1, z_1 = softmax_block_update(m_1, z_1, y, 1.0)
     top_t = tl.where(m_t == float("-inf"), 0.0, m_t)
     log_z_t = tl.log(z_t)
+    b_rest = tl.full([], float("-inf"), tl.float32)
+    if MASS != 0:
+        # The rest, 1 − M, is one more outcome raised to 1/T beside the k ids: it joins the
+        # normalizer, and (uniform) its log-prob is b_rest.
+        mass = tl.minimum(tl.exp(tl.where(m_1 == float("-inf"), 0.0, m_1)) * z_1, 1.0)
+        rel = tl.log(1.0 - mass) * inv_t - top_t * inv_t - log_z_t
+        shift = tl.log(1.0 + tl.exp(rel))
+        log_z_t = log_z_t + shift
+        b_rest = rel - shift
 
     ell_acc = tl.zeros([BLOCK_K], tl.float32)
     pg_acc = tl.zeros([BLOCK_K], tl.float32)
@@ -110,19 +135,30 @@ def topk_divergence_kernel(
         pg_acc += tl.where(kmask, pg, 0.0)
         p_acc += tl.where(kmask, p, 0.0)
     p_out = tl.maximum(1.0 - tl.sum(p_acc, axis=0), 0.0)
-    tl.store(loss_ptr + row, tl.sum(ell_acc, axis=0) + c_ell * p_out)
+    c_pg_row = c_pg
+    if MASS == 2:
+        # The student's rest (floored) against the teacher's: one more entry; the rest's ids
+        # share its pg in proportion to p, so c_pg is the rest's pg per unit of p.
+        p_rest = tl.maximum(p_out, rest_floor)
+        ell_r, pg_r = divergence_terms(tl.log(p_rest), b_rest, p_rest, tl.exp(b_rest), MODE, weight)
+        c_pg_row = pg_r / p_rest
+        tl.store(loss_ptr + row, tl.sum(ell_acc, axis=0) + ell_r)
+    else:
+        tl.store(loss_ptr + row, tl.sum(ell_acc, axis=0) + c_ell * p_out)
 
     if WRITE_GRAD:
         c_sum = -1.0
         if MODE != 0:
-            c_sum = tl.sum(pg_acc, axis=0) + c_pg * p_out
+            c_sum = tl.sum(pg_acc, axis=0) + c_pg_row * p_out
+        if MASS != 0:  # Σ q < 1 over the ids (keep), or the rest's share (uniform)
+            c_sum = tl.sum(pg_acc, axis=0) + c_pg_row * p_out
         scale = tl.load(scale_ptr + row * scale_stride).to(tl.float32) * inv_t
         for j in range(0, n_blocks):
             cols = (n_blocks - 1 - j) * BLOCK + lanes
             mask = cols < V
             x = tl.load(zs_row + cols * zs_s_col, mask=mask, other=float("-inf")).to(tl.float32)
             p = tl.exp((x - top_s) * inv_t - log_z_s)
-            grad = p * (c_pg - c_sum) * scale
+            grad = p * (c_pg_row - c_sum) * scale
             tl.store(grad_row + cols, grad.to(grad_ptr.dtype.element_ty), mask=mask)
         # The teacher's entries overwrite what the row pass wrote there.
         tl.debug_barrier()
@@ -152,8 +188,12 @@ def launch_topk(
     block: int | None = None,
     block_k: int | None = None,
     num_warps: int = 8,
+    mass: int = 0,
+    rest_floor: float = 1e-4,
 ) -> torch.Tensor:
-    """Run the kernel over all rows (ids, logprobs: contiguous ``[n_rows, k]``)."""
+    """Run the kernel over all rows (ids, logprobs: contiguous ``[n_rows, k]``); ``mass``: the
+    ``topk_mass`` handling, a value of :data:`MASS_MODES`; ``rest_floor``: the least student
+    mass outside the ids under ``uniform`` (``losses.distill.REST_FLOOR``)."""
     n_rows, width = student.n_rows, student.tensor.shape[-1]
     k = ids.shape[-1]
     loss = torch.empty(n_rows, dtype=torch.float32, device=student.tensor.device)
@@ -178,12 +218,14 @@ def launch_topk(
         c_ell,
         c_pg,
         int(spec.ignore_index),
+        float(rest_floor),
         MODE=spec.mode,
         HAS_LABELS=labels is not None,
         WRITE_GRAD=grad is not None,
         BLOCK=block or max(16, min(4096, triton.next_power_of_2(width))),
         BLOCK_K=block_k or max(16, min(128, triton.next_power_of_2(k))),
         num_warps=num_warps,
+        MASS=mass,
     )
     return loss
 

@@ -19,8 +19,24 @@ from .reference import DIVERGENCES
 IGNORE = -100
 """The label of a position that counts for nothing (the training batch's, the default
 ``ignore_index``)."""
-REDUCTIONS = ("token_mean", "sum", "none")
+REDUCTIONS = ("token_mean", "sum", "none", "sequence_mean", "batchmean", "topk_entries")
 BACKENDS = ("auto", "torch", "triton")
+TOPK_MASS = ("renormalize", "keep", "uniform")
+"""What a top-k teacher does with the mass outside its k ids (``distill_loss``)."""
+REST_FLOOR = 1e-4
+"""Least student mass outside a top-k teacher's ids under ``topk_mass="uniform"``, in value
+(the gradient flows through the unfloored rest). fp32 resolves 1 − Σ_k p_S to about 6·10⁻⁸,
+so the rest's gradient, scaled by 1 / rest, stays within about 10⁻³ of its exact value."""
+
+# Each reduction as one the kernels compute (token_mean, sum, none) and what follows it.
+_BASE_REDUCTION = {
+    "token_mean": "token_mean",
+    "sum": "sum",
+    "none": "none",
+    "sequence_mean": "none",
+    "batchmean": "sum",
+    "topk_entries": "token_mean",
+}
 
 
 @functools.cache
@@ -101,11 +117,57 @@ def sparse_teacher_logprobs(ids, logprobs, width: int, temperature: float, dtype
     return dense.scatter(-1, ids.long(), lp)
 
 
+def topk_rest_logprobs(ids, logprobs, temperature: float, dtype) -> tuple[torch.Tensor, ...]:
+    """The teacher of a top-k cache as k + 1 outcomes, its k ids and "the rest", at ``T``:
+    with M = min(Σ_k e^{ℓ_k}, 1) the captured mass, the k + 1 probabilities
+    (e^{ℓ_1}, …, e^{ℓ_k}, 1 − M) raised to 1/T and normalized. Returns (log-probs of the k ids
+    ``[..., k]``, log-prob of the rest ``[..., 1]``); at T = 1 they are ℓ_k and log(1 − M)."""
+    lp = logprobs.detach().to(dtype)
+    mass = torch.logsumexp(lp, dim=-1, keepdim=True).exp().clamp(max=1.0)
+    log_rest = torch.log1p(-mass)
+    scaled = torch.cat([lp, log_rest], dim=-1) / temperature
+    both = scaled - torch.logsumexp(scaled, dim=-1, keepdim=True)
+    return both[..., :-1], both[..., -1:]
+
+
+def _topk_mass_row_loss(student, ids, logprobs, kind, weight, temperature, topk_mass, dtype):
+    """Per-position divergence against a top-k teacher under ``keep`` or ``uniform``, over the
+    k + 1 outcomes (the k ids, the rest): the student's rest is 1 − Σ_k p_S (under ``uniform``
+    floored at ``REST_FLOOR`` in value), the teacher's is 0 (``keep``) or its missing mass
+    (``uniform``)."""
+    a_all = torch.log_softmax(student.to(dtype) / temperature, dim=-1)
+    a_k = a_all.gather(-1, ids.long())
+    rest = 1.0 - a_k.exp().sum(-1, keepdim=True)
+    b_k, b_rest = topk_rest_logprobs(ids, logprobs, temperature, dtype)
+    if topk_mass == "keep":  # the teacher's rest is 0: the student's enters linearly, unfloored
+        b_rest = torch.full_like(b_rest, -math.inf)
+        rest = rest.clamp(min=0.0)
+    else:
+        rest = rest + (rest.clamp(min=REST_FLOOR) - rest).detach()
+    a = torch.cat([a_k, rest.log()], dim=-1)
+    return evaluate(kind, weight, a, torch.cat([b_k, b_rest], dim=-1))
+
+
 def torch_row_loss(
-    student, teacher, teacher_topk, kind, weight, temperature, labels, ignore_index
+    student,
+    teacher,
+    teacher_topk,
+    kind,
+    weight,
+    temperature,
+    labels,
+    ignore_index,
+    topk_mass="renormalize",
 ) -> torch.Tensor:
     """Per-position loss on the torch path (fp32, or fp64 for fp64 inputs), 0 where ignored."""
     dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    if teacher_topk is not None and topk_mass != "renormalize":
+        per = _topk_mass_row_loss(
+            student, *teacher_topk, kind, weight, temperature, topk_mass, dtype
+        )
+        if labels is not None:
+            per = torch.where(labels != ignore_index, per, torch.zeros_like(per))
+        return per
     a = torch.log_softmax(student.to(dtype) / temperature, dim=-1)
     if teacher_topk is None:
         b = torch.log_softmax(teacher.detach().to(dtype) / temperature, dim=-1)
@@ -126,6 +188,27 @@ def reduce_loss(per: torch.Tensor, labels, ignore_index: int, reduction: str) ->
     if labels is None:
         return total / max(per.numel(), 1)
     return total / (labels != ignore_index).sum().clamp(min=1).to(total.dtype)
+
+
+def finish_reduction(value, reduction: str, labels, ignore_index: int, lead_shape, k: int):
+    """The loss under ``reduction`` from ``value``, computed under its base reduction
+    (``_BASE_REDUCTION``): topk_entries divides the token mean by k, batchmean the sum by the
+    first dimension, sequence_mean averages the per-position values of each sequence (the last
+    leading dim) over its counted positions, then over the sequences that have one."""
+    if reduction == "topk_entries":
+        return value / k
+    if reduction == "batchmean":
+        return value / max(lead_shape[0] if len(lead_shape) else 1, 1)
+    if reduction != "sequence_mean":
+        return value
+    per = value.reshape(-1, lead_shape[-1]) if len(lead_shape) else value.reshape(1, 1)
+    if labels is None:
+        counted = torch.ones_like(per, dtype=torch.bool)
+    else:
+        counted = (labels != ignore_index).reshape(per.shape)
+    lengths = counted.sum(-1).to(per.dtype)
+    sequences = (lengths > 0).sum().clamp(min=1).to(per.dtype)
+    return (per.sum(-1) / lengths.clamp(min=1)).sum() / sequences
 
 
 def _check(student, teacher, teacher_topk, temperature, labels, reduction, backend):
@@ -154,6 +237,10 @@ def _check(student, teacher, teacher_topk, temperature, labels, reduction, backe
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if reduction == "topk_entries" and teacher_topk is None:
+        raise ValueError(
+            "reduction='topk_entries' counts a top-k teacher's entries: give teacher_topk"
+        )
 
 
 def use_triton(backend: str, tensor: torch.Tensor) -> bool:
@@ -181,6 +268,7 @@ def distill_loss(
     ignore_index: int = IGNORE,
     reduction: str = "token_mean",
     teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    topk_mass: str = "renormalize",
     backend: str = "auto",
     **options: float,
 ) -> torch.Tensor:
@@ -197,10 +285,20 @@ def distill_loss(
 
     Shapes: ``student_logits`` and ``teacher_logits`` ``[..., V]`` (any leading dims, any
     strides; bf16/fp16/fp32, or fp64 on the torch backend), ``labels`` ``[...]``: positions
-    whose label equals ``ignore_index`` count for nothing. ``reduction``: ``token_mean``
-    (sum over counted positions / their number; 0 with gradient 0 when none is counted),
-    ``sum``, or ``none`` (``[...]``, 0 at ignored positions). The loss is fp32 (fp64 for
-    fp64 inputs).
+    whose label equals ``ignore_index`` count for nothing. ``reduction`` (the default
+    ``token_mean``), with S the sum of the per-position values over counted positions:
+
+    - ``token_mean``: S / (number of counted positions); 0 with gradient 0 when none is;
+    - ``sum``: S;
+    - ``batchmean``: S / (size of the first dim) — the sequences of ``[B, L, V]`` (torch's
+      ``kl_div(reduction="batchmean")``, TRL's GKD without labels);
+    - ``sequence_mean``: each sequence's (the last leading dim's) sum over its counted
+      positions divided by their number, averaged over the sequences with at least one;
+    - ``topk_entries``: S / (counted positions × k), a top-k teacher only (axolotl's
+      denominator, which counts kept entries);
+    - ``none``: ``[...]``, 0 at ignored positions.
+
+    The loss is fp32 (fp64 for fp64 inputs).
 
     ``teacher_topk=(ids, logprobs)``, both ``[..., k]``, replaces ``teacher_logits`` with a
     cached sparse teacher: the cached values are taken as the teacher's logits restricted
@@ -208,6 +306,19 @@ def distill_loss(
     (at T = 1 this renormalizes exp(logprobs) over the k ids). The student keeps its full
     vocabulary and the divergence is exact over it; ``reverse_kl``, jsd with β = 1 and
     skew_rkl with α = 0 are infinite there and raise ``ValueError``.
+
+    ``topk_mass``: what that teacher does with the mass M = Σ_k e^{logprobs} < 1 its k ids
+    hold (taken as log-probs at temperature 1). ``renormalize`` (the default): as above.
+    Otherwise the teacher is k + 1 outcomes, the k ids and "the rest" with 1 − M, raised to 1/T
+    and normalized together (at T = 1: e^{logprobs} at the ids, 1 − M for the rest); the
+    student is its own k + 1 outcomes, p_S at the ids and the rest 1 − Σ_k p_S (floored at
+    ``REST_FLOOR``). ``keep``: the teacher's rest gets no probability — at T = 1 its raw top-k
+    probabilities, mass < 1 (axolotl's ``kd_normalize_topk = false``; the form described for
+    EasyDistill).
+    ``uniform``: the rest keeps its mass — the divergence over the k + 1 outcomes, which equals
+    the one over the vocabulary with both rests spread uniformly over the other V − k ids
+    (DistillKit's ``missing_probability_handling = symmetric_uniform``); ``teacher_ce``, a
+    cross-entropy rather than a divergence, is taken over the k + 1 outcomes.
 
     ``backend``: ``auto`` (Triton for CUDA tensors when triton is importable, else torch),
     ``torch`` or ``triton``.
@@ -219,27 +330,42 @@ def distill_loss(
         loss.backward()
     """
     _check(student_logits, teacher_logits, teacher_topk, temperature, labels, reduction, backend)
+    if topk_mass not in TOPK_MASS:
+        raise ValueError(f"topk_mass must be one of {TOPK_MASS}, got {topk_mass!r}")
+    if topk_mass != "renormalize" and teacher_topk is None:
+        raise ValueError("topk_mass acts on a top-k teacher only: give teacher_topk")
     kind, weight = resolve_kind(kind, options, sparse=teacher_topk is not None)
+    base = _BASE_REDUCTION[reduction]
     if use_triton(backend, student_logits):
         from ..kernels import entries
         from ..kernels.divergence import DivergenceSpec, divergence
 
-        spec = DivergenceSpec(
-            entries.MODES[kind], float(temperature), weight, ignore_index, reduction
-        )
+        spec = DivergenceSpec(entries.MODES[kind], float(temperature), weight, ignore_index, base)
         if teacher_topk is None:
-            return divergence(student_logits, teacher_logits, spec, labels)
-        from ..kernels.topk import topk_divergence
+            value = divergence(student_logits, teacher_logits, spec, labels)
+        else:
+            from ..kernels.topk import MASS_MODES, topk_divergence
 
-        return topk_divergence(student_logits, *teacher_topk, spec, labels)
-    per = torch_row_loss(
-        student_logits,
-        teacher_logits,
-        teacher_topk,
-        kind,
-        weight,
-        temperature,
-        labels,
-        ignore_index,
-    )
-    return reduce_loss(per, labels, ignore_index, reduction)
+            value = topk_divergence(
+                student_logits,
+                *teacher_topk,
+                spec,
+                labels,
+                mass=MASS_MODES[topk_mass],
+                rest_floor=REST_FLOOR,
+            )
+    else:
+        per = torch_row_loss(
+            student_logits,
+            teacher_logits,
+            teacher_topk,
+            kind,
+            weight,
+            temperature,
+            labels,
+            ignore_index,
+            topk_mass,
+        )
+        value = reduce_loss(per, labels, ignore_index, base)
+    k = teacher_topk[0].shape[-1] if teacher_topk is not None else 1
+    return finish_reduction(value, reduction, labels, ignore_index, student_logits.shape[:-1], k)

@@ -31,11 +31,13 @@ def divergence_sum(
     temperature: float,
     teacher_logits: torch.Tensor | None = None,
     teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
+    topk_mass: str = "renormalize",
     backend: str = "auto",
     **options: Any,
 ) -> torch.Tensor:
     """Σ over counted positions of the divergence ``kind`` (see ``distill_loss``);
-    ``options``: its options, numbers (``loss.kernel_options()``)."""
+    ``options``: its options, numbers (``loss.kernel_options()``); ``topk_mass``: the loss's,
+    against a top-k teacher."""
     return distill_loss(
         student_logits,
         teacher_logits,
@@ -44,6 +46,7 @@ def divergence_sum(
         labels=labels,
         reduction="sum",
         teacher_topk=teacher_topk,
+        topk_mass=topk_mass,
         backend=backend,
         **options,
     )

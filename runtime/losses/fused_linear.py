@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import torch
 
-from .distill import REDUCTIONS, resolve_kind, torch_row_loss, use_triton
+from .distill import (
+    _BASE_REDUCTION,
+    REDUCTIONS,
+    finish_reduction,
+    resolve_kind,
+    torch_row_loss,
+    use_triton,
+)
 
 
 def _torch_evaluator(kind: str, weight: float, temperature: float, ignore_index: int):
@@ -96,8 +103,9 @@ def fused_linear_distill_loss(
             raise ValueError(f"{name} must be [{width}], got {tuple(bias.shape)}")
     if labels is not None and labels.shape != lead:
         raise ValueError(f"labels {tuple(labels.shape)} must be {tuple(lead)}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if reduction not in REDUCTIONS or reduction == "topk_entries":
+        dense = [r for r in REDUCTIONS if r != "topk_entries"]
+        raise ValueError(f"reduction must be one of {dense}, got {reduction!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     if chunk_size is not None and chunk_size < 1:
@@ -119,8 +127,10 @@ def fused_linear_distill_loss(
         teacher_bias.detach() if teacher_bias is not None else None,
         flat_labels,
         evaluate,
-        reduction,
+        _BASE_REDUCTION[reduction],
         ignore_index,
         max(1, chunk),
     )
-    return loss.view(lead) if reduction == "none" else loss
+    if _BASE_REDUCTION[reduction] == "none":
+        loss = loss.view(lead)
+    return finish_reduction(loss, reduction, labels, ignore_index, lead, 1)

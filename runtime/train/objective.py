@@ -5,7 +5,9 @@
 ``sum_i`` is loss i of :mod:`kdlang.runtime.losses` summed over the step's micro-batch and
 ``count_i`` the number of positions (pairs, for a loss learning from pairs) it counts in the
 whole step, so summing micro-batches (and processes) gives the step's mean. A divergence with
-``temperature_scale`` is multiplied by T².
+``temperature_scale`` is multiplied by T²; its ``reduction`` picks count_i (``token_mean``: its
+teacher positions; ``sum``: 1; ``topk_entries``: teacher positions × the cached k), and its
+``topk_mass`` what a cached top-k teacher does with the mass its ids miss.
 
 Each loss is its own descriptor (``kdlang.ir.training``): what it learns from (target tokens or
 pairs), what of the teacher it compares with (its distribution, its hidden states), whether it
@@ -250,7 +252,7 @@ class Objective:
                     loss, models, batch, s_logits, s_states, t_logits, t_states
                 )
                 scale = loss.temperature**2 if loss.temperature_scale else 1.0
-                parts[line.key] = value * scale / n_kd
+                parts[line.key] = value * scale / self._denominator(loss, n_kd, batch)
             elif loss.teacher == "hidden":
                 counted = batch.kd_labels != IGNORE
                 per_layer = [
@@ -276,6 +278,16 @@ class Objective:
             else:
                 parts[line.key] = sft.sft_sum(s_logits, batch.labels) / n_tokens
         return parts
+
+    def _denominator(self, loss, n_kd: int, batch: Batch) -> float:
+        """What the step's sum of a divergence is divided by, by its ``reduction``: the step's
+        teacher positions (``token_mean``), 1 (``sum``), or those positions times the cached
+        k (``topk_entries``, axolotl's count of kept entries)."""
+        if loss.reduction == "sum":
+            return 1.0
+        if loss.reduction == "topk_entries" and batch.topk_ids is not None:
+            return float(n_kd * batch.topk_ids.shape[-1])
+        return float(n_kd)
 
     def _divergence(self, loss, models, batch, s_logits, s_states, t_logits, t_states):
         """Σ of the divergence ``loss`` (settled) over the micro-batch's teacher positions."""
@@ -304,6 +316,7 @@ class Objective:
             if width is not None:
                 s_logits, t_logits = s_logits[..., :width], t_logits[..., :width]
             return divergence_sum(s_logits, labels, teacher_logits=t_logits, **settings)
+        settings["topk_mass"] = loss.topk_mass
         topk = (batch.topk_ids, batch.topk_logprobs)
         if self.path == "fused_linear":
 

@@ -47,4 +47,20 @@ TABLE = [
         "weighs the student's mass there would be infinite: {topk_infinite}. Use one of "
         "{topk_losses} with cached logits, or an online teacher.",
     ),
+    (
+        "KD0320",
+        "topk_mass without a top-k teacher",
+        "`topk_mass` says what to do with the probability a cached top-k teacher misses (the mass "
+        "outside its k ids): `renormalize` it over the k ids, `keep` it missing, or count it as "
+        "one more outcome `uniform`ly spread for both models. An online teacher's distribution "
+        "misses no mass, so the setting would do nothing: remove it, or train on a "
+        "`teacher_logits` stage's cache.",
+    ),
+    (
+        "KD0321",
+        "topk_entries reduction without a top-k teacher",
+        "`reduction = topk_entries` divides a divergence by the number of cached teacher entries "
+        "(positions times k), as axolotl's top-k loss does; an online teacher has no k. Use "
+        "`reduction = token_mean`, or train on a `teacher_logits` stage's cache.",
+    ),
 ]
