@@ -116,3 +116,27 @@ def label_conversations(ctx, stage, rows: list[dict], generate) -> list[dict]:
             labelled[stage.answer] = turns[-1]["content"]  # the last point is the last turn
         result.append(labelled)
     return result
+
+
+def conversation_text(value: Any) -> Any:
+    """What a filter rule compares of a cell: a conversation's contents, joined by new lines
+    (the roles are not part of the text); any other value as it is."""
+    if isinstance(value, list) and all(isinstance(t, dict) and "content" in t for t in value):
+        return "\n".join(str(t["content"]) if t["content"] is not None else "" for t in value)
+    return value
+
+
+def last_user_prompts(rows: list[dict], column: str) -> list[list[dict]]:
+    """Each row's conversation up to its last user turn (an assistant turn after it dropped):
+    what a model answers when it is evaluated on ``column``."""
+    prompts = []
+    for index, row in enumerate(rows):
+        turns = row.get(column)
+        if not isinstance(turns, list):
+            raise RunError(f"row {index + 1}: `{column}` holds no conversation")
+        turns = with_system(turns, None)
+        end = answer_points(turns, "last")[0]
+        if not any(t["role"] == "user" for t in turns[:end]):
+            raise RunError(f"row {index + 1}: `{column}` has no user turn to answer")
+        prompts.append(turns[:end])
+    return prompts

@@ -1,14 +1,16 @@
 """Checks of conversations and chat templates, with the column schemas known.
 
 On models: a chat template of their own parses as Jinja, and one read from a file replaces its
-path in the IR (KD0314, KD0315); `chat_template_args` are refused where nothing passes them
-(KD0316). On dataset declarations: the column `messages = ...` names (and every column a
-`columns` map types `messages`) exists and holds lists of turns; turn-layout settings are not
-given without a column to apply to (the role names themselves are typed in the IR). On the nodes
-that read conversations: a `train` whose `target` is a conversation takes no `prompt`, reads no
-top-k cache, samples nothing on-policy and has a student with a chat template; `train_on` is
-given only with a conversation target; a `label` answers a prompt or a conversation, with a
-teacher that can take one; filter rules that compare text do not compare a conversation.
+path in the IR (KD0314, KD0315). On dataset declarations: the column `messages = ...` names
+(and every column a `columns` map types `messages`) exists and holds lists of turns;
+turn-layout settings are not given without a column to apply to (the role names themselves are
+typed in the IR). On the nodes that read conversations: a `train` whose `target` is a
+conversation takes no `prompt`, reads only a top-k cache scored on that conversation on at
+least its tokens, and has a student with a chat template; a train sampling every batch has
+something to prompt the student with; `chat_template_mix` has a template and a teacher that
+reads the same rendering; `train_on` is given only with a conversation target; `label`,
+`evaluate` and `teacher_logits` take a prompt or a conversation, with a model that can take
+one; filter rules compare text or a conversation's text, not other lists or maps.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from kdlang.ir import stages as st
 from kdlang.ir import training as tr
 from kdlang.ir.descriptor import Columns
 from kdlang.ir.sources import CsvData, DataCommon, HFModel, OpenAIModel
-from kdlang.ir.values import Schedule
 from kdlang.syntax.diagnostics import Collector, Severity, suggestion
 
 _LISTS = ("list", "messages", "any")
@@ -41,14 +42,12 @@ def check_conversation_sources(program: Program, errors: Collector) -> None:
     for stage in program.recipe.stages.values():
         if isinstance(stage, st.FilterStage):
             _check_filter(program, stage, errors)
-        if isinstance(stage, st.TeacherLogitsStage):
-            _check_args_used(program, stage.teacher, "a `teacher_logits` stage", errors)
         if isinstance(stage, st.LabelStage):
             _check_label(program, stage, errors)
+        if isinstance(stage, st.TeacherLogitsStage):
+            _check_teacher_logits(program, stage, errors)
     for evaluation in program.recipe.evals.values():
-        trained = program.recipe.trains.get(evaluation.model.name)
-        ref = trained.student if trained is not None else evaluation.model
-        _check_args_used(program, ref, "an `evaluate`", errors, at=evaluation.model.span)
+        _check_evaluate(program, evaluation, errors)
 
 
 def _check_dataset(program: Program, name: str, data: DataCommon, errors: Collector) -> None:
@@ -109,10 +108,34 @@ def _source_type(program: Program, name: str, column: str) -> str | None:
 
 def _check_train(program: Program, train: tr.Train, errors: Collector) -> None:
     recipe = program.recipe
+    if train.chat_template_mix is not None:
+        _check_mix(program, train, errors)
+    if train.samples_only() and "target" not in train.spans and train.prompt is None:
+        errors.error(
+            "KD0247",
+            "every batch of this train samples from the student (`on_policy = 1`), but it "
+            "names nothing to prompt the student with",
+            train.spans.get("on_policy", train.span),
+            help="give a `prompt`, or a conversation `target` (its turns up to the last user "
+            "turn are the prompt)",
+        )
     columns = program.schemas.get(train.data.name)
     if columns is None or train.target not in columns:
         return
     kind = columns[train.target]
+    from kdlang.check.compat import cached_logits_stage
+
+    cached = cached_logits_stage(program, train.data.name)
+    wants_cache = train.teacher is None and any(loss.teacher for loss in train.losses)
+    over_turns = cached is not None and _target_kind(program, cached) == "messages"
+    if cached is not None and over_turns and wants_cache and kind != "messages":
+        errors.error(
+            "KD0246",
+            f"`{train.data.name}` holds the teacher's top-k over the conversations of "
+            f"`{cached.target}`; the text target `{train.target}` cannot be learned from it",
+            train.spans.get("target", train.span),
+            help=f"learn the conversation: `target = {cached.target}`",
+        )
     if kind != "messages":
         if "train_on" in train.spans and kind != "any":
             errors.error(
@@ -135,25 +158,8 @@ def _check_train(program: Program, train: tr.Train, errors: Collector) -> None:
             train.spans.get("prompt", train.span),
             help="remove `prompt` (the student's chat template renders the conversation)",
         )
-    from kdlang.check.compat import cached_logits_stage
-
-    cached = cached_logits_stage(program, train.data.name)
-    wants_cache = train.teacher is None and any(loss.teacher for loss in train.losses)
     if cached is not None and wants_cache:
-        errors.error(
-            "KD0243",
-            f"`{train.data.name}` holds the teacher's top-k cached over text targets; a "
-            "conversation target cannot be learned from it",
-            target_span,
-            help="name an online `teacher` in the train, or learn a text column",
-        )
-    if _may_sample(train.on_policy):
-        errors.error(
-            "KD0243",
-            f"on-policy sampling is not supported with the conversation target `{train.target}`",
-            train.spans.get("on_policy", train.span),
-            help="set `on_policy = 0`, or learn a text column",
-        )
+        _check_cache_covers(program, train, cached, errors)
     student = recipe.models.get(train.student.name)
     if isinstance(student, HFModel) and student.chat_template == "none":
         errors.error(
@@ -166,10 +172,132 @@ def _check_train(program: Program, train: tr.Train, errors: Collector) -> None:
         )
 
 
-def _may_sample(value) -> bool:
-    if isinstance(value, Schedule):
-        return True
-    return float(value) > 0.0
+def _check_mix(program: Program, train: tr.Train, errors: Collector) -> None:
+    """A mix of chat template arguments needs a student template to pass them to, and a
+    teacher that sees the same rendering (online, not a cache scored on its own)."""
+    from kdlang.check.compat import cached_logits_stage
+
+    span = train.spans.get("chat_template_mix", train.span)
+    student = program.recipe.models.get(train.student.name)
+    if isinstance(student, HFModel) and student.chat_template == "none":
+        errors.error(
+            "KD0249",
+            f"`chat_template_mix` picks chat template arguments per row, but the student "
+            f"`{train.student.name}` has `chat_template = none`",
+            span,
+            notes=[("the model is declared here", student.span)],
+            help="give the student a chat template, or remove `chat_template_mix`",
+        )
+    cached = cached_logits_stage(program, train.data.name)
+    if cached is not None and train.teacher is None and any(x.teacher for x in train.losses):
+        errors.error(
+            "KD0249",
+            f"`chat_template_mix` renders rows with arguments the teacher of "
+            f"`{train.data.name}` did not score them with",
+            span,
+            notes=[("the cache is made here", cached.span)],
+            help="name an online `teacher` (it reads the student's rendering), or remove "
+            "`chat_template_mix`",
+        )
+
+
+_COVERS = {"last_assistant": 0, "assistant": 1, "all": 2}
+"""``train_on`` modes by the tokens they pick: each picks those of the ones before it."""
+
+
+def _target_kind(program: Program, stage: st.TeacherLogitsStage) -> str | None:
+    columns = program.schemas.get(stage.input.name)
+    return columns.get(stage.target) if columns is not None else None
+
+
+def _check_cache_covers(
+    program: Program, train: tr.Train, cached: st.TeacherLogitsStage, errors: Collector
+) -> None:
+    """A conversation target learned from a top-k cache: the cache scored the same column on
+    at least the tokens the train learns."""
+    target_span = train.spans.get("target", train.span)
+    at = [("the cache is made here", cached.spans.get("target", cached.span))]
+    if _target_kind(program, cached) != "messages":
+        errors.error(
+            "KD0243",
+            f"`{train.data.name}` holds the teacher's top-k cached over text targets; a "
+            "conversation target cannot be learned from it",
+            target_span,
+            help="name an online `teacher` in the train, or learn a text column",
+        )
+    elif cached.target != train.target:
+        errors.error(
+            "KD0246",
+            f"`{train.data.name}` holds the teacher's top-k over the conversations of "
+            f"`{cached.target}`, not of `{train.target}`",
+            target_span,
+            notes=at,
+            help=f"learn `target = {cached.target}`, or score `{train.target}` in the stage",
+        )
+    elif _COVERS[train.train_on] > _COVERS[cached.train_on]:
+        errors.error(
+            "KD0246",
+            f"the train learns `train_on = {train.train_on}`, but `{train.data.name}` scored "
+            f"the teacher on `train_on = {cached.train_on}` tokens only",
+            train.spans.get("train_on", target_span),
+            notes=at,
+            help=f"set `train_on = {train.train_on}` in the `teacher_logits` stage too",
+        )
+
+
+def _check_teacher_logits(
+    program: Program, stage: st.TeacherLogitsStage, errors: Collector
+) -> None:
+    """A conversation target takes no prompt and an `hf` teacher with a chat template; a text
+    target needs its prompt and takes no `train_on`."""
+    kind = _target_kind(program, stage)
+    if kind == "messages":
+        if stage.prompt is not None:
+            errors.error(
+                "KD0245",
+                f"`target` names the conversation `{stage.target}`, which brings its own user "
+                "turns: a `prompt` would go unused",
+                stage.spans.get("prompt", stage.span),
+                help="remove `prompt` (the teacher's chat template renders the conversation)",
+            )
+        teacher = program.recipe.models.get(stage.teacher.name)
+        if isinstance(teacher, OpenAIModel) and not teacher.chat:
+            errors.error(
+                "KD0245",
+                f"the teacher `{stage.teacher.name}` scores text through the completions "
+                f"endpoint; the conversations of `{stage.target}` are scored by an `hf` teacher",
+                stage.spans.get("teacher", stage.span),
+                notes=[("the model is declared here", teacher.span)],
+                help="score them with an `hf` model (or an online `teacher` in the train)",
+            )
+        if isinstance(teacher, HFModel) and teacher.chat_template == "none":
+            errors.error(
+                "KD0313",
+                f"`target` names the conversation `{stage.target}`, but the teacher "
+                f"`{stage.teacher.name}` has `chat_template = none`",
+                stage.spans.get("target", stage.span),
+                notes=[("the model is declared here", teacher.span)],
+                help="give the teacher a chat template, or score a text column",
+            )
+        return
+    if kind is None:
+        return
+    if stage.prompt is None and kind != "any":
+        errors.error(
+            "KD0105",
+            f"`teacher_logits` needs `prompt`: `target` names `{stage.target}`, text that "
+            "follows a prompt",
+            stage.span,
+            help="prompt = NAME: the prompt the target follows (a conversation column needs none)",
+        )
+    if "train_on" in stage.spans and kind != "any":
+        errors.error(
+            "KD0242",
+            f"`train_on` picks the turns of a conversation, but `target` names "
+            f"`{stage.target}`, which holds {_NAMES.get(kind, kind)}",
+            stage.spans["train_on"],
+            help="a text target is scored whole after its prompt: remove `train_on`",
+        )
 
 
 def _check_filter(program: Program, stage: st.FilterStage, errors: Collector) -> None:
@@ -180,7 +308,7 @@ def _check_filter(program: Program, stage: st.FilterStage, errors: Collector) ->
         if not isinstance(rule, st.DedupRule | st.DecontaminateRule):
             continue
         kind = columns.get(rule.column)
-        if kind in STRUCTURED:
+        if kind in STRUCTURED and kind != "messages":  # a conversation: its turns' text
             errors.error(
                 "KD0211",
                 f"`{rule.rule}` compares the text of `{rule.column}`, which holds "
@@ -249,21 +377,6 @@ def template_syntax_error(text: str) -> tuple[int, str] | None:
     return None
 
 
-def _check_args_used(program: Program, ref, where: str, errors: Collector, at=None) -> None:
-    model = program.recipe.models.get(ref.name)
-    if isinstance(model, HFModel) and model.chat_template_args is not None:
-        errors.error(
-            "KD0316",
-            f"`{ref.name}` has `chat_template_args`, which {where} does not pass to its chat "
-            "template",
-            at or ref.span,
-            notes=[
-                ("the arguments are set here", model.spans.get("chat_template_args", model.span))
-            ],
-            help="declare the model once more without them for this use",
-        )
-
-
 def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> None:
     """One of `prompt` and `messages`; `turns` with `messages` only; a conversation to answer."""
     if stage.messages is None:
@@ -324,6 +437,55 @@ def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> N
             "conversation",
             stage.spans.get("messages", stage.span),
             help="name a conversation column (type `messages`), or answer it with a `prompt`",
+        )
+
+
+def _check_evaluate(program: Program, evaluation: tr.Evaluate, errors: Collector) -> None:
+    """One of `prompt` and `messages`; `messages` names a conversation; the model (a train's
+    student) can take one."""
+    if evaluation.messages is None:
+        if evaluation.prompt is None and not _reported_within(errors, evaluation.span):
+            errors.error(
+                "KD0105",
+                "`evaluate` needs `prompt` (or `messages`, a conversation column to answer)",
+                evaluation.span,
+                help="prompt = NAME: the prompt the model answers for each row",
+            )
+        return
+    if evaluation.prompt is not None:
+        errors.error(
+            "KD0248",
+            f"the evaluation answers the conversations of `{evaluation.messages}`: a `prompt` "
+            "would go unused",
+            evaluation.spans.get("prompt", evaluation.span),
+            help="remove `prompt`, or `messages` to answer the prompt instead",
+        )
+    columns = program.schemas.get(evaluation.data.name)
+    kind = columns.get(evaluation.messages) if columns is not None else None
+    if kind is not None and kind not in ("messages", "any"):
+        errors.error(
+            "KD0242",
+            f"`messages` names `{evaluation.messages}`, which holds {_NAMES.get(kind, kind)}, "
+            "not a conversation",
+            evaluation.spans.get("messages", evaluation.span),
+            help="name a conversation column (type `messages`), or answer it with a `prompt`",
+        )
+    trained = program.recipe.trains.get(evaluation.model.name)
+    ref = trained.student if trained is not None else evaluation.model
+    model = program.recipe.models.get(ref.name)
+    plain = (isinstance(model, HFModel) and model.chat_template == "none") or (
+        isinstance(model, OpenAIModel) and not model.chat
+    )
+    if plain and model is not None:
+        setting = "chat_template = none" if isinstance(model, HFModel) else "chat = false"
+        errors.error(
+            "KD0313",
+            f"the evaluation answers the conversations of `{evaluation.messages}`, but "
+            f"`{ref.name}` has `{setting}`",
+            evaluation.model.span,
+            notes=[("the model is declared here", model.span)],
+            help="a conversation is sent as chat messages: give the model a chat template "
+            "(or the chat endpoint)",
         )
 
 

@@ -502,16 +502,33 @@ class SelectStage(StageOperator):
 
 class TeacherLogitsStage(StageOperator):
     """``teacher_logits(data)``: caches the teacher's top-k next-token log-probs on every target
-    token (prompt + target), so training can run without the teacher (offline logit KD)."""
+    token (prompt + target), so training can run without the teacher (offline logit KD). A
+    conversation target is scored on the tokens ``train_on`` picks of its rendered chat
+    template."""
 
     references: ClassVar[References] = {"input": DATA, "teacher": MODELS, "prompt": PROMPTS}
     prompts = (PromptUse("prompt"),)
     text_column_settings = ("target",)
+    conversation_settings: ClassVar[tuple[str, ...]] = ("target",)
+    """Text settings that may name a conversation column instead (its chat template renders
+    it)."""
 
     op: Literal["teacher_logits"] = "teacher_logits"
     teacher: RefField = Field(description="The white-box model scored (an `hf` model).")
-    prompt: RefField = Field(description="The prompt the target text follows.")
-    target: ColumnName = Field(description="Column holding the text the student will learn.")
+    prompt: RefField | None = Field(
+        None,
+        description="The prompt the target text follows (a conversation target takes none).",
+    )
+    target: ColumnName = Field(
+        description="Column holding the text the student will learn, or a conversation "
+        "(`messages`) scored on the turns `train_on` picks."
+    )
+    train_on: Annotated[Literal["assistant", "last_assistant", "all"], Symbol] = Field(
+        "assistant",
+        description="Of a conversation target, the tokens scored: every assistant turn, the "
+        "last one, or the whole rendered conversation (a train reading the cache learns these "
+        "or fewer).",
+    )
     top_k: int = Field(32, ge=1, description="Log-probs kept per token.")
     max_length: int = Field(1024, ge=1, description="Longest prompt + target, in tokens.")
 

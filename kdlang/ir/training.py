@@ -4,9 +4,9 @@ The ``loss`` lines of a train are :mod:`kdlang.ir.losses`.
 """
 
 import math
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.expr import Expr
@@ -15,6 +15,16 @@ from kdlang.ir.values import ColumnName, LRSchedule, LRScheduleField, Node, RefF
 
 FUSED_LINEAR_THRESHOLD = 2 * 2**30
 """Materialized fp32 logits above this many bytes make ``loss_path = auto`` pick fused_linear."""
+
+
+class TemplateArgsShare(BaseModel):
+    """One entry of a train's ``chat_template_mix``: template arguments and the share of the
+    rows rendered with them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    args: dict[str, Any] = Field(description="Keyword arguments of the chat template.")
+    share: float = Field(gt=0, description="Weight of these arguments among the entries.")
 
 
 class Train(Operator):
@@ -55,6 +65,13 @@ class Train(Operator):
         "assistant",
         description="Of a conversation target, the tokens learned: every assistant turn, the "
         "last one, or the whole rendered conversation.",
+    )
+    chat_template_mix: list[TemplateArgsShare] | None = Field(
+        None,
+        min_length=1,
+        description="Chat template arguments picked per row from (seed, row), by share "
+        "(`[{args: {enable_thinking: true}, share: 0.3}, {args: {enable_thinking: false}, "
+        "share: 0.7}]`), over the student's own `chat_template_args`.",
     )
     losses: list[Loss] = Field(min_length=1)
     epochs: int = Field(
@@ -109,8 +126,15 @@ class Train(Operator):
     seed: int | None = Field(None, ge=0, description="Training seed; default: the recipe's.")
 
     def text_settings(self) -> tuple[str, ...]:
-        # the target is read only by losses learning from the target tokens
+        # the target is read only by losses learning from the target tokens, and not at all
+        # when every batch samples its targets and the recipe names none (prompt-only rows)
+        if self.samples_only() and "target" not in self.spans:
+            return ()
         return ("target",) if any(loss.learns_from == "tokens" for loss in self.losses) else ()
+
+    def samples_only(self) -> bool:
+        """Whether every batch's targets are sampled from the student (``on_policy = 1``)."""
+        return isinstance(self.on_policy, int | float) and self.on_policy >= 1.0
 
     def steps(self, rows: int | None) -> int | None:
         """Optimizer steps of the run on ``rows`` rows (None when unknown)."""
@@ -180,11 +204,19 @@ class Evaluate(Operator):
     }
     reads: ClassVar[str | None] = "data"
     prompts: ClassVar[tuple[PromptUse, ...]] = (PromptUse("prompt"),)
+    column_settings: ClassVar[tuple[str, ...]] = ("messages",)
 
     op: Literal["evaluate"] = "evaluate"
     model: RefField = Field(description="A `train` (its student after training) or a `model`.")
     data: RefField = Field(description="The dataset evaluated on.")
-    prompt: RefField = Field(description="The prompt the model answers.")
+    prompt: RefField | None = Field(
+        None, description="The prompt the model answers (unless it answers `messages`)."
+    )
+    messages: ColumnName | None = Field(
+        None,
+        description="A conversation column: the model answers each row's conversation up to "
+        "its last user turn (an assistant turn after it is not sent).",
+    )
     metrics: list[Metric] = Field(min_length=1)
     temperature: Annotated[float, Field(ge=0)] = Field(
         0.0, description="Sampling temperature; 0 = greedy."

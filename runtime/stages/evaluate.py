@@ -1,7 +1,8 @@
 """``eval NAME = evaluate(model_or_train, data) { prompt = .. metric ... }``: generate, then score.
 
 The model — a ``train``'s trained student (from its artifact) or a declared ``model`` — answers
-each row's rendered prompt (greedy unless ``temperature`` > 0, each row seeded by its index;
+each row's rendered prompt (or, with ``messages = COLUMN``, the row's conversation up to its
+last user turn, sent as chat turns) (greedy unless ``temperature`` > 0, each row seeded by its index;
 the teachers' batched decoder keeps this deterministic). Every ``metric`` expression is evaluated
 by :func:`kdlang.expr.evaluate` on the row plus ``output`` (the generated text) and averaged over
 the rows where it is not null (true counts 1, false 0). ``perplexity(column)`` scores the column
@@ -39,8 +40,13 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     names = _names(ev.metrics)
     before = None
     try:
-        template = ctx.template(ev.prompt)
-        prompts = [template.render(i, **row) for i, row in enumerate(rows)]
+        if ev.messages is not None:  # the model answers each conversation's last user turn
+            from ..chat import last_user_prompts
+
+            prompts = last_user_prompts(rows, ev.messages)
+        else:
+            template = ctx.template(ev.prompt)
+            prompts = [template.render(i, **row) for i, row in enumerate(rows)]
         outputs = _generate(ev, ctx, model, prompts)
         if not ctx.dist.is_main:  # rank 0 scores and writes the artifact
             return {}
@@ -103,7 +109,7 @@ def _model(ev, ctx: StageContext):
         raise RunError(f"cannot load the trained student of `{ev.model.name}`: {error}") from None
 
 
-def _generate(ev, ctx: StageContext, model, prompts: list[str]) -> list[str]:
+def _generate(ev, ctx: StageContext, model, prompts: list) -> list[str]:
     """The model's answer to every prompt, logged for resuming and split across processes by
     decoding batch (a white-box model's batches are the ones one ``generate`` call of every
     prompt decodes, so the answers do not depend on the number of processes)."""
@@ -130,7 +136,7 @@ def _generate(ev, ctx: StageContext, model, prompts: list[str]) -> list[str]:
     return [texts[0] for texts in outputs]
 
 
-def _perplexity(model, prompts: list[str], rows: list[dict], column: str) -> float | None:
+def _perplexity(model, prompts: list, rows: list[dict], column: str) -> float | None:
     """exp of the mean negative log-likelihood per token of ``column`` after the prompt."""
     picked = [(p, str(r.get(column))) for p, r in zip(prompts, rows, strict=True) if r.get(column)]
     if not picked:

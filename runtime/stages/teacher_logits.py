@@ -12,6 +12,12 @@ strings: each must be a single token of the student's vocabulary (the students o
 that read this stage) and is mapped to its id, else the stage fails naming the token. Targets
 longer than ``max_length`` tokens with their prompt keep their first tokens only.
 
+A conversation target (a ``messages`` column; the stage then takes no prompt) is rendered by
+the ``hf`` teacher's chat template and scored only on the tokens its ``train_on`` picks, the
+positions a train learns (:class:`~kdlang.runtime.train.conversation.ConversationScorer`):
+``topk_target_ids`` holds those tokens, and a train spreads the rows back over its own
+rendering, which must have the same tokens there.
+
 Rows are scored in fixed chunks; each finished chunk is committed to the progress folder, so a
 killed run resumes with the chunks it has not finished.
 """
@@ -41,10 +47,20 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     teacher = ctx.teacher(stage.teacher)
     before = teacher.stats.as_dict()  # a teacher is shared by the run's stages: count ours only
     white = getattr(teacher, "white_box", False)
+    conversations = _conversations(node.name, rows, stage.target)
+    if conversations is not None:
+        from ..train.conversation import ConversationScorer
+
+        if stage.prompt is not None:
+            raise RunError(f"{node.name}: `{stage.target}` holds conversations: a `prompt` "
+                           "would go unused")  # fmt: skip
+        scorer = ConversationScorer(node.name, teacher, stage, conversations)
+    elif stage.prompt is None:
+        raise RunError(f"{node.name}: `{stage.target}` holds text, which needs a `prompt`")
     tokenizer = teacher.tokenizer if white else _student_tokenizer(ctx, node)
     mapper = None if white else TokenMapper(tokenizer)
-    template = ctx.template(stage.prompt)
-    prompts = [template.render(i, **row) for i, row in enumerate(rows)]
+    template = ctx.template(stage.prompt) if conversations is None else None
+    prompts = [template.render(i, **row) for i, row in enumerate(rows)] if template else []
     eos = (tokenizer.eos_token or "") if white else ""
     targets = [str(row.get(stage.target) or "") + eos for row in rows]
 
@@ -62,6 +78,8 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     try:
         for start, end in mine:
             chunk = _chunk(folder, start)
+            if not chunk.exists() and conversations is not None:
+                _save_chunk(chunk, scorer.score(start, end))
             if not chunk.exists():
                 try:
                     found = teacher.topk_logprobs(
@@ -100,7 +118,22 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     ]
     _write(out, rows, columns, scored, stage.top_k)
     ctx.stats["target_tokens"] = int(sum(len(t) for _, _, t in scored))
-    return {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}
+    manifest = {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}
+    if conversations is not None:
+        manifest["conversations"] = True  # scored on the tokens `train_on` picks
+    return manifest
+
+
+def _conversations(name: str, rows: list[dict], column: str) -> list[list[dict]] | None:
+    """The target's conversations, when it holds conversations (every row then), else None."""
+    kinds = [isinstance(row.get(column), list) for row in rows]
+    if not any(kinds):
+        return None
+    if not all(kinds):
+        row = kinds.index(False)
+        raise RunError(f"{name}: row {row + 1}: `{column}` holds no conversation, unlike row "
+                       f"{kinds.index(True) + 1}")  # fmt: skip
+    return [row[column] for row in rows]
 
 
 def _chunk(folder: Path, start: int) -> Path:

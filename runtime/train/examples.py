@@ -36,6 +36,9 @@ class Example:
     topk_logprobs: np.ndarray | None = None
     row: int = -1
     learn: list[bool] | None = None
+    sample_prompt: list[int] | None = None
+    """What the student answers when it samples this row's target (on-policy), when that is
+    not ``prompt``: a conversation's turns up to its last user turn."""
 
     @property
     def tokens(self) -> int:
@@ -44,6 +47,12 @@ class Example:
     def with_target(self, target: list[int]) -> Example:
         """The same prompt with another target (an on-policy sample); no cached teacher rows."""
         return replace(self, target=list(target), topk_ids=None, topk_logprobs=None, learn=None)
+
+    def for_sampling(self) -> Example:
+        """The example whose prompt the student answers on-policy (target unchanged)."""
+        if self.sample_prompt is None:
+            return self
+        return replace(self, prompt=list(self.sample_prompt), sample_prompt=None)
 
 
 @dataclass

@@ -85,14 +85,17 @@ def build_job(train: Train, ctx: StageContext) -> Job:
 
     template = ctx.template(train.prompt) if train.prompt is not None else None
     learns_from = {loss.learns_from for loss in train.losses}
+    cached_on = _cached_on(ctx, train) if wants_teacher and not online else None
     examples, pairs = [], []
+    mixed = _template_mix(ctx, train, chat, spec.chat_template_args, len(rows))
     for i, row in enumerate(rows):
+        args = mixed[i] if mixed is not None else spec.chat_template_args
         if "tokens" in learns_from:
             examples.append(
-                _example(i, row, topk, template, tokenizer, chat, train, spec.chat_template_args)
+                _example(i, row, topk, template, tokenizer, chat, train, args, cached_on)
             )
         if "pairs" in learns_from:
-            pairs.append(_pair(i, row, template, tokenizer, chat, train, spec.chat_template_args))
+            pairs.append(_pair(i, row, template, tokenizer, chat, train, args))
     ctx.stats["rows_in"] = len(rows)
     ctx.stats["target_tokens"] = sum(e.tokens for e in examples)
 
@@ -173,12 +176,20 @@ def _nested(column, dtype) -> list[np.ndarray]:
     return np.split(table, np.cumsum(lengths)[:-1])
 
 
-def _example(index, row, topk, template, tokenizer, chat, train, chat_args=None) -> Example:
+def _example(
+    index, row, topk, template, tokenizer, chat, train, chat_args=None, cached_on=None
+) -> Example:
     value = row.get(train.target)
     if isinstance(value, list):  # a conversation: its chat template renders every turn
-        return _conversation(index, value, tokenizer, chat, train, chat_args, topk is not None)
+        cache = topk if cached_on is not None else None
+        return _conversation(index, value, tokenizer, chat, train, chat_args, cache, cached_on)
     if isinstance(value, dict):
         raise RunError(f"row {index + 1}: `{train.target}` holds a map, not text")
+    if cached_on not in (None, "text"):
+        raise RunError(
+            f"row {index + 1}: the top-k of `{train.data.name}` was scored on conversations, "
+            f"but `{train.target}` holds text"
+        )
     prompt_text = template.render(index, **row) if template is not None else ""
     target_text = row.get(train.target) or ""
     prompt, target = encode(tokenizer, prompt_text, str(target_text), chat=chat, args=chat_args)
@@ -191,10 +202,17 @@ def _example(index, row, topk, template, tokenizer, chat, train, chat_args=None)
     return Example(prompt, target, ids, lps, row=index)
 
 
-def _conversation(index, turns, tokenizer, chat, train, chat_args, cached) -> Example:
+def _conversation(index, turns, tokenizer, chat, train, chat_args, topk, cached_on) -> Example:
     """A conversation target (typed ``any`` where the checker could not see it: what
-    ``kdlang check`` refuses for a ``messages`` column is refused here)."""
-    from .conversation import ConversationError, conversation_example
+    ``kdlang check`` refuses for a ``messages`` column is refused here); ``topk``: the rows a
+    ``teacher_logits`` stage cached on its ``cached_on`` tokens, when the train learns from them.
+    A train that samples gets the turns up to the last user turn as what the student answers."""
+    from .conversation import (
+        ConversationError,
+        cached_example,
+        conversation_example,
+        sampling_prompt,
+    )
 
     if not chat:
         raise RunError(
@@ -203,8 +221,7 @@ def _conversation(index, turns, tokenizer, chat, train, chat_args, cached) -> Ex
         )
     unsupported = [
         (train.prompt is not None, "a `prompt` (the conversation brings its user turns)"),
-        (cached, "a top-k cache of text targets"),
-        (train.on_policy != 0.0, "on-policy sampling"),
+        (topk is not None and cached_on == "text", "a top-k cache of text targets"),
     ]
     for given, what in unsupported:
         if given:
@@ -212,16 +229,33 @@ def _conversation(index, turns, tokenizer, chat, train, chat_args, cached) -> Ex
                 f"`{train.target}` holds conversations, which cannot be learned with {what}"
             )
     try:
-        return conversation_example(
-            index,
-            turns,
-            tokenizer,
-            train_on=train.train_on,
-            max_length=train.max_length,
-            args=chat_args,
-        )
+        if topk is not None:
+            example = cached_example(
+                index,
+                turns,
+                tokenizer,
+                train_on=train.train_on,
+                cached_on=cached_on,
+                max_length=train.max_length,
+                args=chat_args,
+                topk_ids=topk[TOPK_IDS][index],
+                topk_logprobs=topk[TOPK_LOGPROBS][index],
+                topk_targets=topk[TOPK_TARGETS][index],
+            )
+        else:
+            example = conversation_example(
+                index,
+                turns,
+                tokenizer,
+                train_on=train.train_on,
+                max_length=train.max_length,
+                args=chat_args,
+            )
+        if train.on_policy != 0.0:
+            example.sample_prompt = sampling_prompt(tokenizer, turns, train.max_length, chat_args)
     except (ConversationError, KeyError, TypeError) as error:
         raise RunError(f"row {index + 1}, `{train.target}`: {error}") from None
+    return example
 
 
 def _pair(index, row, template, tokenizer, chat, train, chat_args=None) -> Pair:
@@ -267,6 +301,34 @@ def _check_cache_vocab(ctx: StageContext, train: Train, tokenizer, topk, width: 
     largest = max((int(a.max()) for a in topk[TOPK_IDS] if a.size), default=-1)
     if largest >= width:
         raise RunError(f"cached token id {largest} is outside the student's {width} logits")
+
+
+def _template_mix(ctx: StageContext, train: Train, chat: bool, base, rows: int):
+    """Each row's chat template arguments when the train mixes them (``chat_template_mix``),
+    picked from (seed, row); the rows each entry got go to the stats. None without a mix."""
+    if train.chat_template_mix is None:
+        return None
+    if not chat:
+        raise RunError(
+            f"`{ctx.node.name}` mixes chat template arguments, but the student has no chat "
+            "template to pass them to"
+        )
+    from .conversation import template_mix_pick
+
+    picks = [template_mix_pick(train.chat_template_mix, ctx.seed, i) for i in range(rows)]
+    ctx.stats["chat_template_mix"] = [picks.count(e) for e in range(len(train.chat_template_mix))]
+    return [{**(base or {}), **train.chat_template_mix[e].args} for e in picks]
+
+
+def _cached_on(ctx: StageContext, train: Train) -> str | None:
+    """Which tokens of a conversation the top-k a train reads was scored on: the
+    ``teacher_logits`` stage's ``train_on`` when it scored conversations, ``"text"`` when it
+    scored text targets (or the columns come from elsewhere)."""
+    stage = _logits_stage(ctx, train.data.name)
+    if stage is None:
+        return "text"
+    scored = ctx.manifest(stage.name) or {}
+    return stage.node.train_on if scored.get("conversations") else "text"
 
 
 def _logits_stage(ctx: StageContext, name: str) -> PlanNode | None:

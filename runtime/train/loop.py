@@ -287,7 +287,7 @@ def student_samples(job: Job, student: nn.Module, examples: list[Example], step:
     sampled = sample_targets(
         student,
         job.tokenizer,
-        examples,
+        [e.for_sampling() for e in examples],
         seed=job.seed,
         step=step,
         temperature=train.sample_temperature,

@@ -199,11 +199,11 @@ def test_a_list_or_map_column_is_no_train_target(project: Path):
 def test_a_list_or_map_column_is_no_teacher_logits_target(project: Path):
     body = (
         'prompt ask = "Q: {{ q }}"\n'
-        "stage soft = teacher_logits(chat) { teacher = teacher  prompt = ask  target = turns }\n"
-    )
+        "stage soft = teacher_logits(chat) { teacher = teacher  prompt = ask  target = tags }\n"
+    )  # (a conversation, `turns`, is scored on its turns)
     d = only(structured(project, body), "KD0211")
     line = body.splitlines()[1]
-    assert (d.span.line, d.span.column) == (8, line.index("turns") + 1)
+    assert (d.span.line, d.span.column) == (8, line.index("tags") + 1)
 
 
 def test_a_prompt_printing_a_list_or_map_column_as_it_is(project: Path):

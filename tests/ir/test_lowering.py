@@ -398,6 +398,7 @@ def test_train_values_and_defaults():
         "prompt": {"name": "solve"},
         "target": "rationale",
         "train_on": "assistant",
+        "chat_template_mix": None,
         "epochs": 3,
         "max_steps": None,
         "batch": 32,
@@ -434,6 +435,8 @@ def test_train_values_and_defaults():
             },
             "temperature": 2.0,
             "temperature_scale": False,
+            "topk_mass": "renormalize",
+            "reduction": "token_mean",
         },
     ]
     assert train.lr_schedule == LRSchedule(kind="cosine", warmup=Percent(fraction=0.05))
