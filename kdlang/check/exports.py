@@ -62,7 +62,8 @@ def check_exports(program: Program, errors: Collector) -> None:
         return
     cache = workdir / DEFAULT_CACHE
     for export in program.recipe.exports:
-        if export.train.name not in program.recipe.trains:
+        recipe = program.recipe
+        if export.train.name in recipe.stages or export.train.name in recipe.datasets:
             _check_data_export(export, errors)
         reason: str | None
         if export.path == "":

@@ -117,7 +117,11 @@ def run(
         command = launch_command(
             launcher, nproc, file, overrides, only, force, device, workdir, given_cache
         )
-        command += ["--format", fmt, "--color", color, *(["-q"] * quiet), *(["-v"] * verbose)]
+        passed = [("--format", fmt, "text"), ("--color", color, "auto")]  # (flag, value, default)
+        command += [
+            part for flag, value, default in passed if value != default for part in (flag, value)
+        ]
+        command += [*(["-q"] * quiet), *(["-v"] * verbose)]
         read_source(file)  # a missing recipe is a usage error here, not in every process
         with _locked(cache, wait):  # the group runs under this process's lock
             os.environ[HELD_BY_PARENT] = str(Path(cache).resolve())

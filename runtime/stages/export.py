@@ -1,5 +1,5 @@
 """``export TRAIN to "path" { merge_lora = .. card = .. }``: the trained student, where people use it.
-(``export DATA to "rows.jsonl"``, the rows of a dataset or stage: :mod:`.export_data`.)
+(``export DATA to "rows.jsonl"``, the rows of a dataset or stage: :mod:`._export_data`.)
 
 The path is relative to the run's working directory (``--workdir``, by default the current
 folder), where ``runs/`` goes too. The folder receives the student as ``save_pretrained`` wrote
@@ -47,7 +47,7 @@ from ..cache import file_hashes
 from ..context import StageContext
 from ..errors import RunError
 from ..train.card import model_card
-from . import export_data
+from . import _export_data as export_data
 
 MARKER = ".kdlang-export.json"
 """In every export: ``{"kdlang_export": 1, "kdlang", "recipe", "train", "export", "fingerprint",

@@ -50,11 +50,11 @@ def test_unknown_loss_option_names_the_loss():
 @pytest.mark.parametrize(
     ("loss", "option", "known"),
     [
-        ("forward_kl", "beta = 0.9", "temperature, temperature_scale"),
-        ("forward_kl", "alpha = 0.7", "temperature, temperature_scale"),
-        ("tvd", "beta = 0.5", "temperature, temperature_scale"),
-        ("jsd", "alpha = 0.2", "temperature, temperature_scale, beta"),
-        ("skew_kl", "beta = 0.2", "temperature, temperature_scale, alpha"),
+        ("forward_kl", "beta = 0.9", "temperature, temperature_scale, topk_mass, reduction"),
+        ("forward_kl", "alpha = 0.7", "temperature, temperature_scale, topk_mass, reduction"),
+        ("tvd", "beta = 0.5", "temperature, temperature_scale, topk_mass, reduction"),
+        ("jsd", "alpha = 0.2", "temperature, temperature_scale, topk_mass, reduction, beta"),
+        ("skew_kl", "beta = 0.2", "temperature, temperature_scale, topk_mass, reduction, alpha"),
         ("sft", "temperature = 2", None),
     ],
 )
@@ -83,8 +83,8 @@ def test_a_loss_accepts_the_options_of_its_own_kind_only(loss, option, known):
             "its `metric EXPR` lines",
         ),
         (TRAIN.format("loss sft(weight = 3) weight 1"), "weight", "`weight W` after the loss's"),
-        ('export t to "out" { path = "/" }', "path", '`export TRAIN to "PATH"`'),
-        ('export t to "out" { train = u }', "train", '`export TRAIN to "PATH"`'),
+        ('export t to "out" { path = "/" }', "path", '`export NAME to "PATH"`'),
+        ('export t to "out" { train = u }', "train", '`export NAME to "PATH"`'),
     ],
 )
 def test_a_field_the_syntax_gives_is_no_setting(source, key, given_by):
