@@ -413,6 +413,8 @@ def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> N
             "`turns = each` writes every assistant turn once: it takes `samples = 1`",
             stage.spans.get("samples", stage.span),
         )
+    if stage.teacher is None:  # several teachers do not answer conversations (KD0237)
+        return
     teacher = program.recipe.models.get(stage.teacher.name)
     plain = (isinstance(teacher, HFModel) and teacher.chat_template == "none") or (
         isinstance(teacher, OpenAIModel) and not teacher.chat

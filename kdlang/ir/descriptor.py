@@ -98,10 +98,11 @@ class Operator(Node):
         return dict(columns)
 
     @classmethod
-    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
         """What is wrong with the combination of settings a declaration gives (``given``, by
-        name), as ``(code, message, setting)``: reported by the lowering at that setting (None:
-        at the declaration's name). Most operators' settings stand alone: none."""
+        name), as ``(code, message, setting)`` or ``(code, message, setting, help)``: reported
+        by the lowering at that setting (None: at the declaration's name). Most operators'
+        settings stand alone: none."""
         return []
 
     def text_settings(self) -> tuple[str, ...]:

@@ -11,12 +11,12 @@ import itertools
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.expr import Expr
-from kdlang.ir.values import ColumnName, Node, Percent, RefField, Symbol
+from kdlang.ir.values import CallValue, ColumnName, Node, Percent, RefField, Symbol
 
 Temperature = Annotated[float, Field(ge=0.0)]
 TopP = Annotated[float, Field(gt=0.0, le=1.0)]
@@ -80,6 +80,35 @@ class Generating(StageOperator):
     )
 
 
+class Route(BaseModel):
+    """How ``label`` sends rows to several ``teachers``: ``round_robin`` (row i to teacher
+    i mod k), ``all`` (every row to every teacher) or ``sample(n = N)`` (each row to N distinct
+    teachers drawn with the row's seed)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["round_robin", "all", "sample"]
+    n: int | None = Field(None, ge=1)
+
+
+def _route(value: Any) -> Any:
+    """``round_robin``, ``all`` or ``sample(n = N)`` as a :class:`Route`."""
+    if isinstance(value, Route | dict):
+        return value
+    if isinstance(value, CallValue):
+        if value.name != "sample" or value.args or set(value.kwargs) != {"n"}:
+            raise PydanticCustomError("kd_call", "a route with options is `sample(n = N)`", {})
+        return {"kind": "sample", "n": value.kwargs["n"]}
+    name = getattr(value, "name", value)
+    if name not in ("round_robin", "all", "sample"):
+        raise PydanticCustomError(
+            "kd_call", "`route` is round_robin, all or sample(n = N), got {got}", {"got": name}
+        )
+    if name == "sample":
+        raise PydanticCustomError("kd_call", "`sample` needs how many teachers: sample(n = 2)", {})
+    return {"kind": name}
+
+
 class LabelStage(Generating):
     """``label(input)``: the teacher answers each row through a prompt; adds ``output``.
 
@@ -90,13 +119,31 @@ class LabelStage(Generating):
     references: ClassVar[References] = {
         "input": DATA,
         "teacher": MODELS,
+        "teachers": MODELS,
         "prompt": PROMPTS,
         "system": PROMPTS,
     }
     prompts = (PromptUse("prompt"), PromptUse("system"))
 
     op: Literal["label"] = "label"
-    teacher: RefField = Field(description="The model that writes (a `model` declaration).")
+    teacher: RefField | None = Field(
+        None, description="The model that writes (a `model` declaration)."
+    )
+    teachers: list[RefField] | None = Field(
+        None,
+        min_length=2,
+        description="Several models that write, instead of `teacher`; `route` says which "
+        "answers each row.",
+    )
+    route: Annotated[Route, BeforeValidator(_route)] = Field(
+        default_factory=lambda: Route(kind="round_robin"),
+        description="With `teachers`: round_robin (one teacher a row, in turn), all, or "
+        "sample(n = N) (N distinct teachers a row, drawn with its seed); with all and sample "
+        "`output` and `teacher_column` hold lists.",
+    )
+    teacher_column: ColumnName = Field(
+        "teacher", description="With `teachers`: the column naming the teacher of each answer."
+    )
     prompt: RefField | None = Field(
         None, description="The prompt rendered for each row (unless the stage answers `messages`)."
     )
@@ -126,7 +173,72 @@ class LabelStage(Generating):
 
     column_settings: ClassVar[tuple[str, ...]] = ("messages",)
 
+    @classmethod
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
+        if "teachers" not in given:
+            found: list[tuple] = [
+                (
+                    "KD0237",
+                    f"`{setting}` routes rows to several `teachers`; this `label` has one",
+                    setting,
+                )
+                for setting in ("route", "teacher_column")
+                if setting in given
+            ]
+            if "teacher" not in given:
+                found.append(
+                    (
+                        "KD0105",
+                        "`label` operator needs `teacher`",
+                        None,
+                        "The model that writes (a `model` declaration); several: "
+                        "`teachers = [a, b]`.",
+                    )
+                )
+            return found
+        return [
+            (
+                "KD0237",
+                f"`{setting}` does not go with `teachers`"
+                + (": give one or the other" if setting == "teacher" else ""),
+                setting,
+            )
+            for setting in ("teacher", "samples", "messages")
+            if setting in given
+        ]
+
+    def routed(self) -> bool:
+        """Whether each row gets a list of answers (``all``, ``sample``) rather than one."""
+        return self.teachers is not None and self.route.kind != "round_robin"
+
+    def calls_per_row(self) -> int:
+        if self.teachers is None:
+            return self.samples
+        if self.route.kind == "all":
+            return len(self.teachers)
+        return self.route.n or 1 if self.route.kind == "sample" else 1
+
+    def typed_output(self, columns: Columns, typing: Any) -> Columns:
+        """The output columns; a ``sample(n)`` route asking for more teachers than there are
+        is reported."""
+        teachers = self.teachers
+        if (
+            teachers is not None
+            and self.route.kind == "sample"
+            and (self.route.n or 0) > len(teachers)
+        ):
+            typing.error(
+                "KD0237",
+                f"`route = sample(n = {self.route.n})` asks for more teachers than the "
+                f"{len(teachers)} of `teachers`",
+                self.spans.get("route", self.span),
+            )
+        return self.output_columns(columns)
+
     def output_columns(self, columns: Columns) -> Columns:
+        if self.teachers is not None:
+            kind = "list" if self.routed() else "str"
+            return {**columns, self.output: kind, self.teacher_column: kind}
         out = {**columns, self.output: "messages" if self.messages is not None else "str"}
         if self.messages is not None and self.answer is not None:
             out[self.answer] = "str"
@@ -138,9 +250,9 @@ class LabelStage(Generating):
         if self.messages is not None and self.turns == "each":
             # one call per assistant turn: how many the conversations hold is not known here
             return Estimate(rows=rows, rows_upper_bound=upper)
-        calls = rows * self.samples
+        calls = rows * self.calls_per_row()
         return Estimate(
-            rows=calls,
+            rows=rows if self.teachers is not None else calls,
             rows_upper_bound=upper,
             teacher_calls=calls,
             generated_tokens_max=calls * self.max_tokens,
@@ -263,7 +375,7 @@ class JudgeStage(Generating):
     max_tokens: int = Field(64, ge=1, description="Most tokens of one judgement.")
 
     @classmethod
-    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
         if "metrics" in given:
             return [
                 (
@@ -458,9 +570,9 @@ class SelectStage(StageOperator):
         return Estimate(rows=None if rows is None else self.kept(rows), rows_upper_bound=upper)
 
     @classmethod
-    def setting_problems(cls, given: frozenset[str]) -> list[tuple[str, str, str | None]]:
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
         if "stratify" not in given:
-            found: list[tuple[str, str, str | None]] = [
+            found: list[tuple] = [
                 (
                     "KD0235",
                     f"`{setting}` says how strata are kept, but this `select` has no "

@@ -226,9 +226,9 @@ class _Lowering(SettingsLowering):
             if len(rules) != len(lines):
                 fields.reported.add("rules")  # each failed rule is reported already
             self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
-        for code, message, setting in cls.setting_problems(frozenset(fields.values)):
+        for code, message, setting, *extra in cls.setting_problems(frozenset(fields.values)):
             at = fields.key_spans.get(setting, decl.name_span) if setting else decl.name_span
-            self.errors.error(code, message, at)
+            self.errors.error(code, message, at, help=extra[0] if extra else None)
             fields.reported.add(setting or "")
         return self.validated(cls, fields, decl.span, decl.name_span)
 

@@ -8,6 +8,7 @@ run's. Each input row yields ``samples`` output rows (with a ``sample`` column w
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,8 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     prompt = ctx.template(stage.prompt)
     system = ctx.template(stage.system) if stage.system is not None else None
     requests = row_requests(ctx, stage, rows, prompt, system=system, n=stage.samples)
+    if stage.teachers is not None:
+        return _routed(node, ctx, out, rows, requests)
     outputs = generate_rows(ctx, stage, rows, requests)
     if not ctx.dist.is_main:  # rank 0 writes the artifact
         return {}
@@ -187,4 +190,62 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
             if stage.samples > 1:
                 labelled["sample"] = sample
             result.append(labelled)
+    return {"rows": write_rows(result, out, columns=list(node.columns) if node.columns else None)}
+
+
+def assign(stage, rows: int, seed_of) -> list[list[int]]:
+    """For each row, the indices of the ``teachers`` that answer it, in their order:
+    ``round_robin`` row i -> i mod k; ``all`` every one; ``sample(n)`` n distinct ones drawn
+    with a generator seeded by the row's own seed (``seed_of(i)``), so a rerun routes alike."""
+    k = len(stage.teachers)
+    if stage.route.kind == "round_robin":
+        return [[i % k] for i in range(rows)]
+    if stage.route.kind == "all":
+        return [list(range(k)) for _ in range(rows)]
+    n = stage.route.n or 1
+    if n > k:
+        raise RunError(f"route = sample(n = {n}) asks for more teachers than the {k} given")
+    return [
+        sorted(random.Random(seed_of(i) ^ _ROUTE_SALT).sample(range(k), n)) for i in range(rows)
+    ]
+
+
+_ROUTE_SALT = 0x5EED_70_7E
+
+
+def _routed(node: PlanNode, ctx: StageContext, out: Path, rows, requests) -> dict[str, Any]:
+    """Rows sent to several teachers as the stage's ``route`` says; each teacher's rows are
+    generated (and logged, so a killed run resumes) on their own."""
+    stage = node.node
+    routes = assign(stage, len(rows), ctx.row_seed)
+    answers: dict[tuple[int, int], str] = {}
+    calls: dict[str, int] = {}
+    for t, ref in enumerate(stage.teachers):
+        mine = [i for i, chosen in enumerate(routes) if t in chosen]
+        calls[ref.name] = len(mine)
+        if not mine:
+            continue
+        texts = generate_rows(
+            ctx,
+            stage,
+            [rows[i] for i in mine],
+            [requests[i] for i in mine],
+            log_name=f"progress.{t}.jsonl",
+            teacher=ref,
+        )
+        answers.update(((i, t), got[0]) for i, got in zip(mine, texts, strict=True))
+    ctx.stats["rows_per_teacher"] = calls
+    if not ctx.dist.is_main:  # rank 0 writes the artifact
+        return {}
+    names = [ref.name for ref in stage.teachers]
+    result = []
+    for i, (row, chosen) in enumerate(zip(rows, routes, strict=True)):
+        if stage.routed():
+            extra = {
+                stage.output: [answers[i, t] for t in chosen],
+                stage.teacher_column: [names[t] for t in chosen],
+            }
+        else:
+            extra = {stage.output: answers[i, chosen[0]], stage.teacher_column: names[chosen[0]]}
+        result.append({**row, **extra})
     return {"rows": write_rows(result, out, columns=list(node.columns) if node.columns else None)}

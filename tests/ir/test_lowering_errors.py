@@ -136,7 +136,9 @@ def test_number_for_a_reference():
         "`teacher`: expected the name of a declaration, got a number",
     )
     assert at(found) == where(source, "0.8")
-    assert found.help == "The model that writes (a `model` declaration)."
+    assert (
+        found.help == "The model that writes (a `model` declaration)."
+    )
 
 
 def test_string_where_a_prompt_reference_is_expected():
@@ -362,7 +364,9 @@ def test_missing_required_setting_points_at_the_name():
     found = only(source)
     assert (found.code, found.message) == ("KD0105", "`label` operator needs `teacher`")
     assert at(found) == where(source, "rationales")
-    assert found.help == "The model that writes (a `model` declaration)."
+    assert (
+        found.help == "The model that writes (a `model` declaration); several: `teachers = [a, b]`."
+    )
 
 
 def test_train_needs_a_loss_and_still_reports_its_other_problems():

@@ -72,4 +72,12 @@ TABLE: list[tuple[str, str, str]] = [
         "...}`, one column per metric from a JSON answer; `output` and `scale` mean nothing "
         "with `metrics`, and `rationale` (the column keeping the judge's reasons) needs them.",
     ),
+    (
+        "KD0237",
+        "label settings that do not fit together",
+        "A `label` has one writer (`teacher = m`) or several (`teachers = [m1, m2, ...]`, with "
+        "`route = round_robin | all | sample(n = N)` and `teacher_column`), not both; several "
+        "teachers answer plain prompts once each (no `samples`, no `messages`), and a "
+        "`sample(n = N)` route takes at most as many teachers as there are.",
+    ),
 ]
