@@ -69,6 +69,11 @@ def check(
     verbose: bool = typer.Option(
         False, "-v", "--verbose", help="Under each ok line, list the declarations by section."
     ),
+    offline: bool = typer.Option(
+        False,
+        "--offline",
+        help="Also warn of hub model ids not in the local Hugging Face cache (KD0414).",
+    ),
     color: str = color_option(),
 ) -> None:
     """Check recipes: syntax, settings, names, columns, templates, compatibility."""
@@ -98,6 +103,10 @@ def check(
         errors = Collector()
         try:
             program = check_program(path, list(overrides), errors, texts.get(path))
+            if program is not None and offline:
+                from kdlang.check.models import uncached_hub_models
+
+                uncached_hub_models(program, errors)
         except DiagnosticError:  # every step collects instead; should one not, say it as below
             program = None
         if program is None:  # unreadable or unparsable: the checker's own account of it

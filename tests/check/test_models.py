@@ -41,3 +41,39 @@ def test_existing_local_folders_and_hub_ids_pass(project: Path):
         'model d = hf("models/other")\n'
     )
     assert diagnose(project, text) == []
+
+
+def test_check_offline_warns_of_hub_ids_missing_from_the_local_cache(project: Path, monkeypatch):
+    from kdlang.check import check_program
+    from kdlang.check.models import uncached_hub_models
+    from kdlang.syntax.diagnostics import Collector
+
+    hub = project / "hf-home" / "hub"
+    snapshot = hub / "models--org--cached" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}", encoding="utf-8")
+    (hub / "models--org--cached" / "refs").mkdir()
+    (hub / "models--org--cached" / "refs" / "main").write_text("abc123", encoding="utf-8")
+    monkeypatch.setenv("HF_HOME", str(project / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    recipe = project / "offline.kd"
+    recipe.write_text(
+        'model a = hf("org/cached")\nmodel b = hf("org/missing")\nmodel c = hf("models/other")\n',
+        encoding="utf-8",
+    )
+    assert diagnose(project, recipe.read_text(encoding="utf-8")) == []  # plain check: nothing
+    errors = Collector()
+    program = check_program(str(recipe), [], errors)
+    uncached_hub_models(program, errors)
+    (d,) = errors.diagnostics
+    assert (d.code, d.severity.name, d.span.line, d.span.column) == ("KD0414", "WARNING", 2, 14)
+    assert d.message == (
+        "`org/missing` is not in the local Hugging Face cache: a run without the network "
+        "(HF_HUB_OFFLINE=1) cannot load it"
+    )
+    from typer.testing import CliRunner
+
+    from kdlang.cli import app
+
+    result = CliRunner().invoke(app, ["check", str(recipe), "--offline", "--color", "never"])
+    assert result.exit_code == 0 and "warning[KD0414]" in result.stderr

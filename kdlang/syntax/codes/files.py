@@ -92,4 +92,12 @@ TABLE = [
         "`merge_lora` and `card` say how a trained model is exported; an export of a dataset or "
         "a stage writes rows and takes neither. Remove the setting.",
     ),
+    (
+        "KD0414",
+        "hub model not in the local cache",
+        "A warning of `kdlang check --offline`: this hub id is not in the local Hugging Face "
+        "cache (`HF_HOME`, `HF_HUB_CACHE`), so a run without the network (`HF_HUB_OFFLINE=1`) "
+        "would stop at the stage that loads it. Download it where the hub can be reached "
+        "(`hf download ORG/NAME`) or give a local folder. `check` never asks the network.",
+    ),
 ]
