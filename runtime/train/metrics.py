@@ -112,9 +112,36 @@ class Board:
             self.writer.close()
 
 
+def smoothed(values: list[float], weight: float = 0.9) -> list[float]:
+    """An exponential moving average with TensorBoard's debiasing: point i is
+    ``Σ_j w^(i-j) (1-w) v_j / (1 - w^(i+1))``, so the first points are not pulled to 0."""
+    out, running = [], 0.0
+    for i, value in enumerate(values):
+        running = weight * running + (1 - weight) * value
+        out.append(running / (1 - weight ** (i + 1)))
+    return out
+
+
+def schedule_lines(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, float]]:
+    """The scheduled values worth a curve (they change over the run) and the constant ones
+    (key -> value, said in the legend instead of drawn on top of each other). A value that is
+    never recorded is left out."""
+    keys = sorted({k for r in records for k in r if "/" in k or k == "on_policy"})
+    moving, constant = [], {}
+    for key in keys:
+        seen = {r[key] for r in records if r.get(key) is not None}
+        if len(seen) > 1:
+            moving.append(key)
+        elif seen:
+            constant[key] = seen.pop()
+    return moving, constant
+
+
 def plot_curves(records: list[dict[str, Any]], keys: list[str], path: Path) -> None:
     """A PNG with two panels over the steps: each loss line (``keys``) and the weighted total
-    (log scale when all positive), and every scheduled value with the learning-rate factor."""
+    (log scale when all positive), smoothed (:func:`smoothed`) over a faint raw trace; and the
+    scheduled values that change, with the learning-rate factor, the constant ones named in the
+    legend (:func:`schedule_lines`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -124,14 +151,18 @@ def plot_curves(records: list[dict[str, Any]], keys: list[str], path: Path) -> N
     figure, (losses, schedules) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     for key in [*keys, "loss"]:
         points = [(r["step"], r[key]) for r in records if r.get(key) is not None]
-        if points:
-            xs, ys = zip(*points, strict=True)
-            losses.plot(
-                xs,
-                ys,
-                label="total (weighted)" if key == "loss" else key,
-                linewidth=2.0 if key == "loss" else 1.2,
-            )
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        width = 2.0 if key == "loss" else 1.2
+        (line,) = losses.plot(xs, ys, linewidth=width * 0.6, alpha=0.25)
+        losses.plot(
+            xs,
+            smoothed(list(ys)) if len(ys) > 10 else ys,
+            color=line.get_color(),
+            label="total (weighted)" if key == "loss" else key,
+            linewidth=width,
+        )
     values = [r.get("loss") for r in records]
     if values and all(v is not None and v > 0 for v in values):
         losses.set_yscale("log")
@@ -139,10 +170,12 @@ def plot_curves(records: list[dict[str, Any]], keys: list[str], path: Path) -> N
     losses.legend(fontsize=8)
     losses.grid(alpha=0.3)
     peak = max((r.get("lr", 0.0) for r in records), default=0.0) or 1.0
-    scheduled = sorted({k for r in records for k in r if "/" in k or k == "on_policy"})
-    for key in scheduled:
+    moving, constant = schedule_lines(records)
+    for key in moving:
         schedules.plot(steps, [r.get(key) for r in records], label=key)
     schedules.plot(steps, [r.get("lr", 0.0) / peak for r in records], "--", label="lr / peak")
+    for key, value in constant.items():  # an empty line: a legend entry, nothing drawn
+        schedules.plot([], [], " ", label=f"{key}: constant {value:g}")
     schedules.set_xlabel("optimizer step")
     schedules.set_ylabel("scheduled value")
     schedules.legend(fontsize=8)
