@@ -100,7 +100,27 @@ class Train(Operator):
     sample_temperature: float = Field(
         1.0, gt=0, description="Temperature of on-policy student samples."
     )
+    sample_top_p: float = Field(
+        1.0, gt=0, le=1, description="Nucleus mass of on-policy student samples (1: all)."
+    )
     max_new_tokens: int = Field(128, ge=1, description="Longest on-policy student sample.")
+
+    @classmethod
+    def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
+        if "on_policy" in given:
+            return []
+        return [
+            (
+                "KD0322",
+                f"`{setting}` shapes the student's on-policy samples, but this train "
+                "samples none (`on_policy` is 0)",
+                setting,
+                "give `on_policy = 0.5` (or a schedule), or remove the setting",
+            )
+            for setting in ("sample_temperature", "sample_top_p", "max_new_tokens")
+            if setting in given
+        ]
+
     loss_path: Annotated[Literal["auto", "materialized", "fused_linear"], Symbol] = Field(
         "auto",
         description="How token-level losses get logits: auto picks fused_linear when N x V logits would be large.",

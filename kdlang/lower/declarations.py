@@ -15,6 +15,7 @@ from collections.abc import Mapping
 # The module, its functions read when called: kdlang.expr's modules import kdlang.ir.expr, whose
 # package (kdlang/ir/__init__.py) imports this module, whichever of the two is imported first.
 from kdlang.expr import lower as expressions
+from kdlang.ir.descriptor import Operator
 from kdlang.ir.expr import ExprNode
 from kdlang.ir.losses import LOSSES, LossBase
 from kdlang.ir.recipe import Import, Recipe
@@ -226,11 +227,15 @@ class _Lowering(SettingsLowering):
             if len(rules) != len(lines):
                 fields.reported.add("rules")  # each failed rule is reported already
             self.given(cls, fields, "rules", rules, decl.block.span if decl.block else op.span)
+        self.setting_problems(cls, fields, decl.name_span)
+        return self.validated(cls, fields, decl.span, decl.name_span)
+
+    def setting_problems(self, cls: type[Operator], fields: Fields, name_span: Span) -> None:
+        """Report what the descriptor says is wrong with the combination of settings given."""
         for code, message, setting, *extra in cls.setting_problems(frozenset(fields.values)):
-            at = fields.key_spans.get(setting, decl.name_span) if setting else decl.name_span
+            at = fields.key_spans.get(setting, name_span) if setting else name_span
             self.errors.error(code, message, at, help=extra[0] if extra else None)
             fields.reported.add(setting or "")
-        return self.validated(cls, fields, decl.span, decl.name_span)
 
     def computed_columns(
         self, cls: type[Computing], block: ast.Block | None
@@ -359,6 +364,7 @@ class _Lowering(SettingsLowering):
             else:
                 losses.append(loss)
         self.given(Train, fields, "losses", losses, decl.block.span)
+        self.setting_problems(Train, fields, decl.name_span)
         return self.validated(Train, fields, decl.span, decl.name_span)
 
     def loss(self, stmt: ast.LossStmt) -> LossBase | None:

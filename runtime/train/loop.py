@@ -291,6 +291,7 @@ def student_samples(job: Job, student: nn.Module, examples: list[Example], step:
         seed=job.seed,
         step=step,
         temperature=train.sample_temperature,
+        top_p=train.sample_top_p,
         max_new_tokens=train.max_new_tokens,
         batch_size=job.sample_batch,
     )

@@ -3,7 +3,7 @@
 At step s a step is on-policy with probability λ(s) (``on_policy``, schedulable); the draw is
 seeded by (seed, s) alone, and each row's sample by (seed, s, row), so a resumed run makes the
 same decisions and draws the same samples as an uninterrupted one. The student samples at
-``sample_temperature`` up to ``max_new_tokens`` (eval mode, no gradient) with the teachers'
+``sample_temperature`` (and ``sample_top_p``) up to ``max_new_tokens`` (eval mode, no gradient) with the teachers'
 seeded decoder; the sampled tokens, EOS included when it was drawn, become the targets that
 the online teacher then scores.
 """
@@ -40,6 +40,7 @@ def sample_targets(
     temperature: float,
     max_new_tokens: int,
     batch_size: int,
+    top_p: float = 1.0,
 ) -> list[Example]:
     """``examples`` with their targets replaced by the student's samples."""
     from ..teachers.hf import _eos_ids
@@ -53,7 +54,7 @@ def sample_targets(
             prompt_ids=e.prompt,
             seed=sample_seed(seed, step, e.row),
             temperature=temperature,
-            top_p=1.0,
+            top_p=top_p,
             max_tokens=max_new_tokens,
             top_logprobs=1,  # returns the sampled ids with the text
         )

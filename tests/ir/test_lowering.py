@@ -414,6 +414,7 @@ def test_train_values_and_defaults():
         "max_length": 512,
         "on_policy": 0.0,
         "sample_temperature": 1.0,
+        "sample_top_p": 1.0,
         "max_new_tokens": 128,
         "loss_path": "auto",
         "precision": "auto",

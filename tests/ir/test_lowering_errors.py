@@ -136,9 +136,7 @@ def test_number_for_a_reference():
         "`teacher`: expected the name of a declaration, got a number",
     )
     assert at(found) == where(source, "0.8")
-    assert (
-        found.help == "The model that writes (a `model` declaration)."
-    )
+    assert found.help == "The model that writes (a `model` declaration)."
 
 
 def test_string_where_a_prompt_reference_is_expected():

@@ -63,4 +63,11 @@ TABLE = [
         "(positions times k), as axolotl's top-k loss does; an online teacher has no k. Use "
         "`reduction = token_mean`, or train on a `teacher_logits` stage's cache.",
     ),
+    (
+        "KD0322",
+        "on-policy sampling settings without on-policy steps",
+        "`sample_temperature`, `sample_top_p` and `max_new_tokens` shape the samples the student "
+        "writes on on-policy steps (GKD's λ); a train without `on_policy` has none, so they "
+        "would change nothing. Give `on_policy` (a fraction or a schedule), or remove them.",
+    ),
 ]
