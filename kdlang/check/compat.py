@@ -16,9 +16,10 @@ from pathlib import Path
 from kdlang.check.conversations import check_conversation_sources
 from kdlang.check.program import Program
 from kdlang.ir import losses as ls
-from kdlang.ir import stages as st
+from kdlang.ir import selection as sel
 from kdlang.ir import training as tr
 from kdlang.ir.sources import HFModel, OpenAIModel
+from kdlang.ir.teacher_logits import TeacherLogitsStage
 from kdlang.ir.values import Node, Schedule, bounds
 from kdlang.syntax.diagnostics import Collector
 from kdlang.syntax.source import kind_of
@@ -33,19 +34,19 @@ RANGES = {
 }
 
 
-def cached_logits_stage(program: Program, data_name: str) -> st.TeacherLogitsStage | None:
+def cached_logits_stage(program: Program, data_name: str) -> TeacherLogitsStage | None:
     """The ``teacher_logits`` stage whose cache a train reads, if its data is one."""
     stage = program.recipe.stages.get(data_name)
-    while isinstance(stage, st.FilterStage):  # filters keep the cached columns as they are
+    while isinstance(stage, sel.FilterStage):  # filters keep the cached columns as they are
         stage = program.recipe.stages.get(stage.input.name)
-    return stage if isinstance(stage, st.TeacherLogitsStage) else None
+    return stage if isinstance(stage, TeacherLogitsStage) else None
 
 
 def check_compat(program: Program, errors: Collector) -> None:
     recipe = program.recipe
     check_conversation_sources(program, errors)
     for stage in recipe.stages.values():
-        if isinstance(stage, st.TeacherLogitsStage):
+        if isinstance(stage, TeacherLogitsStage):
             model = recipe.models.get(stage.teacher.name)
             if isinstance(model, OpenAIModel) and model.chat:
                 errors.error(
@@ -152,7 +153,7 @@ def _check_topk_settings(losses: list[ls.LossBase], *, topk: bool, errors: Colle
             )
 
 
-def _stage_teacher(program: Program, stage: st.TeacherLogitsStage | None):
+def _stage_teacher(program: Program, stage: TeacherLogitsStage | None):
     return program.recipe.models.get(stage.teacher.name) if stage is not None else None
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from kdlang.check.program import Program
 from kdlang.check.templates import STRUCTURED
+from kdlang.ir import selection as sel
 from kdlang.ir import stages as st
 from kdlang.ir import training as tr
 from kdlang.ir.descriptor import Columns
 from kdlang.ir.sources import CsvData, DataCommon, HFModel, OpenAIModel
+from kdlang.ir.teacher_logits import TeacherLogitsStage
 from kdlang.syntax.diagnostics import Collector, Severity, suggestion
 
 _LISTS = ("list", "messages", "any")
@@ -40,11 +42,11 @@ def check_conversation_sources(program: Program, errors: Collector) -> None:
     for train in program.recipe.trains.values():
         _check_train(program, train, errors)
     for stage in program.recipe.stages.values():
-        if isinstance(stage, st.FilterStage):
+        if isinstance(stage, sel.FilterStage):
             _check_filter(program, stage, errors)
         if isinstance(stage, st.LabelStage):
             _check_label(program, stage, errors)
-        if isinstance(stage, st.TeacherLogitsStage):
+        if isinstance(stage, TeacherLogitsStage):
             _check_teacher_logits(program, stage, errors)
     for evaluation in program.recipe.evals.values():
         _check_evaluate(program, evaluation, errors)
@@ -205,13 +207,13 @@ _COVERS = {"last_assistant": 0, "assistant": 1, "all": 2}
 """``train_on`` modes by the tokens they pick: each picks those of the ones before it."""
 
 
-def _target_kind(program: Program, stage: st.TeacherLogitsStage) -> str | None:
+def _target_kind(program: Program, stage: TeacherLogitsStage) -> str | None:
     columns = program.schemas.get(stage.input.name)
     return columns.get(stage.target) if columns is not None else None
 
 
 def _check_cache_covers(
-    program: Program, train: tr.Train, cached: st.TeacherLogitsStage, errors: Collector
+    program: Program, train: tr.Train, cached: TeacherLogitsStage, errors: Collector
 ) -> None:
     """A conversation target learned from a top-k cache: the cache scored the same column on
     at least the tokens the train learns."""
@@ -245,9 +247,7 @@ def _check_cache_covers(
         )
 
 
-def _check_teacher_logits(
-    program: Program, stage: st.TeacherLogitsStage, errors: Collector
-) -> None:
+def _check_teacher_logits(program: Program, stage: TeacherLogitsStage, errors: Collector) -> None:
     """A conversation target takes no prompt and an `hf` teacher with a chat template; a text
     target needs its prompt and takes no `train_on`."""
     kind = _target_kind(program, stage)
@@ -300,12 +300,12 @@ def _check_teacher_logits(
         )
 
 
-def _check_filter(program: Program, stage: st.FilterStage, errors: Collector) -> None:
+def _check_filter(program: Program, stage: sel.FilterStage, errors: Collector) -> None:
     columns: Columns | None = program.schemas.get(stage.input.name)
     if columns is None:
         return
     for rule in stage.rules:
-        if not isinstance(rule, st.DedupRule | st.DecontaminateRule):
+        if not isinstance(rule, sel.DedupRule | sel.DecontaminateRule):
             continue
         kind = columns.get(rule.column)
         if kind in STRUCTURED and kind != "messages":  # a conversation: its turns' text

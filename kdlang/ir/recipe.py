@@ -4,8 +4,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, InstanceOf, SerializeAsAny
 
+from kdlang.ir.selection import SelectStage  # noqa: F401  pairs, filter, select: registered by import
 from kdlang.ir.sources import Dataset, Model, Prompt, RecipeHeader
 from kdlang.ir.stages import StageOperator
+from kdlang.ir.teacher_logits import TeacherLogitsStage  # noqa: F401  registered by import
 from kdlang.ir.training import Evaluate, Export, Train
 from kdlang.ir.transforms import TRANSFORMS  # noqa: F401  map, explode, union: registered by import
 from kdlang.syntax.span import Span

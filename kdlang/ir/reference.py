@@ -27,6 +27,7 @@ from pydantic_core import PydanticUndefined
 
 from kdlang.ir import values
 from kdlang.ir.losses import LOSSES, DivergenceLoss
+from kdlang.ir.selection import DecontaminateRule, DedupRule
 from kdlang.ir.sources import (
     DATASET_KINDS,
     DATASET_POSITIONAL,
@@ -35,7 +36,7 @@ from kdlang.ir.sources import (
     LoRA,
     RecipeHeader,
 )
-from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule
+from kdlang.ir.stages import STAGE_OPERATORS
 from kdlang.ir.training import Evaluate, Export, Train
 
 # Fields that are no setting: positions, discriminators, and what statements or the

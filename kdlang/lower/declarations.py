@@ -19,6 +19,7 @@ from kdlang.ir.descriptor import Operator
 from kdlang.ir.expr import ExprNode
 from kdlang.ir.losses import LOSSES, LossBase
 from kdlang.ir.recipe import Import, Recipe
+from kdlang.ir.selection import DecontaminateRule, DedupRule, KeepRule
 from kdlang.ir.sources import (
     DATASET_KINDS,
     DATASET_POSITIONAL,
@@ -27,13 +28,7 @@ from kdlang.ir.sources import (
     Prompt,
     RecipeHeader,
 )
-from kdlang.ir.stages import (
-    STAGE_OPERATORS,
-    DecontaminateRule,
-    DedupRule,
-    KeepRule,
-    StageOperator,
-)
+from kdlang.ir.stages import STAGE_OPERATORS, StageOperator
 from kdlang.ir.training import Evaluate, Export, Metric, Train
 from kdlang.ir.transforms import ComputedColumn, Computing, ExplodeStage, MapStage
 from kdlang.ir.validation import Fields, Unlowerable

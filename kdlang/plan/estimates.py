@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kdlang.ir.descriptor import Estimate
 from kdlang.ir.sources import CsvData, HFModel, InlineData, JsonlData, ParquetData
-from kdlang.ir.stages import TOPK_BYTES_PER_ENTRY
+from kdlang.ir.teacher_logits import TOPK_BYTES_PER_ENTRY
 from kdlang.ir.training import FUSED_LINEAR_THRESHOLD
 from kdlang.syntax.source import kind_of
 

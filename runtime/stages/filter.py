@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlang.expr import evaluate
-from kdlang.ir import stages as st
+from kdlang.ir import selection as sel
 from kdlang.plan import PlanNode
 
 from ..chat import conversation_text
@@ -36,7 +36,7 @@ def ngrams(text, n: int) -> set[tuple[str, ...]]:
     return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
 
 
-def keep(rows, rule: st.KeepRule):
+def keep(rows, rule: sel.KeepRule):
     return [row for row in rows if evaluate(rule.condition, row) is True]
 
 
@@ -50,7 +50,7 @@ def dedup_exact(rows, column: str):
     return kept
 
 
-def dedup_minhash(rows, rule: st.DedupRule, seed: int):
+def dedup_minhash(rows, rule: sel.DedupRule, seed: int):
     """Near-duplicates by MinHash LSH. A threshold too high for LSH bands at ``num_perm``
     (e.g. 0.99 with 128) looks up candidates at the highest workable threshold and keeps a
     candidate as a duplicate only if its estimated Jaccard similarity reaches ``threshold``."""
@@ -86,7 +86,7 @@ def _lsh(threshold: float, num_perm: int):
             level = round(level - 0.01, 2)
 
 
-def decontaminate(rows, rule: st.DecontaminateRule, reference_rows):
+def decontaminate(rows, rule: sel.DecontaminateRule, reference_rows):
     banned: set[tuple[str, ...]] = set()
     for row in reference_rows:
         banned |= ngrams(row.get(rule.column), rule.ngram)
@@ -99,9 +99,9 @@ MAX_RULE_TEXT = 80
 def describe(rule, sources: dict[str, str] | None = None) -> str:
     """The name of a rule in the stage's ``dropped`` stats: a ``keep`` rule's own text as the
     recipe writes it (white space collapsed, cut at :data:`MAX_RULE_TEXT` characters)."""
-    if isinstance(rule, st.KeepRule):
+    if isinstance(rule, sel.KeepRule):
         return _source_text(rule.span, sources or {}) or f"keep (line {rule.span.line})"
-    if isinstance(rule, st.DedupRule):
+    if isinstance(rule, sel.DedupRule):
         return f"dedup {rule.column} by {rule.method}"
     return f"decontaminate {rule.column} against {rule.against.name}"
 
@@ -128,9 +128,9 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for rule in stage.rules:
         before = len(rows)
-        if isinstance(rule, st.KeepRule):
+        if isinstance(rule, sel.KeepRule):
             rows = keep(rows, rule)
-        elif isinstance(rule, st.DedupRule):
+        elif isinstance(rule, sel.DedupRule):
             rows = (
                 dedup_exact(rows, rule.column)
                 if rule.method == "exact"

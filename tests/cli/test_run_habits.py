@@ -93,13 +93,13 @@ def test_the_report_names_filter_rules_by_their_text(tmp_path):
 
 
 def test_a_long_or_multi_line_rule_is_named_by_its_text_on_one_line():
-    from kdlang.ir import stages as st
+    from kdlang.ir import selection as sel
 
     source = "stage s = filter(d) {\n  keep len(q) > 1\n    and len(q) < 9\n}\n"
-    rule = st.KeepRule.model_construct(span=Span("r.kd", 2, 3, 3, 19), condition=None)
+    rule = sel.KeepRule.model_construct(span=Span("r.kd", 2, 3, 3, 19), condition=None)
     assert describe(rule, {"r.kd": source}) == "keep len(q) > 1 and len(q) < 9"
     long = "keep " + " or ".join(f"len(q) == {n}" for n in range(20))
-    rule = st.KeepRule.model_construct(span=Span("r.kd", 1, 1, 1, len(long) + 1), condition=None)
+    rule = sel.KeepRule.model_construct(span=Span("r.kd", 1, 1, 1, len(long) + 1), condition=None)
     text = describe(rule, {"r.kd": long})
     assert len(text) == MAX_RULE_TEXT and text == long[: MAX_RULE_TEXT - 1] + "…"
     assert describe(rule, {}) == "keep (line 1)"  # no source: its line
@@ -176,9 +176,7 @@ def test_an_uncached_hub_id_with_the_hub_out_of_reach_fails_in_seconds(tmp_path)
 
 
 def _hub_unavailable(hf_home: Path, hub_id: str, **settings: str) -> str:
-    code = (
-        f"from kdlang.runtime.context import hub_unavailable\nprint(hub_unavailable({hub_id!r}))\n"
-    )
+    code = f"from kdlang.runtime.hub import hub_unavailable\nprint(hub_unavailable({hub_id!r}))\n"
     env = _environment(hf_home, **settings)
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60

@@ -18,8 +18,9 @@ from pydantic.fields import FieldInfo
 from kdlang.ir.descriptor import Operator
 from kdlang.ir.losses import LOSSES, LossBase
 from kdlang.ir.recipe import Recipe
+from kdlang.ir.selection import DecontaminateRule, DedupRule, KeepRule
 from kdlang.ir.sources import DATASET_KINDS
-from kdlang.ir.stages import STAGE_OPERATORS, DecontaminateRule, DedupRule, KeepRule
+from kdlang.ir.stages import STAGE_OPERATORS
 from kdlang.ir.training import Evaluate, Export, Metric, Train
 from kdlang.ir.values import Ref
 

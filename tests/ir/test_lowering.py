@@ -9,8 +9,8 @@ import pytest
 from kdlang.ir import strip_spans
 from kdlang.ir.expr import Apply, Between, BinOp, Column, Lit, Seq, UnOp, columns_used
 from kdlang.ir.losses import DivergenceLoss, DPOLoss, HiddenLoss, JSDLoss, SFTLoss, SkewLoss
+from kdlang.ir.selection import DecontaminateRule, DedupRule, KeepRule
 from kdlang.ir.sources import CsvData, HFData, HFModel, InlineData, JsonlData, OpenAIModel
-from kdlang.ir.stages import DecontaminateRule, DedupRule, KeepRule
 from kdlang.ir.values import EnvRef, LRSchedule, Percent, Ref, Schedule
 from tests.ir.support import FILE, lowered, where
 

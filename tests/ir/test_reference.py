@@ -11,8 +11,9 @@ import pytest
 
 from kdlang.ir import reference
 from kdlang.ir.losses import LOSSES, DivergenceLoss, HiddenLoss, JSDLoss
+from kdlang.ir.selection import PairsStage
 from kdlang.ir.sources import DATASET_KINDS, MODEL_KINDS, HFModel, OpenAIModel
-from kdlang.ir.stages import STAGE_OPERATORS, LabelStage, PairsStage
+from kdlang.ir.stages import STAGE_OPERATORS, LabelStage
 from kdlang.ir.training import Evaluate, Train
 from kdlang.lower import lower
 from kdlang.syntax.diagnostics import Collector

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kdlang.ir import stages as st
+from kdlang.ir import selection as sel
 from kdlang.plan import fingerprint as fp
 from kdlang.syntax.fmt import format_source
 from tests.check.support import jsonl, write
@@ -135,7 +135,7 @@ def test_changed_model_files_change_the_nodes_using_the_model(project: Path, bas
 
 
 def test_a_new_operator_code_version_changes_its_nodes(project: Path, base: dict, monkeypatch):
-    monkeypatch.setattr(st.FilterStage, "code_version", st.FilterStage.code_version + 1)
+    monkeypatch.setattr(sel.FilterStage, "code_version", sel.FilterStage.code_version + 1)
     assert changed(base, fingerprints(project)) == {
         "clean",
         "soft",
