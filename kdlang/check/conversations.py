@@ -15,6 +15,8 @@ one; filter rules compare text or a conversation's text, not other lists or maps
 
 from __future__ import annotations
 
+from kdlang.check.chat_templates import check_chat_template
+from kdlang.check.conversation_training import KIND_NAMES, check_conversation_train, target_kind
 from kdlang.check.program import Program
 from kdlang.check.templates import STRUCTURED
 from kdlang.ir import selection as sel
@@ -27,8 +29,6 @@ from kdlang.syntax.diagnostics import Collector, Severity, suggestion
 
 _LISTS = ("list", "messages", "any")
 """Column types that may hold a conversation's turns (``any``: mixed or unknown until run)."""
-_NAMES = {"str": "text", "int": "integers", "float": "numbers", "bool": "booleans"}
-_NAMES.update({"list": "lists", "map": "maps", "messages": "a conversation"})
 
 
 def check_conversation_sources(program: Program, errors: Collector) -> None:
@@ -36,11 +36,11 @@ def check_conversation_sources(program: Program, errors: Collector) -> None:
     reading a conversation."""
     for name, model in list(program.recipe.models.items()):
         if isinstance(model, HFModel):
-            _check_template(program, name, model, errors)
+            check_chat_template(program, name, model, errors)
     for name, data in program.recipe.datasets.items():
         _check_dataset(program, name, data, errors)
     for train in program.recipe.trains.values():
-        _check_train(program, train, errors)
+        check_conversation_train(program, train, errors)
     for stage in program.recipe.stages.values():
         if isinstance(stage, sel.FilterStage):
             _check_filter(program, stage, errors)
@@ -86,7 +86,7 @@ def _check_dataset(program: Program, name: str, data: DataCommon, errors: Collec
             errors.error(
                 "KD0240",
                 f"`{setting}` names column `{column}` as a conversation, but it holds "
-                f"{_NAMES.get(raw, raw)}, not turns",
+                f"{KIND_NAMES.get(raw, raw)}, not turns",
                 span,
                 help="a conversation column holds a list of turns per row",
             )
@@ -108,149 +108,10 @@ def _source_type(program: Program, name: str, column: str) -> str | None:
         return None
 
 
-def _check_train(program: Program, train: tr.Train, errors: Collector) -> None:
-    recipe = program.recipe
-    if train.chat_template_mix is not None:
-        _check_mix(program, train, errors)
-    if train.samples_only() and "target" not in train.spans and train.prompt is None:
-        errors.error(
-            "KD0247",
-            "every batch of this train samples from the student (`on_policy = 1`), but it "
-            "names nothing to prompt the student with",
-            train.spans.get("on_policy", train.span),
-            help="give a `prompt`, or a conversation `target` (its turns up to the last user "
-            "turn are the prompt)",
-        )
-    columns = program.schemas.get(train.data.name)
-    if columns is None or train.target not in columns:
-        return
-    kind = columns[train.target]
-    from kdlang.check.compat import cached_logits_stage
-
-    cached = cached_logits_stage(program, train.data.name)
-    wants_cache = train.teacher is None and any(loss.teacher for loss in train.losses)
-    over_turns = cached is not None and _target_kind(program, cached) == "messages"
-    if cached is not None and over_turns and wants_cache and kind != "messages":
-        errors.error(
-            "KD0246",
-            f"`{train.data.name}` holds the teacher's top-k over the conversations of "
-            f"`{cached.target}`; the text target `{train.target}` cannot be learned from it",
-            train.spans.get("target", train.span),
-            help=f"learn the conversation: `target = {cached.target}`",
-        )
-    if kind != "messages":
-        if "train_on" in train.spans and kind != "any":
-            errors.error(
-                "KD0242",
-                f"`train_on` picks the turns of a conversation, but `target` names "
-                f"`{train.target}`, which holds {_NAMES.get(kind, kind)}",
-                train.spans["train_on"],
-                help="a text target is learned whole after its prompt: remove `train_on`, or "
-                "name a conversation column (type `messages`)",
-            )
-        return
-    if not train.text_settings():
-        return  # no loss reads the target
-    target_span = train.spans.get("target", train.span)
-    if train.prompt is not None:
-        errors.error(
-            "KD0243",
-            f"`target` names the conversation `{train.target}`, which brings its own user turns: "
-            "a `prompt` would go unused",
-            train.spans.get("prompt", train.span),
-            help="remove `prompt` (the student's chat template renders the conversation)",
-        )
-    if cached is not None and wants_cache:
-        _check_cache_covers(program, train, cached, errors)
-    student = recipe.models.get(train.student.name)
-    if isinstance(student, HFModel) and student.chat_template == "none":
-        errors.error(
-            "KD0313",
-            f"`target` names the conversation `{train.target}`, but the student "
-            f"`{train.student.name}` has `chat_template = none`",
-            target_span,
-            notes=[("the model is declared here", student.span)],
-            help="give the student a chat template, or learn a text column",
-        )
-
-
-def _check_mix(program: Program, train: tr.Train, errors: Collector) -> None:
-    """A mix of chat template arguments needs a student template to pass them to, and a
-    teacher that sees the same rendering (online, not a cache scored on its own)."""
-    from kdlang.check.compat import cached_logits_stage
-
-    span = train.spans.get("chat_template_mix", train.span)
-    student = program.recipe.models.get(train.student.name)
-    if isinstance(student, HFModel) and student.chat_template == "none":
-        errors.error(
-            "KD0249",
-            f"`chat_template_mix` picks chat template arguments per row, but the student "
-            f"`{train.student.name}` has `chat_template = none`",
-            span,
-            notes=[("the model is declared here", student.span)],
-            help="give the student a chat template, or remove `chat_template_mix`",
-        )
-    cached = cached_logits_stage(program, train.data.name)
-    if cached is not None and train.teacher is None and any(x.teacher for x in train.losses):
-        errors.error(
-            "KD0249",
-            f"`chat_template_mix` renders rows with arguments the teacher of "
-            f"`{train.data.name}` did not score them with",
-            span,
-            notes=[("the cache is made here", cached.span)],
-            help="name an online `teacher` (it reads the student's rendering), or remove "
-            "`chat_template_mix`",
-        )
-
-
-_COVERS = {"last_assistant": 0, "assistant": 1, "all": 2}
-"""``train_on`` modes by the tokens they pick: each picks those of the ones before it."""
-
-
-def _target_kind(program: Program, stage: TeacherLogitsStage) -> str | None:
-    columns = program.schemas.get(stage.input.name)
-    return columns.get(stage.target) if columns is not None else None
-
-
-def _check_cache_covers(
-    program: Program, train: tr.Train, cached: TeacherLogitsStage, errors: Collector
-) -> None:
-    """A conversation target learned from a top-k cache: the cache scored the same column on
-    at least the tokens the train learns."""
-    target_span = train.spans.get("target", train.span)
-    at = [("the cache is made here", cached.spans.get("target", cached.span))]
-    if _target_kind(program, cached) != "messages":
-        errors.error(
-            "KD0243",
-            f"`{train.data.name}` holds the teacher's top-k cached over text targets; a "
-            "conversation target cannot be learned from it",
-            target_span,
-            help="name an online `teacher` in the train, or learn a text column",
-        )
-    elif cached.target != train.target:
-        errors.error(
-            "KD0246",
-            f"`{train.data.name}` holds the teacher's top-k over the conversations of "
-            f"`{cached.target}`, not of `{train.target}`",
-            target_span,
-            notes=at,
-            help=f"learn `target = {cached.target}`, or score `{train.target}` in the stage",
-        )
-    elif _COVERS[train.train_on] > _COVERS[cached.train_on]:
-        errors.error(
-            "KD0246",
-            f"the train learns `train_on = {train.train_on}`, but `{train.data.name}` scored "
-            f"the teacher on `train_on = {cached.train_on}` tokens only",
-            train.spans.get("train_on", target_span),
-            notes=at,
-            help=f"set `train_on = {train.train_on}` in the `teacher_logits` stage too",
-        )
-
-
 def _check_teacher_logits(program: Program, stage: TeacherLogitsStage, errors: Collector) -> None:
     """A conversation target takes no prompt and an `hf` teacher with a chat template; a text
     target needs its prompt and takes no `train_on`."""
-    kind = _target_kind(program, stage)
+    kind = target_kind(program, stage)
     if kind == "messages":
         if stage.prompt is not None:
             errors.error(
@@ -294,7 +155,7 @@ def _check_teacher_logits(program: Program, stage: TeacherLogitsStage, errors: C
         errors.error(
             "KD0242",
             f"`train_on` picks the turns of a conversation, but `target` names "
-            f"`{stage.target}`, which holds {_NAMES.get(kind, kind)}",
+            f"`{stage.target}`, which holds {KIND_NAMES.get(kind, kind)}",
             stage.spans["train_on"],
             help="a text target is scored whole after its prompt: remove `train_on`",
         )
@@ -316,65 +177,6 @@ def _check_filter(program: Program, stage: sel.FilterStage, errors: Collector) -
                 rule.spans.get("column", rule.span),
                 help="compare a text column (a `label` stage's output, a prompt's column)",
             )
-
-
-def _check_template(program: Program, name: str, model: HFModel, errors: Collector) -> None:
-    """A model's own chat template parses; a file's text replaces its path in the IR, so that
-    the runtime renders, and the plan fingerprints, the template itself."""
-    span = model.spans.get("chat_template", model.span)
-    path = model.template_file()
-    if path is not None:
-        file = program.resolve(model.span.file, path)
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            reason = "not found" if isinstance(error, FileNotFoundError) else "unreadable"
-            errors.error(
-                "KD0314",
-                f"chat template file {reason}: {path}",
-                span,
-                help=f"looked for {file} (paths are relative to the recipe file)",
-            )
-            return
-        program.recipe.models[name] = model.model_copy(update={"chat_template": text})
-    elif model.inline_template():
-        text = model.chat_template
-    else:
-        return
-    problem = template_syntax_error(text)
-    if problem is not None:
-        line, message = problem
-        where = f"line {line} of {path}" if path else f"line {line} of the template"
-        errors.error(
-            "KD0315",
-            f"the chat template of `{name}` is no valid Jinja ({where}): {message}",
-            span,
-        )
-
-
-def template_syntax_error(text: str) -> tuple[int, str] | None:
-    """``(line, message)`` of the first syntax error of a chat template, parsed as
-    transformers parses one; None when it parses."""
-    from jinja2 import TemplateSyntaxError, nodes
-    from jinja2.ext import Extension
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Generation(Extension):
-        """``{% generation %}...{% endgeneration %}``: the assistant-span markers."""
-
-        tags = {"generation"}  # noqa: RUF012 - jinja's own attribute
-
-        def parse(self, parser):
-            line = next(parser.stream).lineno
-            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-            return nodes.Scope(body).set_lineno(line)
-
-    env = ImmutableSandboxedEnvironment(extensions=[Generation, "jinja2.ext.loopcontrols"])
-    try:
-        env.parse(text)
-    except TemplateSyntaxError as error:
-        return error.lineno, error.message or "syntax error"
-    return None
 
 
 def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> None:
@@ -435,7 +237,7 @@ def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> N
     if kind is not None and kind not in ("messages", "any"):
         errors.error(
             "KD0242",
-            f"`messages` names `{stage.messages}`, which holds {_NAMES.get(kind, kind)}, not a "
+            f"`messages` names `{stage.messages}`, which holds {KIND_NAMES.get(kind, kind)}, not a "
             "conversation",
             stage.spans.get("messages", stage.span),
             help="name a conversation column (type `messages`), or answer it with a `prompt`",
@@ -467,7 +269,7 @@ def _check_evaluate(program: Program, evaluation: tr.Evaluate, errors: Collector
     if kind is not None and kind not in ("messages", "any"):
         errors.error(
             "KD0242",
-            f"`messages` names `{evaluation.messages}`, which holds {_NAMES.get(kind, kind)}, "
+            f"`messages` names `{evaluation.messages}`, which holds {KIND_NAMES.get(kind, kind)}, "
             "not a conversation",
             evaluation.spans.get("messages", evaluation.span),
             help="name a conversation column (type `messages`), or answer it with a `prompt`",
