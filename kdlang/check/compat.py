@@ -42,6 +42,23 @@ def cached_logits_stage(program: Program, data_name: str) -> TeacherLogitsStage 
     return stage if isinstance(stage, TeacherLogitsStage) else None
 
 
+CAPTURED_COLUMNS = ("topk_ids", "topk_logprobs")
+"""The columns that make a dataset a captured top-k teacher (kdlang's own layout, as a
+``teacher_logits`` stage writes and ``export STAGE to "x.parquet"`` keeps them)."""
+
+
+def captured_logits(program: Program, data_name: str) -> bool:
+    """Whether ``data_name`` is a dataset (or a filter of one) holding captured top-k teacher
+    log-probs in kdlang's layout: a teacher distribution a train needs no teacher for."""
+    recipe = program.recipe
+    while data_name in recipe.stages and isinstance(recipe.stages[data_name], sel.FilterStage):
+        data_name = recipe.stages[data_name].input.name
+    columns = program.schemas.get(data_name) if data_name in recipe.datasets else None
+    return columns is not None and all(
+        columns.get(name) in ("list", "any") for name in CAPTURED_COLUMNS
+    )
+
+
 def check_compat(program: Program, errors: Collector) -> None:
     recipe = program.recipe
     check_conversation_sources(program, errors)
@@ -72,6 +89,7 @@ def check_compat(program: Program, errors: Collector) -> None:
             )
         teacher = recipe.models.get(train.teacher.name) if train.teacher else None
         cached = cached_logits_stage(program, train.data.name)
+        has_cache = cached is not None or captured_logits(program, train.data.name)
         token_losses = [loss for loss in train.losses if loss.teacher == "logits"]
         hidden_losses = [loss for loss in train.losses if loss.teacher == "hidden"]
         if train.teacher is not None and teacher is not None and not isinstance(teacher, HFModel):
@@ -85,12 +103,13 @@ def check_compat(program: Program, errors: Collector) -> None:
                         help="use `loss sft` on the teacher's text, or cache top-k log-probs with a "
                         "`teacher_logits` stage where the server returns them",
                     )
-        elif token_losses and teacher is None and cached is None:
+        elif token_losses and teacher is None and not has_cache:
             errors.error(
                 "KD0301",
                 f"`{token_losses[0].name}` needs a teacher distribution, and this train has none",
                 token_losses[0].span,
-                help="set `teacher = ...` (an hf model) or train on a `teacher_logits` stage's output",
+                help="set `teacher = ...` (an hf model), or train on captured top-k logits (a "
+                "`teacher_logits` stage, or a dataset of its exported rows)",
             )
         if hidden_losses and not isinstance(teacher, HFModel):
             loss = hidden_losses[0]
@@ -100,7 +119,7 @@ def check_compat(program: Program, errors: Collector) -> None:
                 loss.span,
                 help="set `teacher = ...` to an hf model",
             )
-        if cached is not None and teacher is None:
+        if has_cache and teacher is None:
             for loss in token_losses:
                 if not loss.finite_against_topk():
                     errors.error(
@@ -110,10 +129,8 @@ def check_compat(program: Program, errors: Collector) -> None:
                         loss.span,
                         help=f"use {_topk_losses()}, or an online teacher",
                     )
-        if teacher is not None or cached is not None:
-            _check_topk_settings(
-                token_losses, topk=cached is not None and teacher is None, errors=errors
-            )
+        if teacher is not None or has_cache:
+            _check_topk_settings(token_losses, topk=has_cache and teacher is None, errors=errors)
         on_policy_high = bounds(train.on_policy)[1]
         if on_policy_high > 0 and (not isinstance(teacher, HFModel) or not token_losses):
             errors.error(
