@@ -89,7 +89,8 @@ def test_launcher_options_are_usage_checked(recipe, started, args, message):
     assert "Traceback" not in result.output and started == []
 
 
-def test_a_launcher_killed_by_a_signal_exits_128_plus_its_number(recipe, monkeypatch):
+def test_a_launcher_killed_by_a_signal_exits_128_plus_its_number(recipe, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the launcher's cache lock goes in the test's folder
     monkeypatch.setattr(run_cmd.subprocess, "call", lambda command: -9)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert cli("run", str(recipe), "--launcher", "torchrun").exit_code == 137
