@@ -56,6 +56,8 @@ class ForwardKL:
     weight: float = 1.0
     temperature: float = TEMPERATURE
     temperature_scale: bool = False
+    topk_mass: str = "renormalize"
+    reduction: str = "token_mean"
 
     def at_step(self, step: int, total_steps: int) -> ForwardKL:
         return self
