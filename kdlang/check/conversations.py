@@ -215,31 +215,45 @@ def _check_label(program: Program, stage: st.LabelStage, errors: Collector) -> N
             "`turns = each` writes every assistant turn once: it takes `samples = 1`",
             stage.spans.get("samples", stage.span),
         )
-    if stage.teacher is None:  # several teachers do not answer conversations (KD0237)
-        return
-    teacher = program.recipe.models.get(stage.teacher.name)
-    plain = (isinstance(teacher, HFModel) and teacher.chat_template == "none") or (
-        isinstance(teacher, OpenAIModel) and not teacher.chat
+    if stage.teacher is not None:  # several teachers do not answer conversations (KD0237)
+        _check_chat_model(
+            program,
+            stage.teacher.name,
+            f"the stage answers the conversations of `{stage.messages}`, but the teacher",
+            stage.spans.get("teacher", stage.span),
+            errors,
+        )
+    _check_conversation_column(program, stage, stage.input.name, errors)
+
+
+def _check_chat_model(program: Program, name: str, what: str, span, errors: Collector) -> None:
+    """KD0313 when the model ``name`` cannot take chat messages (``what`` says who needs it)."""
+    model = program.recipe.models.get(name)
+    plain = (isinstance(model, HFModel) and model.chat_template == "none") or (
+        isinstance(model, OpenAIModel) and not model.chat
     )
-    if plain and teacher is not None:
-        setting = "chat_template = none" if isinstance(teacher, HFModel) else "chat = false"
+    if plain and model is not None:
+        setting = "chat_template = none" if isinstance(model, HFModel) else "chat = false"
         errors.error(
             "KD0313",
-            f"the stage answers the conversations of `{stage.messages}`, but the teacher "
-            f"`{stage.teacher.name}` has `{setting}`",
-            stage.spans.get("teacher", stage.span),
-            notes=[("the model is declared here", teacher.span)],
-            help="a conversation is sent as chat messages: give the teacher a chat template "
+            f"{what} `{name}` has `{setting}`",
+            span,
+            notes=[("the model is declared here", model.span)],
+            help="a conversation is sent as chat messages: give the model a chat template "
             "(or the chat endpoint)",
         )
-    columns = program.schemas.get(stage.input.name)
-    kind = columns.get(stage.messages) if columns is not None else None
+
+
+def _check_conversation_column(program: Program, node, data: str, errors: Collector) -> None:
+    """KD0242 when ``node.messages`` names a column of ``data`` that holds no conversation."""
+    columns = program.schemas.get(data)
+    kind = columns.get(node.messages) if columns is not None else None
     if kind is not None and kind not in ("messages", "any"):
         errors.error(
             "KD0242",
-            f"`messages` names `{stage.messages}`, which holds {KIND_NAMES.get(kind, kind)}, not a "
+            f"`messages` names `{node.messages}`, which holds {KIND_NAMES.get(kind, kind)}, not a "
             "conversation",
-            stage.spans.get("messages", stage.span),
+            node.spans.get("messages", node.span),
             help="name a conversation column (type `messages`), or answer it with a `prompt`",
         )
 
@@ -264,33 +278,16 @@ def _check_evaluate(program: Program, evaluation: tr.Evaluate, errors: Collector
             evaluation.spans.get("prompt", evaluation.span),
             help="remove `prompt`, or `messages` to answer the prompt instead",
         )
-    columns = program.schemas.get(evaluation.data.name)
-    kind = columns.get(evaluation.messages) if columns is not None else None
-    if kind is not None and kind not in ("messages", "any"):
-        errors.error(
-            "KD0242",
-            f"`messages` names `{evaluation.messages}`, which holds {KIND_NAMES.get(kind, kind)}, "
-            "not a conversation",
-            evaluation.spans.get("messages", evaluation.span),
-            help="name a conversation column (type `messages`), or answer it with a `prompt`",
-        )
+    _check_conversation_column(program, evaluation, evaluation.data.name, errors)
     trained = program.recipe.trains.get(evaluation.model.name)
     ref = trained.student if trained is not None else evaluation.model
-    model = program.recipe.models.get(ref.name)
-    plain = (isinstance(model, HFModel) and model.chat_template == "none") or (
-        isinstance(model, OpenAIModel) and not model.chat
+    _check_chat_model(
+        program,
+        ref.name,
+        f"the evaluation answers the conversations of `{evaluation.messages}`, but",
+        evaluation.model.span,
+        errors,
     )
-    if plain and model is not None:
-        setting = "chat_template = none" if isinstance(model, HFModel) else "chat = false"
-        errors.error(
-            "KD0313",
-            f"the evaluation answers the conversations of `{evaluation.messages}`, but "
-            f"`{ref.name}` has `{setting}`",
-            evaluation.model.span,
-            notes=[("the model is declared here", model.span)],
-            help="a conversation is sent as chat messages: give the model a chat template "
-            "(or the chat endpoint)",
-        )
 
 
 def _reported_within(errors: Collector, span) -> bool:

@@ -112,6 +112,21 @@ def usage_error(message: str) -> None:
     raise SystemExit(EXIT_USAGE)
 
 
+def checked_program(file: str, overrides: list[str], fmt: str = "text"):
+    """``(program, warnings)`` of a recipe that checks, or its diagnostics printed (as JSON
+    with ``fmt = "json"``) and exit 1: what ``plan``, ``lock`` and ``show`` start with."""
+    from kdlang.check import check_files, load_checked
+    from kdlang.syntax.diagnostics import DiagnosticError
+
+    read_source(file)
+    try:
+        return load_checked(file, overrides)
+    except DiagnosticError:
+        diagnostics, sources = check_files([file], overrides)
+        print_diagnostics(diagnostics, sources, "json" if fmt == "json" else "text")
+        raise typer.Exit(EXIT_ERRORS) from None
+
+
 def print_diagnostics(
     diagnostics: list[Diagnostic], sources: dict[str, str], fmt: str, summary: bool = True
 ) -> None:

@@ -9,12 +9,11 @@ from pathlib import Path
 import typer
 
 from kdlang.cli.common import (
-    EXIT_ERRORS,
     check_format,
+    checked_program,
     color_option,
     default_recipe,
     print_diagnostics,
-    read_source,
     set_color,
 )
 
@@ -35,20 +34,12 @@ def plan(
     color: str = color_option(),
 ) -> None:
     """Show the execution plan: stages in order, cached or not and why, and estimates."""
-    from kdlang.check import check_files, load_checked
     from kdlang.plan import build_plan, plan_to_dot, plan_to_json
-    from kdlang.syntax.diagnostics import DiagnosticError
 
     check_format(fmt, ("table", "json", "dot"))
     set_color(color)
     file = file or default_recipe()
-    read_source(file)
-    try:
-        program, warnings = load_checked(file, overrides)
-    except DiagnosticError:
-        diagnostics, sources = check_files([file], overrides)
-        print_diagnostics(diagnostics, sources, "json" if fmt == "json" else "text")
-        raise typer.Exit(EXIT_ERRORS) from None
+    program, warnings = checked_program(file, overrides, fmt)
     print_diagnostics(warnings, program.sources, "text")
     result = build_plan(program, cache)
     lock = _read_lock(file)
@@ -84,19 +75,11 @@ def lock(
 ) -> None:
     """Write FILE.lock: resolved fingerprints and, for what already ran, output hashes."""
     set_color(color)
-    from kdlang.check import check_files, load_checked
     from kdlang.plan import Store, build_plan
     from kdlang.plan.render import lock_document
     from kdlang.plan.store import write_json_atomic
-    from kdlang.syntax.diagnostics import DiagnosticError
 
-    read_source(file)
-    try:
-        program, _ = load_checked(file, overrides)
-    except DiagnosticError:
-        diagnostics, sources = check_files([file], overrides)
-        print_diagnostics(diagnostics, sources, "text")
-        raise typer.Exit(EXIT_ERRORS) from None
+    program, _ = checked_program(file, overrides)
     result = build_plan(program, cache)
     write_json_atomic(Path(file + ".lock"), lock_document(result, Store(cache)))
     sys.stderr.write(f"wrote {file}.lock ({len(result.nodes)} nodes)\n")

@@ -11,11 +11,10 @@ import typer
 from kdlang.cli.common import (
     EXIT_ERRORS,
     check_format,
+    checked_program,
     color_option,
     console,
     default_recipe,
-    print_diagnostics,
-    read_source,
     set_color,
 )
 
@@ -42,22 +41,14 @@ def show(
     color: str = color_option(),
 ) -> None:
     """Show the rows of a dataset or stage from the cache (run the recipe first)."""
-    from kdlang.check import check_files, load_checked
     from kdlang.plan import build_plan
-    from kdlang.syntax.diagnostics import DiagnosticError
 
     check_format(fmt, ("table", "jsonl"))
     set_color(color)
     if limit < 0:
         _fail(f"--limit must be 0 (all) or more, not {limit}", code=2)
     file = file or default_recipe()
-    read_source(file)
-    try:
-        program, _ = load_checked(file, overrides)
-    except DiagnosticError:
-        diagnostics, sources = check_files([file], overrides)
-        print_diagnostics(diagnostics, sources, "text")
-        raise typer.Exit(EXIT_ERRORS) from None
+    program, _ = checked_program(file, overrides)
     plan = build_plan(program, cache)
     nodes = {n.name: n for n in plan.nodes}
     node = nodes.get(name)
