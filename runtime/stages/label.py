@@ -59,10 +59,7 @@ def generate_rows(
     backend = model
     if backend is None:
         ref = teacher if teacher is not None else node_ir.teacher
-        backend = ctx.teacher(ref)
-        chat_args = getattr(ctx.model(ref), "chat_template_args", None)
-        if chat_args is not None and hasattr(backend, "chat_args"):
-            backend.chat_args = dict(chat_args)  # an `hf` teacher renders with them
+        backend = ctx.teacher(ref)  # loaded with the model's chat_template_args
     dist = ctx.dist
     white = getattr(backend, "white_box", False)
     before = backend.stats.as_dict()
