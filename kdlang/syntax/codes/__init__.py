@@ -17,7 +17,23 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kdlang.syntax.codes import checker, compat, conversations, files, operators, syntax, values
+from kdlang.syntax.codes import (
+    captured,
+    checker,
+    compat,
+    conversations,
+    datapath,
+    decode,
+    ecosystem,
+    evaluation,
+    files,
+    minillm,
+    operators,
+    packing,
+    storage,
+    syntax,
+    values,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,23 @@ class Code:
 def _table() -> dict[str, Code]:
     entries = [
         Code(*entry)
-        for module in (syntax, values, checker, compat, files, operators, conversations)
+        for module in (
+            syntax,
+            values,
+            checker,
+            compat,
+            files,
+            operators,
+            conversations,
+            captured,
+            storage,
+            evaluation,
+            minillm,
+            datapath,
+            ecosystem,
+            packing,
+            decode,
+        )
         for entry in module.TABLE
     ]
     table = {entry.code: entry for entry in sorted(entries, key=lambda entry: entry.code)}
