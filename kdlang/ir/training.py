@@ -9,8 +9,12 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
+from kdlang.ir.evaluation import EvaluationSettings
 from kdlang.ir.expr import Expr
 from kdlang.ir.losses import Fraction, Loss
+from kdlang.ir.minillm import MiniLLMSettings
+from kdlang.ir.packing import PackingSettings
+from kdlang.ir.tracking import TrackingSettings
 from kdlang.ir.values import ColumnName, LRSchedule, LRScheduleField, Node, RefField, Symbol
 
 FUSED_LINEAR_THRESHOLD = 2 * 2**30
@@ -27,7 +31,7 @@ class TemplateArgsShare(BaseModel):
     share: float = Field(gt=0, description="Weight of these arguments among the entries.")
 
 
-class Train(Operator):
+class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, PackingSettings):
     """``train NAME { ... }``: the student learns from ``data`` with the listed losses."""
 
     syntax_fields: ClassVar[dict[str, str]] = {"losses": "its `loss NAME weight W` lines"}
@@ -107,9 +111,14 @@ class Train(Operator):
 
     @classmethod
     def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
+        mixed = [
+            problem
+            for settings in (EvaluationSettings, MiniLLMSettings, TrackingSettings, PackingSettings)
+            for problem in settings.problems(given)
+        ]
         if "on_policy" in given:
-            return []
-        return [
+            return mixed
+        return mixed + [
             (
                 "KD0322",
                 f"`{setting}` shapes the student's on-policy samples, but this train "
