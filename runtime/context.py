@@ -292,7 +292,11 @@ class StageContext:
         assert isinstance(model, OpenAIModel)
         return {
             "model": model.model,
-            "base_url": secret(model.base_url),
+            "base_url": (
+                [secret(url) for url in model.base_url]
+                if isinstance(model.base_url, list)
+                else secret(model.base_url)
+            ),
             "api_key": secret(model.api_key),
             "concurrency": model.concurrency,
             "timeout": model.timeout,

@@ -96,15 +96,17 @@ class OpenAIModel(Node):
 
     kind: Literal["openai"] = "openai"
     model: str = Field(description="Model name as the server knows it.")
-    base_url: StrOrEnv | None = Field(
+    base_url: StrOrEnv | Annotated[list[StrOrEnv], Field(min_length=1)] | None = Field(
         None,
-        description="Server URL (vLLM, TGI, llama.cpp, Ollama, a hosted API); default: the client's.",
+        description="Server URL (vLLM, TGI, llama.cpp, Ollama, a hosted API); default: the client's. "
+        "A list names replicas of one model: each request goes to the least-loaded live one, and "
+        "fails over to another when one fails.",
     )
     api_key: SecretStr | None = Field(
         None,
         description='Secret key, only as env("NAME"): never stored, logged or hashed by value.',
     )
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once (per server).")
     timeout: float = Field(
         60.0, gt=0, description="Seconds before a request is abandoned and retried."
     )

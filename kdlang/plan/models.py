@@ -56,7 +56,7 @@ def _resolve(program: Program, name: str, model, resolve) -> ModelSource:
             "kind": "openai",
             "model": model.model,
             "chat": model.chat,
-            "base_url": {"env": base.env} if isinstance(base, EnvRef) else base,
+            "base_url": _url_identity(base),
         }
         return ModelSource(name, model, model.model, False, identity)
     assert isinstance(model, HFModel)
@@ -68,3 +68,12 @@ def _resolve(program: Program, name: str, model, resolve) -> ModelSource:
         settings["content"] = folder_hash(folder)
         return ModelSource(name, model, str(folder), True, settings)
     return ModelSource(name, model, model.path, False, settings)
+
+
+def _url_identity(base):
+    """What a server address contributes to a teacher's identity: the name of the variable an
+    ``env()`` reads (never its value), the URL as written, and for a list of replicas only that
+    it is a pool, so adding or removing a server reruns nothing."""
+    if isinstance(base, list):
+        return "pool"
+    return {"env": base.env} if isinstance(base, EnvRef) else base

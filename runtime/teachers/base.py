@@ -133,7 +133,8 @@ class TeacherStats:
     requests including retries, or model batches); ``retries``: calls that repeated a failed
     one; ``failures``: requests given up on; ``non_json_replies``: replies whose content-type
     was not JSON although the body was read as JSON; ``null_content``: completions whose text
-    was ``null`` (kept as ``""``).
+    was ``null`` (kept as ``""``); ``failovers``: retries sent at once to another server of a
+    pool (``base_url = [...]``) after a failure.
     """
 
     requests: int = 0
@@ -144,6 +145,7 @@ class TeacherStats:
     failures: int = 0
     non_json_replies: int = 0
     null_content: int = 0
+    failovers: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,37 +30,22 @@ from .base import (
     TeacherRequestError,
     TopK,
 )
-from .openai_parse import count_null_content, load_body, parse_echo_scores, parse_generations
+from .openai_parse import (
+    count_null_content,
+    is_json,
+    load_body,
+    parse_echo_scores,
+    parse_generations,
+)
+from .openai_pool import ServerPool, connection_level
 from .openai_retry import Backoff, classify
 from .prompts import render_plain, to_messages
+from .secret import Secret
+from .sync import run_sync
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NO_KEY = "no-key"  # the client insists on a key; servers without auth ignore this one
-
-
-class Secret:
-    """A string that does not show itself: ``repr``/``str`` print ``***``; not picklable."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self._value, "***") if self._value else text
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:
-        raise TypeError("a Secret is not picklable; pass the key again where it is needed")
 
 
 class _Skipped(Exception):
@@ -77,7 +61,7 @@ class _Run:
     """One ``generate``/``topk_logprobs`` call: its client, concurrency slots and outcome."""
 
     size: int
-    client: Any
+    pool: ServerPool
     slots: asyncio.Semaphore
     results: list[Any] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
@@ -92,8 +76,9 @@ class OpenAITeacher(Teacher):
     """A model served behind an OpenAI-compatible API.
 
     ``model``: the served model name. ``base_url``: server root, e.g.
-    ``http://localhost:8000/v1`` (``None`` = api.openai.com). ``api_key``: resolved secret or
-    ``None`` for servers without auth. ``concurrency``: most calls in flight. ``timeout``:
+    ``http://localhost:8000/v1`` (``None`` = api.openai.com), or a list of replicas of the model
+    (:mod:`.openai_pool`). ``api_key``: resolved secret or ``None`` for servers without auth.
+    ``concurrency``: most calls in flight, per server. ``timeout``:
     seconds per HTTP call. ``max_retries``: retries per call after the first attempt.
     ``chat``: chat-completions (``True``) or completions endpoint. ``logprobs_top_k``: the
     largest top-k the server returns (OpenAI and vLLM default: 20; 0 if it offers none).
@@ -108,7 +93,7 @@ class OpenAITeacher(Teacher):
         self,
         model: str,
         *,
-        base_url: str | None = None,
+        base_url: str | list[str] | None = None,
         api_key: str | None = None,
         concurrency: int = 8,
         timeout: float = 60.0,
@@ -125,6 +110,11 @@ class OpenAITeacher(Teacher):
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.model = model
+        self.base_urls: list[str | None] = (
+            list(base_url) if isinstance(base_url, list) else [base_url]
+        )
+        if not self.base_urls:
+            raise ValueError("base_url: an empty list names no server")
         self.base_url = base_url
         self.concurrency = concurrency
         self.timeout = timeout
@@ -151,7 +141,7 @@ class OpenAITeacher(Teacher):
     ) -> list[list[Generation]]:
         """See :meth:`Teacher.generate`. Blocking; runs its own event loop (in a helper thread
         if the calling thread already runs one, where ``on_result`` is then called)."""
-        return _run_sync(lambda: self.agenerate(requests, on_result=on_result))
+        return run_sync(lambda: self.agenerate(requests, on_result=on_result))
 
     async def agenerate(
         self, requests: Sequence[GenerationRequest], *, on_result: OnResult | None = None
@@ -206,15 +196,10 @@ class OpenAITeacher(Teacher):
                 lambda data: parse_echo_scores(data, prompt_chars=len(prompt), target_chars=len(target), k=k),
             )  # fmt: skip
 
-        return _run_sync(lambda: self._run_all(items, score, None))
+        return run_sync(lambda: self._run_all(items, score, None))
 
     def close(self) -> None:
         """Nothing is held between calls: each call opens and closes its own client."""
-
-    def _count_body_quirks(self, raw: Any) -> None:
-        """Counts a reply labelled other than JSON (its body is still read as JSON)."""
-        if not _is_json(str(raw.headers.get("content-type", ""))):
-            self.stats.non_json_replies += 1
 
     # ---------------------------------------------------------------- orchestration
 
@@ -226,13 +211,22 @@ class OpenAITeacher(Teacher):
     ) -> list[Any]:
         import openai
 
-        client = openai.AsyncOpenAI(
-            api_key=self._api_key.reveal() or NO_KEY,
-            base_url=self.base_url,
-            timeout=self.timeout,
-            max_retries=0,
+        clients = [
+            openai.AsyncOpenAI(
+                api_key=self._api_key.reveal() or NO_KEY,
+                base_url=url,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+            for url in self.base_urls
+        ]
+        pool = ServerPool(
+            clients,
+            self.concurrency,
+            rest_base=self.backoff.base,
+            rest_max=self.backoff.max_delay,
         )
-        run = _Run(len(items), client, asyncio.Semaphore(self.concurrency))
+        run = _Run(len(items), pool, asyncio.Semaphore(self.concurrency * len(pool)))
         # Bounds the tasks alive at once (the semaphore bounds calls), so a million requests
         # do not become a million pending tasks.
         live = asyncio.Semaphore(2 * self.concurrency)
@@ -269,7 +263,7 @@ class OpenAITeacher(Teacher):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await client.close()
+            await pool.close()
         if run.failed:
             raise TeacherRequestError(run.failed, sorted(run.skipped)) from None
         return run.results
@@ -345,23 +339,31 @@ class OpenAITeacher(Teacher):
         parse: Callable[[dict[str, Any]], T],
     ) -> T:
         """One logical call with retries; holds a concurrency slot throughout, including the
-        waits, so a rate-limited server is not hit by fresh calls while we back off."""
-        create = (
-            run.client.chat if endpoint == "chat" else run.client
-        ).completions.with_raw_response.create
+        waits, so a rate-limited server is not hit by fresh calls while we back off. Each
+        attempt goes to a server of the pool; a retry goes at once to another live server the
+        call has not failed on, and backs off only when none is left (:mod:`.openai_pool`)."""
         async with run.slots:
             if run.stopping:
                 raise _Skipped
+            tried: set[int] = set()
             for attempt in range(self.max_retries + 1):
                 self.stats.calls += 1
                 if attempt:
                     self.stats.retries += 1
+                server = await run.pool.take(tried)
+                client = server.client
+                create = (client.chat if endpoint == "chat" else client).completions
+                ok, reason = False, ""
                 try:
                     # ``timeout`` bounds the whole attempt (connect, send, every read), so a
                     # server trickling bytes cannot hold a call past it.
-                    raw = await asyncio.wait_for(create(model=self.model, **params), self.timeout)
+                    raw = await asyncio.wait_for(
+                        create.with_raw_response.create(model=self.model, **params), self.timeout
+                    )
                     result = parse(load_body(raw.text))
-                    self._count_body_quirks(raw)  # only a reply that parsed is counted
+                    # only a reply that parsed counts as labelled other than JSON
+                    self.stats.non_json_replies += not is_json(raw.headers.get("content-type", ""))
+                    ok = True
                     return result
                 except TeacherCapabilityError:
                     raise
@@ -369,29 +371,28 @@ class OpenAITeacher(Teacher):
                     retryable, reason, retry_after = True, "timed out (deadline)", None
                 except Exception as error:  # classified below; unknown kinds are not retried
                     retryable, reason, retry_after = classify(error)
+                finally:
+                    down = not ok and connection_level(reason)
+                    await run.pool.give_back(server, ok=ok, connection_failed=down)
                 reason = self._api_key.scrub(reason)
                 if not retryable:
                     raise _Failed(reason) from None
                 if attempt == self.max_retries:
                     raise _Failed(f"gave up after {attempt + 1} attempts; last: {reason}") from None
+                tried.add(server.index)
+                if run.pool.others_live(tried):
+                    self.stats.failovers += 1
+                    log.info(
+                        "teacher request %d: %s; retry %d on another server",
+                        index,
+                        reason,
+                        attempt + 1,
+                    )
+                    continue
+                tried.clear()
                 delay = self.backoff.delay(attempt, retry_after, self._rng)
                 log.info(
                     "teacher request %d: %s; retry %d in %.2f s", index, reason, attempt + 1, delay
                 )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or media.endswith("+json")
-
-
-def _run_sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine to completion from synchronous code, with or without a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())  # type: ignore[arg-type]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdlang-teacher") as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()  # type: ignore[arg-type]

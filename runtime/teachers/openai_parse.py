@@ -196,3 +196,8 @@ def _float(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MalformedResponse(f"a log-prob is {value!r}, expected a number")
     return float(value)
+
+
+def is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")

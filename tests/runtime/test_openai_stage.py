@@ -74,6 +74,7 @@ def test_faults_are_retried_and_counted_and_no_row_is_lost(tmp_path, monkeypatch
         "completion_tokens": 12 * 6,  # "reply <seed>: Tell me about <word>."
         "non_json_replies": 0,  # the HTML reply failed to parse: retried, not counted
         "null_content": 0,
+        "failovers": 0,  # one server: every retry backs off
     }
     assert requests == 20
     assert result["seconds"] >= 0.4  # the 429's Retry-After was waited out
