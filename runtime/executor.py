@@ -87,6 +87,7 @@ def run_plan(
     selected = needed(plan, only) if only else {n.name for n in plan.nodes}
     forced = set(force or ())
     dist = _processes(device)
+    shared_cache(dist, Path(plan.cache))
     resources = Resources(device=device, workdir=workdir, dist=dist)
     results: list[NodeResult] = []
     failed: set[str] = set()
@@ -149,6 +150,37 @@ def run_plan(
     if dist.is_main:
         write_report(run)
     return run
+
+
+def shared_cache(dist: Dist, cache: Path) -> None:
+    """Stop (every rank) unless every process sees the same cache folder: rank 0 writes a
+    random token there and each rank reads it back. Processes on one machine always pass;
+    several machines pass when the cache is on a filesystem they share, which the executor needs
+    (rank 0 commits artifacts that the others read)."""
+    if not dist.active:
+        return
+    import secrets
+
+    probe = cache / f".processes-{os.getpid()}-{secrets.token_hex(4)}" if dist.is_main else None
+    if probe is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        probe.write_text(token, encoding="utf-8")
+    name, token = dist.broadcast((probe.name, token) if probe is not None else None)
+    try:
+        seen = (cache / name).read_text(encoding="utf-8")
+    except OSError:
+        seen = None
+    views = dist.gather(seen == token)
+    if probe is not None:
+        probe.unlink()
+    blind = [rank for rank, ok in enumerate(views) if not ok]
+    if blind:
+        raise RunError(
+            f"the cache folder {cache} is not shared by every process (rank "
+            f"{', '.join(map(str, blind))} cannot see rank 0's files): with several machines, "
+            "--workdir and --cache must be on a filesystem every machine mounts at the same path"
+        )
 
 
 def _processes(device: str) -> Dist:

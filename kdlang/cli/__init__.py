@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from typer import Typer
 
 REPORT_URL = "https://github.com/kdlang/kdlang/issues"
-EXIT_INTERNAL, EXIT_INTERRUPTED = 3, 130
+EXIT_ERRORS, EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 3, 130
 
 
 def __getattr__(name: str) -> Typer:
@@ -43,6 +43,9 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(EXIT_INTERRUPTED)
+    except _run_error() as error:  # the run cannot go on for a reason the user can act on
+        sys.stderr.write(f"error: {error}\n")
+        sys.exit(EXIT_ERRORS)
     except BrokenPipeError:  # the reader went away: nothing more can be said to it
         sys.stdout = cast(TextIO, _ClosedPipe(sys.stdout))
         sys.stderr = cast(TextIO, _ClosedPipe(sys.stderr))
@@ -57,6 +60,13 @@ def main() -> None:
         )
         traceback.print_exc()
         sys.exit(EXIT_INTERNAL)
+
+
+def _run_error() -> type[Exception]:
+    """The runtime's error for what the user can act on (its module imports nothing heavy)."""
+    from kdlang.runtime.errors import RunError
+
+    return RunError
 
 
 class _ClosedPipe:

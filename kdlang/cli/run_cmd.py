@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -86,6 +87,18 @@ def run(
     nproc: int = typer.Option(
         None, "--nproc", metavar="N", help="Processes to start with --launcher (e.g. one per GPU)."
     ),
+    nnodes: int = typer.Option(
+        1, "--nnodes", metavar="N", help="Machines the run spans (the same command on each)."
+    ),
+    node_rank: int = typer.Option(
+        None, "--node-rank", metavar="R", help="This machine's number, 0 to N-1 (with --nnodes)."
+    ),
+    rdzv_endpoint: str = typer.Option(
+        None,
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="Where node 0 meets the others (with --nnodes): its address and a free port.",
+    ),
     fmt: str = typer.Option(
         "text",
         "--format",
@@ -113,9 +126,10 @@ def run(
     for option, folder in (("--workdir", root), ("--cache", Path(cache))):
         if folder.exists() and not folder.is_dir():
             _usage(f"{option} {folder} is a file, not a folder")
+    nodes = Nodes.given(nnodes, node_rank, rdzv_endpoint, launcher)
     if launcher is not None or nproc is not None:
         command = launch_command(
-            launcher, nproc, file, overrides, only, force, device, workdir, given_cache
+            launcher, nproc, file, overrides, only, force, device, workdir, given_cache, nodes
         )
         passed = [("--format", fmt, "text"), ("--color", color, "auto")]  # (flag, value, default)
         command += [
@@ -123,6 +137,9 @@ def run(
         ]
         command += [*(["-q"] * quiet), *(["-v"] * verbose)]
         read_source(file)  # a missing recipe is a usage error here, not in every process
+        if nodes.rank > 0:  # node 0's launcher holds the (shared) cache's lock for the group
+            status = subprocess.call(command)
+            raise typer.Exit(status if status >= 0 else 128 - status)
         with _locked(cache, wait):  # the group runs under this process's lock
             os.environ[HELD_BY_PARENT] = str(Path(cache).resolve())
             status = subprocess.call(command)
@@ -226,6 +243,7 @@ def launch_command(
     device: str,
     workdir: str,
     cache: str | None,
+    nodes: Nodes | None = None,
 ) -> list[str]:
     """The command line that runs ``kdlang run`` with these arguments in ``nproc`` processes
     under ``launcher``. Usage errors (exit 2) for an unknown launcher, a count below 1, one
@@ -248,8 +266,20 @@ def launch_command(
             args += [flag, value]
     if cache is not None:
         args += ["--cache", cache]
-    if launcher == "torchrun":
+    nodes = nodes or Nodes()
+    if launcher == "torchrun" and nodes.count > 1:
+        host, port = nodes.endpoint
+        head = ["-m", "torch.distributed.run", "--nnodes", str(nodes.count)]
+        head += ["--node_rank", str(nodes.rank), "--master_addr", host, "--master_port", port]
+        head += ["--nproc_per_node", str(nproc)]
+    elif launcher == "torchrun":
         head = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+    elif nodes.count > 1:
+        host, port = nodes.endpoint
+        head = ["-m", "accelerate.commands.launch", "--num_processes", str(nproc * nodes.count)]
+        head += ["--num_machines", str(nodes.count), "--machine_rank", str(nodes.rank)]
+        head += ["--main_process_ip", host, "--main_process_port", port, "--multi_gpu"]
+        head += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     else:
         # accelerate's --cpu runs one process (several CPU processes need MPI there); its
         # --multi_gpu starts torch.distributed processes, which run on CPU as well (Gloo).
@@ -260,6 +290,40 @@ def launch_command(
         elif device == "cpu":
             head += ["--cpu"]
     return [sys.executable, *head, "-m", "kdlang", *args]
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The machines a launched run spans: ``count`` of them, this one numbered ``rank``, meeting
+    at node 0's ``endpoint`` (host, port). Node 0's processes hold ranks 0 .. nproc-1, so its
+    launcher holds the cache lock for the group; the cache and workdir must be on a filesystem
+    every node shares (the executor checks)."""
+
+    count: int = 1
+    rank: int = 0
+    endpoint: tuple[str, str] = ("127.0.0.1", "29500")
+
+    @classmethod
+    def given(
+        cls, count: int, rank: int | None, endpoint: str | None, launcher: str | None
+    ) -> Nodes:
+        if count < 1:
+            _usage(f"--nnodes must be at least 1, not {count}")
+        if count == 1:
+            if rank not in (None, 0) or endpoint is not None:
+                _usage("--node-rank and --rdzv-endpoint need --nnodes 2 or more")
+            return cls()
+        if launcher is None:
+            _usage("--nnodes needs --launcher (torchrun or accelerate)")
+        if rank is None or endpoint is None:
+            _usage("--nnodes needs --node-rank R and --rdzv-endpoint HOST:PORT (node 0's address)")
+        assert rank is not None and endpoint is not None
+        if not 0 <= rank < count:
+            _usage(f"--node-rank must be 0 to {count - 1}, not {rank}")
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            _usage(f"--rdzv-endpoint must be HOST:PORT, not {endpoint!r}")
+        return cls(count, rank, (host.strip("[]"), port))
 
 
 def _rank() -> int:
