@@ -356,7 +356,8 @@ def check_run(run: Run) -> None:
             assert node["rows_out"] == node["rows_in"] * decl.samples, planned.name
             assert node["teacher"]["failures"] == 0
             texts = [row[decl.output] for row in run.rows(planned.name)]
-            written = list if decl.messages is not None else str  # a conversation, or text
+            # a conversation, one answer per drawn teacher (`route = all | sample(...)`), or text
+            written = list if decl.messages is not None or decl.routed() else str
             assert len(texts) == node["rows_out"] and all(isinstance(t, written) for t in texts)
         elif op == "curate":
             assert node["rows_out"] == node["rows_in"] * decl.per_item - dropped, planned.name
@@ -368,8 +369,11 @@ def check_run(run: Run) -> None:
             assert 0 < node["rows_out"] == node["rows_in"] - dropped, planned.name
         elif op == "judge":
             assert node["rows_out"] == node["rows_in"] - dropped, planned.name
-            low, high = decl.scale
-            assert all(low <= r[decl.output] <= high for r in run.rows(planned.name))
+            scales = decl.metrics or {decl.output: decl.scale}
+            for column, (low, high) in scales.items():
+                assert all(low <= r[column] <= high for r in run.rows(planned.name)), column
+        elif op in ("map", "explode", "select"):
+            assert 0 < node["rows_out"], planned.name
         elif op == "pairs":
             made = run.rows(planned.name)
             groups = {r[decl.group] for r in run.rows(decl.input.name)}
@@ -434,7 +438,10 @@ def check_export(run: Run, export) -> None:
 
 
 def test_every_gallery_recipe_but_the_quickstart_runs_here():
-    ran = {name.removeprefix("test_").removesuffix("_runs_end_to_end") for name in globals()}
+    """Each recipe has a ``test_<recipe>_runs_end_to_end`` in a test module of this folder."""
+    here = Path(__file__).parent
+    defined = "\n".join(path.read_text(encoding="utf-8") for path in here.glob("test_*.py"))
+    ran = set(re.findall(r"^def test_(\w+)_runs_end_to_end\(", defined, re.MULTILINE))
     expected = {recipe.removesuffix(".kd") for recipe in GALLERY if recipe != QUICKSTART}
     assert expected <= ran
 
