@@ -21,7 +21,7 @@ def test_corpus_is_large_and_named_by_number():
     assert len(CORPUS) >= 45
     for path in CORPUS:
         assert re.fullmatch(r"\d{2,3}_[a-z0-9_]+\.kd", path.name), path.name
-    numbers = [path.name[:2] for path in CORPUS]
+    numbers = [int(path.name.split("_", 1)[0]) for path in CORPUS]
     assert len(set(numbers)) == len(numbers)
 
 
