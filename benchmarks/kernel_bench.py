@@ -1,9 +1,9 @@
 """Distillation kernels on one GPU: kdlang against torch eager, torch.compile and Liger.
 
-    python benchmarks/kernels.py bench [--kinds ...] [--widths ...] [--rows 8192] [--out DIR]
-    python benchmarks/kernels.py fused [--out DIR]       # fused linear case only
-    python benchmarks/kernels.py tune  [--widths ...]    # kernel configurations, fwd+bwd
-    python benchmarks/kernels.py test  [pytest args]     # the test suite on this machine
+    python benchmarks/kernel_bench.py bench [--kinds ...] [--widths ...] [--rows 8192] [--out DIR]
+    python benchmarks/kernel_bench.py fused [--out DIR]       # fused linear case only
+    python benchmarks/kernel_bench.py tune  [--widths ...]    # kernel configurations, fwd+bwd
+    python benchmarks/kernel_bench.py test  [pytest args]     # the test suite on this machine
 
 Every case is forward + backward of a token-mean loss on bf16 logits at T = 2; time is
 the median of ``triton.testing.do_bench``; "extra peak" is the most memory one step
@@ -11,6 +11,9 @@ allocates beyond what the step before it left (its gradients), as in the measure
 The logits-level floor is 6 bytes per entry (read student and teacher, write the
 gradient, bf16); effective bandwidth is that floor over the measured time, against the
 device copy rate measured in the same run. Results go to ``--out`` as JSON and markdown.
+
+(The file is not called ``kernels.py``: a module of that name in this folder, which every script
+here has on its path, would stand in for the ``kernels`` package transformers imports.)
 """
 
 from __future__ import annotations
