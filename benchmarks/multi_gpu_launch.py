@@ -146,7 +146,8 @@ def failure(workdir: Path, log: str, status: int | None, timeout: float) -> tupl
 
 
 def read_run(workdir: Path) -> tuple[list[dict], dict]:
-    """The train node of the run's report and its ``metrics.jsonl`` records."""
+    """The train node of the run's report and its ``metrics.jsonl`` records (with each step's
+    ``timings.jsonl`` values)."""
     (report,) = (workdir / "runs").glob("*/report.json")
     document = json.loads(report.read_text(encoding="utf-8"))
     node = next(n for n in document["nodes"] if n["name"] == "distill")
@@ -155,4 +156,8 @@ def read_run(workdir: Path) -> tuple[list[dict], dict]:
     folder = Path(node["output"])
     folder = folder if folder.is_absolute() else workdir / folder
     lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines], node
+    timings = folder / "timings.jsonl"  # each step's seconds and GPU memory, kept apart
+    timed = [json.loads(line) for line in timings.read_text(encoding="utf-8").splitlines()]
+    by_step = {r["step"]: r for r in timed} if timings.is_file() else {}
+    records = [json.loads(line) for line in lines if line.strip()]
+    return [{**by_step.get(r["step"], {}), **r} for r in records], node

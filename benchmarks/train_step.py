@@ -2,7 +2,9 @@
 logits with the torch loss.
 
     python benchmarks/train_step.py [--batch 4] [--seq 2048] [--steps 5] [--warmup 2]
-                                    [--checkpointing both|off|on] [--out DIR] [--small]
+                                    [--checkpointing both|off|on] [--bodies eager|compiled|both]
+                                    [--paths fused_linear,materialized] [--no-heads]
+                                    [--out DIR] [--small]
 
 Student: a random-init Llama-3.2-1B-like model (hidden 2048, 16 layers, 32/8 heads, MLP 8192,
 vocabulary 128,256, tied embeddings) with fp32 master weights, bf16 autocast and AdamW (fused on
@@ -21,6 +23,9 @@ differ, including the materialized logits with the fused divergence kernel inste
 loss. ``--checkpointing on`` recomputes the student's layers in the backward pass (activation
 checkpointing), which leaves more of the memory to the loss path. ``--small`` shrinks every
 shape for a quick check (it also runs on CPU, where the fused path uses the torch reference).
+``--bodies compiled`` compiles both models' decoder layers as a train with ``compile = true``
+does (regional compilation, :mod:`kdlang.runtime.train.compile`) and times the steps again
+(``first_step_seconds`` holds the compile time).
 
 Results go to ``--out`` as ``train_step_<device>.json`` and ``.md``.
 """
@@ -170,17 +175,22 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def full_steps(args, student, teacher, batch, device):
+def full_steps(args, student, teacher, batch, device, bodies="eager"):
     import torch
 
     rows = []
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.checkpointing]
     for checkpointing in modes:
-        for path in ("fused_linear", "materialized"):
+        for path in args.paths.split(","):
             step = optimizer = None
-            entry = {"case": "train step", "path": path, "checkpointing": checkpointing}
+            entry = {"case": f"train step ({bodies} bodies)", "path": path}
+            entry["checkpointing"] = checkpointing
             try:
                 step, optimizer = make_step(path, student, teacher, batch, device, checkpointing)
+                began = time.perf_counter()
+                step()
+                sync(device)
+                entry["first_step_seconds"] = time.perf_counter() - began
                 seconds, peak, loss = measure(step, args.warmup, args.steps, device)
                 entry.update(seconds=seconds, peak_gib=peak, loss=float(loss))
                 entry["tokens_per_s"] = batch.input_ids.numel() / seconds
@@ -295,6 +305,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--checkpointing", choices=("both", "off", "on"), default="both")
+    parser.add_argument("--bodies", choices=("eager", "compiled", "both"), default="eager")
+    parser.add_argument("--paths", default="fused_linear,materialized", help="loss paths stepped")
+    parser.add_argument("--no-heads", action="store_true", help="skip the lm_heads + loss cases")
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -307,8 +320,15 @@ def main() -> None:
         args.seq = min(args.seq, 256)
     student, teacher = build(args, device)
     batch = batch_of(args, student.config.vocab_size, device)
-    rows = head_and_loss(args, student, teacher, batch, device)
-    rows += full_steps(args, student, teacher, batch, device)
+    rows = [] if args.no_heads else head_and_loss(args, student, teacher, batch, device)
+    if args.bodies in ("eager", "both"):
+        rows += full_steps(args, student, teacher, batch, device)
+    if args.bodies in ("compiled", "both"):
+        from kdlang.runtime.train.compile import compile_layers
+
+        compiled = compile_layers(student), compile_layers(teacher)
+        print(json.dumps({"compiled_layers": compiled}), flush=True)
+        rows += full_steps(args, student, teacher, batch, device, bodies="compiled")
     slug = "cpu" if device.type == "cpu" else name.split()[1].lower()
     slug += "_small" if args.small else ""
     args.out.mkdir(parents=True, exist_ok=True)

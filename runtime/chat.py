@@ -56,6 +56,7 @@ def _request(ctx, stage, context: list[dict], seed: int, n: int) -> GenerationRe
         n=n,
         temperature=stage.temperature,
         top_p=stage.top_p,
+        top_k=stage.top_k,
         max_tokens=stage.max_tokens,
         seed=seed,
         stop=tuple(stage.stop) if stage.stop else None,

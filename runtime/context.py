@@ -286,6 +286,7 @@ class StageContext:
                 "dtype": model.dtype,
                 "device": device,
                 "batch_size": model.batch_size,
+                "decode_slots": model.decode_slots,
                 "chat_template": model.chat_template,
                 "chat_template_args": model.chat_template_args,
             }

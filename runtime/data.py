@@ -15,10 +15,12 @@ from typing import Any
 
 import pyarrow as pa
 
+from .arrow.io import ArrowWriter, data_files
 from .cache import DATA_FILE
 
 __all__ = [
     "DATA_FILE",
+    "ArrowWriter",
     "check_column_types",
     "load_source",
     "null_counts",
@@ -30,34 +32,35 @@ __all__ = [
 def write_rows(rows: list[dict[str, Any]], folder: Path, columns: list[str] | None = None) -> int:
     """Write rows to ``folder/data.arrow``; returns the row count. ``columns`` fixes the order
     (and keeps the columns of an empty result)."""
-    names = columns or (list(rows[0]) if rows else [])
-    for row in rows:
-        for key in row:
-            if key not in names:
-                names.append(key)
-    if rows:
-        table = pa.Table.from_pylist([{k: row.get(k) for k in names} for row in rows])
-    else:
-        table = pa.table({name: pa.array([], type=pa.string()) for name in names})
-    folder.mkdir(parents=True, exist_ok=True)
-    with (
-        pa.OSFile(str(folder / DATA_FILE), "wb") as sink,
-        pa.ipc.new_stream(sink, table.schema) as writer,
-    ):
-        writer.write_table(table)
-    return table.num_rows
+    writer = ArrowWriter(folder, columns)
+    writer.write_rows(rows)
+    return writer.close()
 
 
 def read_rows(folder: Path) -> list[dict[str, Any]]:
-    with pa.memory_map(str(folder / DATA_FILE), "r") as source:
-        return pa.ipc.open_stream(source).read_all().to_pylist()
+    """Every row of an artifact as a dict (for stages that need them all in Python)."""
+    return read_arrow(folder).to_pylist()
+
+
+def read_arrow(folder: Path, *, decode: bool = True) -> pa.Table:
+    """An artifact's rows as one table, every shard memory-mapped (not read into memory);
+    ``decode``: compressed top-k (``topk_packed``) as the float columns readers take."""
+    from .logit_codec import decode_table
+
+    tables = [
+        pa.ipc.open_stream(pa.memory_map(str(path), "r")).read_all() for path in data_files(folder)
+    ]
+    if decode:
+        tables = [decode_table(table) for table in tables]
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def read_dataset(folder: Path):
     """The artifact as a ``datasets.Dataset`` (memory-mapped)."""
-    from datasets import Dataset
+    from datasets import Dataset, concatenate_datasets
 
-    return Dataset.from_file(str(folder / DATA_FILE))
+    parts = [Dataset.from_file(str(path)) for path in data_files(folder)]
+    return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
 def load_source(data, base: Path, seed: int) -> list[dict[str, Any]]:

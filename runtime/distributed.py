@@ -18,8 +18,9 @@ Two uses:
   for hours (a dataset read by rank 0, an uneven share of teacher calls).
 - **Training** (data parallel, ``strategy = "ddp"``): each process reads its share of every
   step's rows and computes its terms divided by the *global* counts; the gradients are then
-  summed over processes (one all-reduce per optimizer step, after the micro-batches), which gives
-  exactly the single-process gradient of the whole batch. Every process starts from the same
+  summed over processes by torch's ``DistributedDataParallel`` (:func:`replicate`: bucketed
+  all-reduces overlapping the last micro-batch's backward, the others under ``no_sync``), which
+  gives exactly the single-process gradient of the whole batch. Every process starts from the same
   weights and applies the same update, so they stay equal. (``strategy = "fsdp"``:
   :mod:`kdlang.runtime.train.fsdp`.)
 """
@@ -70,6 +71,30 @@ class Dist:
         tensor = torch.tensor(float(value), dtype=torch.float64, device=device)
         torch.distributed.all_reduce(tensor)
         return tensor.item()
+
+    def sum_values(self, values: dict[str, Any], device: torch.device) -> dict[str, float]:
+        """Each value (a number, or a 0-d tensor on ``device``) summed over processes, in
+        float64: one all-reduce and one copy to the host for all of them."""
+        if not values:
+            return {}
+        import torch
+
+        stacked = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=device) for v in values.values()]
+        )
+        if self.active:
+            torch.distributed.all_reduce(stacked)
+        return dict(zip(values, stacked.tolist(), strict=True))
+
+    def most(self, value: int, device: torch.device) -> int:
+        """The largest ``value`` over processes."""
+        if not self.active:
+            return value
+        import torch
+
+        tensor = torch.tensor(int(value), dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(tensor, op=torch.distributed.ReduceOp.MAX)
+        return int(tensor.item())
 
     def sum_gradients(self, params: list[torch.nn.Parameter], bucket_bytes: int = 2**28) -> None:
         """Sum every parameter's gradient over processes, a flat bucket (one dtype, at most
@@ -172,6 +197,34 @@ def shutdown() -> None:
     if torch.distributed.is_initialized():
         current.wait()
         torch.distributed.destroy_process_group()
+
+
+def replicate(module: torch.nn.Module, device: torch.device, *, unused: bool = False):
+    """``module`` in torch's ``DistributedDataParallel`` (``strategy = "ddp"``): its gradients
+    are summed over the processes by bucketed all-reduces that start while the backward pass
+    still runs (the ``no_sync`` micro-batches of a step accumulate locally; the last one's
+    backward reduces). Summed, not averaged (:func:`_sum_buckets`): each process's terms are
+    already divided by the step's global counts. ``unused``: some parameters may get no
+    gradient in a backward pass (DDP then looks for them after each forward)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    wrapped = DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,  # buffers (rotary tables) are equal and never trained
+        find_unused_parameters=unused,
+        gradient_as_bucket_view=True,
+    )
+    wrapped.register_comm_hook(None, _sum_buckets)
+    return wrapped
+
+
+def _sum_buckets(state, bucket):
+    """A DDP communication hook: the sum of a gradient bucket over processes."""
+    import torch
+
+    work = torch.distributed.all_reduce(bucket.buffer(), async_op=True)
+    return work.get_future().then(lambda done: done.value()[0])
 
 
 def _all_reduce(grads: list[torch.Tensor]) -> None:

@@ -40,6 +40,7 @@ def write_report(run) -> Path:
         "ok": run.ok,
         "nodes": nodes,
         "evaluations": evaluations,
+        "during_training": _during_training(run.results),
         "pictures": pictures,
     }
     (folder / "report.json").write_text(
@@ -47,6 +48,22 @@ def write_report(run) -> Path:
     )
     (folder / "report.md").write_text(_markdown(document), encoding="utf-8")
     return folder
+
+
+def _during_training(results) -> list[dict[str, Any]]:
+    """The last evaluation on dev rows (``eval_data``) of each train that ran, from its
+    metrics."""
+    from .train.evaluation import last_evaluation
+    from .train.metrics import METRICS, read_metrics
+
+    out = []
+    for r in results:
+        if r.op == "train" and r.status in ("ran", "cached") and r.output:
+            last = last_evaluation(read_metrics(Path(r.output) / METRICS))
+            if last:
+                step = last.pop("step")
+                out.append({"train": r.name, "step": step, "values": last})
+    return out
 
 
 def _node_entry(result) -> dict[str, Any]:
@@ -88,6 +105,15 @@ def _markdown(doc: dict[str, Any]) -> str:
             lines.append(
                 f"| {e['name']} | {e['model']} | {e['rows']} | " + " | ".join(values) + " |"
             )
+        lines.append("")
+    if doc.get("during_training"):
+        lines += ["## Evaluation during training", "", "| train | after step | metric | value |"]
+        lines.append("|---|---|---|---|")
+        for e in doc["during_training"]:
+            lines += [
+                f"| {e['train']} | {e['step'] + 1} | {k} | {_fmt(v)} |"
+                for k, v in e["values"].items()
+            ]
         lines.append("")
     for picture in doc["pictures"]:
         lines += [f"![{picture['node']}]({picture['file']})", ""]

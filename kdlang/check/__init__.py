@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from kdlang.check.compat import check_compat
 from kdlang.check.environment import check_environment
+from kdlang.check.evaluation import check_evaluation
 from kdlang.check.exports import check_exports
 from kdlang.check.models import check_models
 from kdlang.check.names import check_names
@@ -48,6 +49,7 @@ def check_program(
     check_environment(program.recipe, errors)
     if names_resolved:
         check_compat(program, errors)
+        check_evaluation(program, errors)
     return program
 
 

@@ -13,7 +13,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from kdlang.check.captured import captured_spec, check_captured
 from kdlang.check.conversations import check_conversation_sources
+from kdlang.check.minillm import check_minillm
 from kdlang.check.program import Program
 from kdlang.ir import losses as ls
 from kdlang.ir import selection as sel
@@ -53,6 +55,8 @@ def captured_logits(program: Program, data_name: str) -> bool:
     recipe = program.recipe
     while data_name in recipe.stages and isinstance(recipe.stages[data_name], sel.FilterStage):
         data_name = recipe.stages[data_name].input.name
+    if captured_spec(program, data_name) is not None:
+        return True  # declared: `logits = topk(...)` (its columns are checked in captured.py)
     columns = program.schemas.get(data_name) if data_name in recipe.datasets else None
     return columns is not None and all(
         columns.get(name) in ("list", "any") for name in CAPTURED_COLUMNS
@@ -62,6 +66,7 @@ def captured_logits(program: Program, data_name: str) -> bool:
 def check_compat(program: Program, errors: Collector) -> None:
     recipe = program.recipe
     check_conversation_sources(program, errors)
+    check_captured(program, errors)
     for stage in recipe.stages.values():
         if isinstance(stage, TeacherLogitsStage):
             model = recipe.models.get(stage.teacher.name)
@@ -77,9 +82,11 @@ def check_compat(program: Program, errors: Collector) -> None:
                 )
     for train in recipe.trains.values():
         _check_ranges(train, errors)
+        _check_infinite_logits(train, errors)
         refs = (train.student, train.teacher, train.data)
         if any(ref is not None and ref.name in recipe.broken for ref in refs):
             continue  # what it names has errors of its own: checked once they are fixed
+        check_minillm(program, train, errors)
         student = recipe.models.get(train.student.name)
         if student is not None and not isinstance(student, HFModel):
             errors.error(
@@ -170,6 +177,34 @@ def _check_topk_settings(losses: list[ls.LossBase], *, topk: bool, errors: Colle
             )
 
 
+INFINITE_LOGITS_LOSSES = ("forward_kl", "teacher_ce")
+"""The divergences that weigh log p_S by p_T, infinite where a student logit is -inf."""
+
+
+def _check_infinite_logits(train: tr.Train, errors: Collector) -> None:
+    """``infinite_logits = zero`` acts on the losses it can change, on materialized logits."""
+    for loss in train.losses:
+        if getattr(loss, "infinite_logits", "keep") != "zero":
+            continue
+        span = loss.spans.get("infinite_logits", loss.span)
+        if loss.name not in INFINITE_LOGITS_LOSSES:
+            errors.error(
+                "KD0345",
+                f"`infinite_logits = zero` has no effect on `{loss.name}`, which stays finite "
+                "where a student logit is -inf",
+                span,
+                help="remove it; it applies to `forward_kl` and `teacher_ce`",
+            )
+        elif train.loss_path == "fused_linear":
+            errors.error(
+                "KD0346",
+                "`infinite_logits = zero` needs materialized logits, and `loss_path = "
+                "fused_linear` computes them inside the fused kernel",
+                span,
+                help="set `loss_path = materialized` (or `auto`), or remove `infinite_logits`",
+            )
+
+
 def _stage_teacher(program: Program, stage: TeacherLogitsStage | None):
     return program.recipe.models.get(stage.teacher.name) if stage is not None else None
 
@@ -206,8 +241,8 @@ def _check_ranges(train: tr.Train, errors: Collector) -> None:
 def _check_vocab(
     program: Program, student: HFModel, teacher: HFModel, train: tr.Train, errors: Collector
 ) -> None:
-    a = _vocab_digest(program.resolve(student.span.file, student.path))
-    b = _vocab_digest(program.resolve(teacher.span.file, teacher.path))
+    a = vocab_digest_of(program.resolve(student.span.file, student.path))
+    b = vocab_digest_of(program.resolve(teacher.span.file, teacher.path))
     if a is None or b is None or a == b:
         return  # not both local: the runtime compares the loaded tokenizers before the first step
     errors.error(
@@ -219,7 +254,7 @@ def _check_vocab(
     )
 
 
-def _vocab_digest(folder: Path) -> str | None:
+def vocab_digest_of(folder: Path) -> str | None:
     """A digest of a local model's token -> id table, read from its tokenizer files; None when
     there are none, or they cannot be read (loading the model will say why)."""
     if kind_of(folder) != "dir":

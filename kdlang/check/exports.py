@@ -54,6 +54,7 @@ def _overlap(target: Path, workdir: Path, cache: Path) -> str | None:
 
 
 def check_exports(program: Program, errors: Collector) -> None:
+    check_train_outputs(program, errors)
     if not program.recipe.exports:
         return
     try:
@@ -63,7 +64,12 @@ def check_exports(program: Program, errors: Collector) -> None:
     cache = workdir / DEFAULT_CACHE
     for export in program.recipe.exports:
         recipe = program.recipe
-        if export.train.name in recipe.stages or export.train.name in recipe.datasets:
+        rows = export.train.name in recipe.stages or export.train.name in recipe.datasets
+        if not isinstance(export.path, str):  # hub("owner/name")
+            check_hub_export(export, rows, errors)
+            continue
+        _not_hub_settings(export, rows, errors)
+        if rows:
             _check_data_export(export, errors)
         reason: str | None
         if export.path == "":
@@ -105,3 +111,107 @@ def _check_data_export(export, errors: Collector) -> None:
                 f"`{setting}` is a setting of a model export; `{export.train.name}` holds rows",
                 export.spans.get(setting, export.span),
             )
+
+
+def check_hub_export(export, rows: bool, errors: Collector) -> None:
+    """``hub("owner/name")``: one string of that form (KD0416, KD0415); a data export to the
+    hub takes none of a model export's settings (KD0413)."""
+    import re
+
+    from kdlang.ir.tracking import HUB_REPO_ID
+
+    hub = export.hub
+    args = hub.args
+    if len(args) != 1 or not isinstance(args[0], str) or hub.kwargs:
+        errors.error(
+            "KD0416",
+            'hub() takes one string, the repo id: hub("owner/name")',
+            hub.span,
+            help="the other settings of a hub export go in its block: "
+            '`{ private = true  revision = "main"  token = env("HF_TOKEN") }`',
+        )
+        return
+    repo = args[0]
+    if not re.fullmatch(HUB_REPO_ID, repo) or ".." in repo or "--" in repo or repo.endswith("."):
+        errors.error(
+            "KD0415",
+            f'"{repo}" is not a hub repo id',
+            hub.span,
+            help='a repo id is "owner/name": letters, digits, `.`, `_` and `-`, at most 96 '
+            "characters each, no `..` or `--`",
+        )
+    if rows:
+        for setting in export.model_settings:
+            if setting in export.model_fields_set:
+                errors.error(
+                    "KD0413",
+                    f"`{setting}` is a setting of a model export; `{export.train.name}` holds rows",
+                    export.spans.get(setting, export.span),
+                )
+
+
+def _not_hub_settings(export, rows: bool, errors: Collector) -> None:
+    """Settings that only an export to the hub takes (KD0417), and card settings on a data
+    export to a file, which writes no card (KD0418)."""
+    for setting in export.hub_settings:
+        if setting in export.model_fields_set:
+            errors.error(
+                "KD0417",
+                f'`{setting}` is a setting of an export to hub("owner/name"); this export '
+                f'writes to the path "{export.path}"',
+                export.spans.get(setting, export.span),
+                help='export to hub("owner/name") for it to apply, or remove it',
+            )
+    if rows:
+        for setting in export.card_settings:
+            if setting in export.model_fields_set:
+                errors.error(
+                    "KD0418",
+                    f"`{setting}` goes into a card's metadata, and an export of rows to a file "
+                    "writes no card",
+                    export.spans.get(setting, export.span),
+                    help='export the rows to hub("owner/name") (a dataset card), or remove it',
+                )
+
+
+def check_train_outputs(program: Program, errors: Collector) -> None:
+    """What a train sends out of the run and starts from: a ``tracker_project`` no tracker of
+    ``report_to`` uses (KD0360), a tracker whose package is not installed here (KD0361, a
+    warning: ``kdlang run`` stops at that train), an ``init_from`` that names no folder
+    (KD0362). Packages are looked up, never imported."""
+    import importlib.util
+
+    from kdlang.syntax.source import kind_of
+
+    for train in program.recipe.trains.values():
+        given = train.model_fields_set
+        if (
+            "tracker_project" in given
+            and "report_to" in given
+            and not {"wandb", "mlflow"} & set(train.report_to)
+        ):
+            errors.error(
+                "KD0360",
+                "`tracker_project` names a W&B project or MLflow experiment, but `report_to` "
+                "lists neither",
+                train.spans.get("tracker_project", train.span),
+                help="add wandb or mlflow to `report_to`, or remove `tracker_project`",
+            )
+        for tracker, module in (("wandb", "wandb"), ("mlflow", "mlflow")):
+            if tracker in train.report_to and importlib.util.find_spec(module) is None:
+                errors.warning(
+                    "KD0361",
+                    f"`report_to` lists {tracker}, which is not installed here",
+                    train.spans.get("report_to", train.span),
+                    help='`kdlang run` stops at this train without it: pip install "kdlang[trackers]"',
+                )
+        if train.init_from is not None:
+            folder = program.resolve(train.span.file, train.init_from)
+            if kind_of(folder) != "dir":
+                errors.error(
+                    "KD0362",
+                    f"init_from names no folder: {train.init_from}",
+                    train.spans.get("init_from", train.span),
+                    help=f"looked for {folder} (paths are relative to the recipe file): a "
+                    "checkpoint folder (ckpt-...), an exported model or a peft adapter",
+                )

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kdlang.ir.descriptor import reading_order
 from kdlang.ir.losses import LOSSES
 from kdlang.ir.sources import (
     DATASET_KINDS,
@@ -211,7 +212,7 @@ def _set(
     errors: Collector,
 ) -> None:
     key = rest[0]
-    known = [name for name in cls.model_fields if name not in _INTERNAL]
+    known = [name for name in reading_order(cls) if name not in _INTERNAL]
     if len(rest) != 1 or key not in known:
         errors.error(
             "KD0401",

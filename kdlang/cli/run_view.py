@@ -11,6 +11,7 @@ import json
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -64,9 +65,12 @@ def run_with_progress(
         rows = result.manifest.get("rows")
         extra = f", {rows} rows" if rows is not None else ""
         if result.status == "failed":
-            console.print(f"[red]failed[/] {result.name} ({result.op}): {result.error}")
+            # the error is text, not markup: `pip install "kdlang[trackers]"` keeps its brackets
+            console.print(
+                f"[red]failed[/] {result.name} ({result.op}): {escape(result.error or '')}"
+            )
         elif not quiet:
-            note = f": {result.note}" if result.note else ""
+            note = f": {escape(result.note)}" if result.note else ""
             console.print(
                 f"[green]{result.status:>6}[/] {result.name} ({result.op}{extra}, "
                 f"{result.seconds:.1f}s){note}"

@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 from kdlang.ir.values import Node
 
 Columns = dict[str, str]
@@ -125,3 +127,20 @@ def reference_kinds(node: Any, setting: str) -> tuple[str, ...] | None:
     the descriptor tests catch)."""
     kinds: References = getattr(type(node), "references", {})
     return kinds.get(setting)
+
+
+def reading_order(cls: type[BaseModel]) -> list[str]:
+    """A node's field names in the order a reader meets them: those its own class line declares
+    (the node and its IR ancestors) first, then those of each settings group it mixes in (a base
+    that is a plain ``BaseModel``, not a node), group by group in the order of its bases.
+    (Pydantic itself lists the mixed-in groups' fields first.)"""
+    groups = [
+        base
+        for base in cls.__mro__[1:]
+        if issubclass(base, BaseModel) and base is not BaseModel and not issubclass(base, Node)
+    ]
+    mixed = {name for group in groups for name in group.model_fields}
+    own = [name for name in cls.model_fields if name not in mixed]
+    return own + [
+        name for group in groups for name in group.model_fields if name in cls.model_fields
+    ]

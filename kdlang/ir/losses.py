@@ -94,10 +94,20 @@ class DivergenceLoss(LossBase):
         description="Against a cached top-k teacher, the mass its k ids miss: renormalize over the "
         "k ids, keep it missing, or uniform (one more outcome, 'the rest', for both models).",
     )
-    reduction: Annotated[Literal["token_mean", "sum", "topk_entries"], Symbol] = Field(
+    reduction: Annotated[
+        Literal["token_mean", "sum", "topk_entries", "batchmean", "sequence_mean"], Symbol
+    ] = Field(
         "token_mean",
         description="What the step's sum is divided by: its teacher positions (token_mean), "
-        "nothing (sum), or its teacher positions times k (topk_entries, a cached top-k only).",
+        "nothing (sum), its teacher positions times k (topk_entries, a cached top-k only), its "
+        "sequences (batchmean, TRL's); or each sequence's sum divided by its own teacher "
+        "positions, then averaged over the step's sequences that have one (sequence_mean).",
+    )
+    infinite_logits: Annotated[Literal["keep", "zero"], Symbol] = Field(
+        "keep",
+        description="A student logit of -inf where the teacher has mass: keep it (the loss is "
+        "infinite) or zero that entry's term (torchtune's masking); forward_kl and teacher_ce, "
+        "materialized logits only.",
     )
 
 
@@ -215,6 +225,49 @@ class DPOLoss(LossBase):
 
     name: Literal["dpo"] = "dpo"
     beta: float = Field(0.1, gt=0, description="Strength of the implicit KL to the reference.")
+
+
+class MiniLLMLoss(LossBase):
+    """``loss minillm(gamma = G, clip_eps = E, ...) weight W [temperature T]``: MiniLLM's
+    policy-gradient reverse KL on the student's own rollouts (Gu et al., 2024). Per rollout
+    token the reward is log p_T(y_t) − log p_S(y_t); the long-term part weights each token's
+    clipped importance ratio by the (discounted, length-normalised) return of the rewards
+    after it, and the single-step part is the per-token reverse KL KL(p_S ‖ p_T), exact over
+    the next token. Its train samples every batch (``on_policy = 1``); see the train settings
+    ``teacher_mix``, ``ppo_epochs`` and ``lm_data``."""
+
+    teacher = "logits"
+    on_policy = True
+    kernel_mode = "reverse_kl"  # the single-step part
+    scheduled = ("weight", "temperature")
+
+    name: Literal["minillm"] = "minillm"
+    temperature: Positive = Field(
+        1.0, description="Temperature of both models in the rewards and the single-step part."
+    )
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount of later rewards.")
+    clip_eps: float = Field(
+        0.2, gt=0.0, description="PPO clipping: ratios are clipped to [1 - e, 1 + e]."
+    )
+    advantage: Annotated[Literal["future", "current"], Symbol] = Field(
+        "future",
+        description="The rewards a token's return sums: those after it (the paper's R_{t+1}, "
+        "its own reward being the single-step part) or from it on (the released code, TRL).",
+    )
+    length_norm: Annotated[Literal["count", "discounted", "none"], Symbol] = Field(
+        "count",
+        description="A return divided by how many rewards it sums (MiniLLM), by the sum of "
+        "their discounts (TRL), or not at all.",
+    )
+    whiten: bool = Field(
+        True, description="Standardise the advantages over the rollout batch (MiniLLM; TRL: no)."
+    )
+    long_term: bool = Field(
+        True, description="The clipped policy-gradient part (TRL's `rkl_advantage`)."
+    )
+    single_step: bool = Field(
+        True, description="The single-step part (TRL's `single_step_decomposition`)."
+    )
 
 
 DIVERGENCES = tuple(name for name, cls in LOSSES.items() if cls.teacher == "logits")

@@ -26,6 +26,8 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from kdlang.ir import values
+from kdlang.ir.captured import CapturedLogits
+from kdlang.ir.descriptor import reading_order
 from kdlang.ir.losses import LOSSES, DivergenceLoss
 from kdlang.ir.selection import DecontaminateRule, DedupRule
 from kdlang.ir.sources import (
@@ -86,6 +88,7 @@ def entries() -> list[tuple[str, list[Entry]]]:
         )
         for kind, cls in DATASET_KINDS.items()
     ]
+    datasets.append(Entry("`topk(...)`", CapturedLogits))
     stages = [
         Entry(f"`{op}(input)`", cls, ("input",), frozenset(cls.syntax_fields))
         for op, cls in STAGE_OPERATORS.items()
@@ -170,7 +173,7 @@ def _section(entry: Entry) -> list[str]:
         lines += [entry.intro, ""]
     fields = [
         (name, info)
-        for name, info in entry.model.model_fields.items()
+        for name, info in ((n, entry.model.model_fields[n]) for n in reading_order(entry.model))
         if name not in _NOT_SETTINGS | entry.skip and not info.exclude
     ]
     # Positional arguments first, in order, then required settings, then the others.
@@ -237,6 +240,7 @@ _NAMED_TYPES = {
     values.Schedule: "schedule",
     values.EnvRef: '`env("NAME")`',
     LoRA: "`lora(...)`",
+    CapturedLogits: "`topk(...)`",
 }
 
 
@@ -276,7 +280,10 @@ def _describe(annotation: Any, metadata: list) -> str:
 
 
 def _list(item: str, metadata: list) -> str:
-    plural = "lists" + item[4:] if item.startswith("list ") else item + "s"
+    if " or " in item:  # a list of several kinds: "list of (string or `env("NAME")`)"
+        plural = f"({item})"
+    else:
+        plural = "lists" + item[4:] if item.startswith("list ") else item + "s"
     shortest = next((m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)), 0)
     longest = next((m.max_length for m in metadata if isinstance(m, annotated_types.MaxLen)), None)
     if shortest and shortest == longest:

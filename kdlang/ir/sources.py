@@ -5,6 +5,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from kdlang.ir.captured import CapturedLogits
 from kdlang.ir.descriptor import Columns, Operator
 from kdlang.ir.values import ColumnName, Node, SecretStr, StrOrEnv, Symbol
 
@@ -35,8 +36,20 @@ class LoRA(Node):
     r: int = Field(8, ge=1, description="Adapter rank.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; default: peft's choice for the architecture."
+    target_modules: list[str] | Annotated[Literal["all_linear"], Symbol] | None = Field(
+        None,
+        description="Module names to adapt, or `all_linear` (every linear layer but the output "
+        "head); default: peft's choice for the architecture.",
+    )
+    dora: bool = Field(
+        False,
+        description="DoRA: each adapted weight learns a magnitude and a LoRA direction (peft's "
+        "use_dora); merged into the weights like LoRA.",
+    )
+    modules_to_save: list[Annotated[str, Symbol]] | None = Field(
+        None,
+        description="Modules trained in full beside the adapters and saved with them "
+        "(`[lm_head]`, `[embed_tokens]`).",
     )
     merge: bool = Field(
         True,
@@ -60,6 +73,14 @@ class HFModel(Node):
     )
     batch_size: int = Field(
         16, ge=1, description="Sequences per forward pass when generating or scoring."
+    )
+    decode_slots: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="Sequences the CUDA decode engine keeps in flight, and the rows a stage sends "
+        "this teacher per call (default: batch_size rows; slots sized from free memory). Fixes "
+        "the slot count; off CUDA only the rows per call.",
     )
     lora: LoRA | None = Field(
         None, description="Train LoRA adapters instead of all weights (students)."
@@ -172,6 +193,11 @@ class DataCommon(Operator):
         None,
         description="Role names of the data -> system/user/assistant/tool, added to "
         "human/gpt/bot/model (`roles = {asker: user, expert: assistant}`).",
+    )
+    logits: CapturedLogits | None = Field(
+        None,
+        description="The rows hold a teacher's captured top-k log-probs: `topk(layout = ..., "
+        "temperature = ...)`; a train on the data needs no teacher for token-level losses.",
     )
 
     def typed_columns(self, columns: Columns | None) -> Columns | None:

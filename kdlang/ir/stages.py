@@ -50,6 +50,7 @@ class Generating(StageOperator):
 
     temperature: Temperature = Field(1.0, description="Sampling temperature; 0 = greedy.")
     top_p: TopP = Field(1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(0, ge=0, description="Keep the K likeliest tokens (0: all), before top_p.")
     max_tokens: int = Field(256, ge=1, description="Most new tokens per generation.")
     stop: list[str] | None = Field(
         None, description="Strings that end a generation (not included)."
@@ -352,6 +353,9 @@ class JudgeStage(Generating):
 
     @classmethod
     def setting_problems(cls, given: frozenset[str]) -> list[tuple]:
+        if "top_k" in given and "temperature" not in given:
+            why = "`top_k` shapes sampling, but a `judge` is greedy unless `temperature` is given"
+            return [("KD0375", why, "top_k", "give `temperature = 0.7` too, or remove `top_k`")]
         if "metrics" in given:
             return [
                 (

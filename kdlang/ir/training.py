@@ -6,16 +6,24 @@ The ``loss`` lines of a train are :mod:`kdlang.ir.losses`.
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from kdlang.ir.descriptor import DATA, Columns, Estimate, Operator, PromptUse, References
 from kdlang.ir.evaluation import EvaluationSettings
 from kdlang.ir.expr import Expr
 from kdlang.ir.losses import Fraction, Loss
 from kdlang.ir.minillm import MiniLLMSettings
-from kdlang.ir.packing import PackingSettings
-from kdlang.ir.tracking import TrackingSettings
-from kdlang.ir.values import ColumnName, LRSchedule, LRScheduleField, Node, RefField, Symbol
+from kdlang.ir.packing import PackingSettings, switch
+from kdlang.ir.tracking import Destination, HubRepo, TrackingSettings
+from kdlang.ir.values import (
+    ColumnName,
+    LRSchedule,
+    LRScheduleField,
+    Node,
+    RefField,
+    SecretStr,
+    Symbol,
+)
 
 FUSED_LINEAR_THRESHOLD = 2 * 2**30
 """Materialized fp32 logits above this many bytes make ``loss_path = auto`` pick fused_linear."""
@@ -42,6 +50,8 @@ class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, Pac
         "teacher": ("models",),
         "data": DATA,
         "prompt": ("prompts",),
+        "eval_data": DATA,
+        "lm_data": DATA,
     }
     reads: ClassVar[str | None] = "data"
     prompts: ClassVar[tuple[PromptUse, ...]] = (PromptUse("prompt"),)
@@ -107,6 +117,12 @@ class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, Pac
     sample_top_p: float = Field(
         1.0, gt=0, le=1, description="Nucleus mass of on-policy student samples (1: all)."
     )
+    sample_top_k: int = Field(
+        0,
+        ge=0,
+        description="Top-k of on-policy student samples: only the K most likely tokens (0: all), "
+        "before sample_top_p.",
+    )
     max_new_tokens: int = Field(128, ge=1, description="Longest on-policy student sample.")
 
     @classmethod
@@ -116,7 +132,7 @@ class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, Pac
             for settings in (EvaluationSettings, MiniLLMSettings, TrackingSettings, PackingSettings)
             for problem in settings.problems(given)
         ]
-        if "on_policy" in given:
+        if given & {"on_policy", "replay", "seq_kd"}:  # samples from the student or teacher
             return mixed
         return mixed + [
             (
@@ -126,7 +142,7 @@ class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, Pac
                 setting,
                 "give `on_policy = 0.5` (or a schedule), or remove the setting",
             )
-            for setting in ("sample_temperature", "sample_top_p", "max_new_tokens")
+            for setting in ("sample_temperature", "sample_top_p", "sample_top_k", "max_new_tokens")
             if setting in given
         ]
 
@@ -137,7 +153,11 @@ class Train(Operator, EvaluationSettings, MiniLLMSettings, TrackingSettings, Pac
     precision: Annotated[Literal["auto", "fp32", "bf16"], Symbol] = Field(
         "auto", description="auto = bf16 autocast on CUDA, fp32 on CPU."
     )
-    compile: bool = Field(False, description="torch.compile the student.")
+    compile: Annotated[Literal["auto", "true", "false"], Symbol, BeforeValidator(switch)] = Field(
+        "auto",
+        description="Compile each decoder layer of the student and the online teacher "
+        "(torch.compile, one region per layer): `auto` does on CUDA, `true` also on CPU.",
+    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute the student's decoder layers in the backward pass instead of keeping their activations: less memory, more time.",
@@ -250,6 +270,9 @@ class Evaluate(Operator):
     temperature: Annotated[float, Field(ge=0)] = Field(
         0.0, description="Sampling temperature; 0 = greedy."
     )
+    top_k: int = Field(
+        0, ge=0, description="With temperature > 0: sample among the K most likely tokens (0: all)."
+    )
     max_tokens: int = Field(128, ge=1, description="Most new tokens per answer.")
     limit: int | None = Field(None, ge=1, description="Evaluate on the first N rows only.")
 
@@ -291,8 +314,40 @@ class Export(Operator):
 
     kind: Literal["export"] = "export"
     train: RefField
-    path: str
+    path: Destination
     merge_lora: bool = Field(
         True, description="Merge LoRA adapters into the weights (else save the adapter)."
     )
     card: bool = Field(True, description="Write README.md (model card) next to the weights.")
+    private: bool = Field(
+        False, description='Of an export to `hub("org/name")`: create the repo private.'
+    )
+    revision: str | None = Field(
+        None,
+        min_length=1,
+        description='Of an export to `hub("org/name")`: the branch committed to (created from '
+        "main when missing; default main).",
+    )
+    token: SecretStr | None = Field(
+        None,
+        description='Of an export to `hub("org/name")`: the token, `env("HF_TOKEN")` (default: '
+        "huggingface_hub's own, HF_TOKEN or `hf auth login`).",
+    )
+    license: str | None = Field(
+        None,
+        min_length=1,
+        description="The license named in the card's metadata (`apache-2.0`, `mit`, ...).",
+    )
+    tags: list[str] = Field(
+        [],
+        description="Tags added to the card's metadata (after `kdlang`, `knowledge-distillation`).",
+    )
+    hub_settings: ClassVar[tuple[str, ...]] = ("private", "revision", "token")
+    """The settings of an export to the hub (a path export takes none)."""
+    card_settings: ClassVar[tuple[str, ...]] = ("license", "tags")
+    """The settings of a card: a model export's, or a data export's to the hub."""
+
+    @property
+    def hub(self) -> HubRepo | None:
+        """The hub repo exported to (None: a path)."""
+        return self.path if isinstance(self.path, HubRepo) else None

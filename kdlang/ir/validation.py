@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from kdlang.ir.descriptor import reading_order
 from kdlang.ir.losses import LossBase
 from kdlang.ir.values import Node, describe
 from kdlang.syntax import ast
@@ -132,7 +133,7 @@ def _report(
     if kind == "extra_forbidden":
         known = [
             name
-            for name in cls.model_fields
+            for name in reading_order(cls)
             if name not in _INTERNAL and name not in cls.syntax_fields
         ]
         errors.error(

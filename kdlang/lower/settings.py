@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from kdlang.ir.captured import CapturedLogits
 from kdlang.ir.sources import LoRA
 from kdlang.ir.validation import Fields, NodeT, Unlowerable, validate
 from kdlang.ir.values import CallValue, Node, Percent, Ref, Transition
@@ -21,7 +22,7 @@ from kdlang.syntax import ast
 from kdlang.syntax.diagnostics import Collector
 from kdlang.syntax.span import Span
 
-NESTED_NODES: dict[str, type[Node]] = {"lora": LoRA}
+NESTED_NODES: dict[str, type[Node]] = {"lora": LoRA, "topk": CapturedLogits}
 """Calls in value position that are nodes of their own, validated where they are written."""
 
 STMT_WORDS: dict[type[ast.Stmt], str] = {

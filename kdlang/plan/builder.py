@@ -138,6 +138,14 @@ class _Builder:
                 files[local.name] = file_hash(local)
             elif found == "dir":
                 files[local.name] = folder_hash(local)
+        captured = getattr(decl, "logits", None) if kind == "dataset" else None
+        if captured is not None and captured.config:  # DistillKit's codec, by content
+            config = self.program.resolve(decl.span.file, captured.config)
+            files["logits.config"] = file_hash(config) if kind_of(config) == "file" else "missing"
+        start = getattr(decl, "init_from", None) if kind == "train" else None
+        if start:  # the folder a student starts from, by content
+            folder = self.program.resolve(decl.span.file, start)
+            files["init_from"] = folder_hash(folder) if kind_of(folder) == "dir" else "missing"
         node.components = {
             "op": op,
             "code": decl.code_version,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
+from . import conventions
 from .reference import DIVERGENCES
 
 IGNORE = -100
@@ -158,9 +159,12 @@ def torch_row_loss(
     labels,
     ignore_index,
     topk_mass="renormalize",
+    infinite_logits="keep",
 ) -> torch.Tensor:
     """Per-position loss on the torch path (fp32, or fp64 for fp64 inputs), 0 where ignored."""
     dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+    if infinite_logits == "zero" and teacher_topk is not None and topk_mass != "renormalize":
+        teacher_topk = conventions.zero_infinite_topk(student, *teacher_topk)
     if teacher_topk is not None and topk_mass != "renormalize":
         per = _topk_mass_row_loss(
             student, *teacher_topk, kind, weight, temperature, topk_mass, dtype
@@ -173,6 +177,8 @@ def torch_row_loss(
         b = torch.log_softmax(teacher.detach().to(dtype) / temperature, dim=-1)
     else:
         b = sparse_teacher_logprobs(*teacher_topk, student.shape[-1], temperature, dtype)
+    if infinite_logits == "zero":
+        b = conventions.zero_infinite(student, b)
     per = evaluate(kind, weight, a, b)
     if labels is not None:
         per = torch.where(labels != ignore_index, per, torch.zeros_like(per))
@@ -270,6 +276,8 @@ def distill_loss(
     teacher_topk: tuple[torch.Tensor, torch.Tensor] | None = None,
     topk_mass: str = "renormalize",
     backend: str = "auto",
+    infinite_logits: str = "keep",
+    position_weights: torch.Tensor | None = None,
     **options: float,
 ) -> torch.Tensor:
     """Token-level distillation loss between student and teacher distributions.
@@ -323,6 +331,16 @@ def distill_loss(
     ``backend``: ``auto`` (Triton for CUDA tensors when triton is importable, else torch),
     ``torch`` or ``triton``.
 
+    ``infinite_logits``: ``keep`` (the default) takes a student logit of −inf as it is: where
+    the teacher has mass on such an entry, a divergence that weighs log p_S by p_T
+    (``forward_kl``, ``teacher_ce``) is infinite. ``zero`` drops the teacher's mass on those
+    entries from the sum (not renormalized), as torchtune's ``ForwardKLLoss`` masks the
+    products p_T·log p_S there; the torch backend only (the kernels compute no such mask).
+
+    ``position_weights`` ``[...]`` (with ``reduction="sum"``): Σ of weight × value over the
+    counted positions instead of the plain sum (``sequence_mean`` of a step: 1 / the count of
+    the position's sequence).
+
     Example::
 
         loss = distill_loss(student_logits, teacher_logits, "jsd", beta=0.5,
@@ -336,7 +354,10 @@ def distill_loss(
         raise ValueError("topk_mass acts on a top-k teacher only: give teacher_topk")
     kind, weight = resolve_kind(kind, options, sparse=teacher_topk is not None)
     base = _BASE_REDUCTION[reduction]
-    if use_triton(backend, student_logits):
+    conventions.check(infinite_logits, position_weights, reduction, backend, student_logits)
+    if position_weights is not None:
+        base = "none"
+    if use_triton(backend, student_logits) and infinite_logits == "keep":
         from ..kernels import entries
         from ..kernels.divergence import DivergenceSpec, divergence
 
@@ -365,7 +386,10 @@ def distill_loss(
             labels,
             ignore_index,
             topk_mass,
+            infinite_logits,
         )
         value = reduce_loss(per, labels, ignore_index, base)
+    if position_weights is not None:
+        return (value * position_weights.to(value.dtype)).sum()
     k = teacher_topk[0].shape[-1] if teacher_topk is not None else 1
     return finish_reduction(value, reduction, labels, ignore_index, student_logits.shape[:-1], k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from . import conventions
 from .distill import (
     _BASE_REDUCTION,
     REDUCTIONS,
@@ -63,6 +64,7 @@ def fused_linear_distill_loss(
     teacher_bias: torch.Tensor | None = None,
     chunk_size: int | None = None,
     backend: str = "auto",
+    position_weights: torch.Tensor | None = None,
     **options: float,
 ) -> torch.Tensor:
     """``distill_loss(h_S W_Sᵀ + b_S, h_T W_Tᵀ + b_T, kind, ...)`` computed chunk by chunk.
@@ -74,7 +76,8 @@ def fused_linear_distill_loss(
     ``options`` included) and return value as ``distill_loss`` (dense teacher only). Rows are processed ``chunk_size`` at a time
     (default: from V and the hidden widths, so the two logits chunks stay near 512 MiB);
     only those chunks, the student weight's gradient and the hidden states' gradient add
-    to memory.
+    to memory. ``position_weights`` ``[...]`` (with ``reduction="sum"``): the weighted sum
+    over counted positions, as ``distill_loss`` takes it.
 
     Example::
 
@@ -111,6 +114,8 @@ def fused_linear_distill_loss(
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     kind, weight = resolve_kind(kind, options, sparse=False)
+    conventions.check("keep", position_weights, reduction, backend, student_hidden)
+    base = "none" if position_weights is not None else _BASE_REDUCTION[reduction]
 
     xs = student_hidden.reshape(-1, h_s)
     xt = teacher_hidden.detach().reshape(-1, h_t)
@@ -127,10 +132,12 @@ def fused_linear_distill_loss(
         teacher_bias.detach() if teacher_bias is not None else None,
         flat_labels,
         evaluate,
-        _BASE_REDUCTION[reduction],
+        base,
         ignore_index,
         max(1, chunk),
     )
-    if _BASE_REDUCTION[reduction] == "none":
+    if base == "none":
         loss = loss.view(lead)
+    if position_weights is not None:
+        return (loss * position_weights.to(loss.dtype)).sum()
     return finish_reduction(loss, reduction, labels, ignore_index, lead, 1)

@@ -31,8 +31,8 @@ import pyarrow as pa
 from kdlang.ir.training import DATA_FORMATS
 from kdlang.plan import PlanNode
 
-from ..cache import DATA_FILE
 from ..context import StageContext
+from ..data import read_arrow
 from ..errors import RunError
 
 RECORD = "export.json"
@@ -115,8 +115,7 @@ def _cell(value: Any) -> Any:
 
 
 def _table(ctx: StageContext, name: str) -> pa.Table:
-    with pa.memory_map(str(ctx.artifact(name) / DATA_FILE), "r") as source:
-        return pa.ipc.open_stream(source).read_all()
+    return read_arrow(ctx.artifact(name))  # every shard; compressed top-k decoded
 
 
 def _claim(target: Path) -> str | None:

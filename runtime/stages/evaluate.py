@@ -28,7 +28,7 @@ from ..errors import RunError
 from ..teachers import GenerationRequest, TeacherError
 from .label import generate_rows
 
-LARGE_COLUMNS = ("topk_ids", "topk_logprobs", "topk_target_ids")
+LARGE_COLUMNS = ("topk_ids", "topk_logprobs", "topk_target_ids", "topk_packed", "topk_codec")
 
 
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
@@ -117,6 +117,7 @@ def _generate(ev, ctx: StageContext, model, prompts: list) -> list[str]:
         GenerationRequest(
             prompt=prompt,
             temperature=ev.temperature,
+            top_k=ev.top_k,
             max_tokens=ev.max_tokens,
             seed=ctx.row_seed(index),
         )

@@ -138,6 +138,7 @@ def _request(stage, prompt: str, seed: int) -> GenerationRequest:
         n=1,
         temperature=stage.temperature,
         top_p=stage.top_p,
+        top_k=stage.top_k,
         max_tokens=stage.max_tokens,
         seed=seed,
         stop=tuple(stage.stop) if stage.stop else None,

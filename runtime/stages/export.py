@@ -1,5 +1,6 @@
 """``export TRAIN to "path" { merge_lora = .. card = .. }``: the trained student, where people use it.
-(``export DATA to "rows.jsonl"``, the rows of a dataset or stage: :mod:`._export_data`.)
+(``export DATA to "rows.jsonl"``, the rows of a dataset or stage: :mod:`._export_data`; an export
+to ``hub("owner/name")``: :mod:`._hub_export`.)
 
 The path is relative to the run's working directory (``--workdir``, by default the current
 folder), where ``runs/`` goes too. The folder receives the student as ``save_pretrained`` wrote
@@ -48,6 +49,7 @@ from ..context import StageContext
 from ..errors import RunError
 from ..train.card import model_card
 from . import _export_data as export_data
+from . import _hub_export as hub_export
 
 MARKER = ".kdlang-export.json"
 """In every export: ``{"kdlang_export": 1, "kdlang", "recipe", "train", "export", "fingerprint",
@@ -62,6 +64,8 @@ kept so that a restored export is the same, byte for byte."""
 
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     export = node.node
+    if export.hub is not None:  # a commit to a hub repo (.hub_export)
+        return hub_export.run(node, ctx, out)
     target = destination(ctx, export.path)
     if export.train.name not in ctx.program.recipe.trains:  # rows: one file (.export_data)
         return export_data.run(node, ctx, out, target)
@@ -104,6 +108,8 @@ def restore(node: PlanNode, ctx: StageContext, artifact: Path) -> str | None:
     lists. Returns None when it does (nothing is written), else what was found there (the
     run's note). What :func:`run` refuses is refused here too, with nothing deleted."""
     export = node.node
+    if export.hub is not None:
+        return hub_export.restore(node, ctx, artifact)
     if export.train.name not in ctx.program.recipe.trains:
         return export_data.restore(node, ctx, artifact, destination(ctx, export.path))
     try:

@@ -19,7 +19,6 @@ from kdlang.plan import PlanNode
 
 from ..chat import conversation_text
 from ..context import StageContext
-from ..data import write_rows
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -122,23 +121,27 @@ def _source_text(span, sources: dict[str, str]) -> str:
 
 
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
+    """The rules, in order, on each batch of the input in turn: a rule keeps a row by what it
+    and the rows before it hold, so batch by batch keeps exactly the rows a pass of each rule
+    over all of them would."""
+    from ..arrow.io import ArrowWriter, read_batches
+    from ._filter_batches import batch_rule
+
     stage = node.node
-    rows = ctx.rows(stage.input.name)
-    ctx.stats["rows_in"] = len(rows)
-    dropped: dict[str, int] = {}
-    for rule in stage.rules:
-        before = len(rows)
-        if isinstance(rule, sel.KeepRule):
-            rows = keep(rows, rule)
-        elif isinstance(rule, sel.DedupRule):
-            rows = (
-                dedup_exact(rows, rule.column)
-                if rule.method == "exact"
-                else dedup_minhash(rows, rule, ctx.seed)
-            )
-        else:
-            rows = decontaminate(rows, rule, ctx.rows(rule.against.name))
-        label = describe(rule, ctx.program.sources)
-        dropped[label] = dropped.get(label, 0) + before - len(rows)
+    labels = [describe(rule, ctx.program.sources) for rule in stage.rules]
+    dropped = dict.fromkeys(labels, 0)
+    rules = [batch_rule(rule, ctx) for rule in stage.rules]
+    writer = ArrowWriter(out, list(node.columns) if node.columns else None)
+    rows_in = 0
+    for batch in read_batches(ctx.artifact(stage.input.name)):
+        rows_in += batch.num_rows
+        for label, apply in zip(labels, rules, strict=True):
+            if not batch.num_rows:
+                break
+            before = batch.num_rows
+            batch = apply(batch)
+            dropped[label] += before - batch.num_rows
+        writer.write(batch)
+    ctx.stats["rows_in"] = rows_in
     ctx.stats["dropped"] = dropped
-    return {"rows": write_rows(rows, out, columns=list(node.columns) if node.columns else None)}
+    return {"rows": writer.close()}

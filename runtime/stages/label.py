@@ -21,9 +21,13 @@ from ..teachers import GenerationRequest, TeacherError
 
 
 def chunk_size(teacher, samples: int) -> int:
-    """Rows per call: one decode batch for a white-box teacher (so a chunk is decoded the same
-    way on resume), a few rounds of the server's concurrency for an API."""
+    """Rows per call: what a white-box teacher says it takes (``rows_per_call``: its
+    ``decode_slots`` when set, so the CUDA engine's slots are full, else one decode batch), a
+    few rounds of the server's concurrency for an API. A chunk depends only on the row indices
+    and the settings, never on free memory, so it is decoded the same way on resume."""
     if getattr(teacher, "white_box", False):
+        if hasattr(teacher, "rows_per_call"):
+            return max(1, teacher.rows_per_call(samples))
         return max(1, getattr(teacher, "batch_size", 16) // samples)
     return max(1, getattr(teacher, "concurrency", 8) * 4)
 
@@ -146,6 +150,7 @@ def row_requests(
             n=n,
             temperature=stage.temperature,
             top_p=stage.top_p,
+            top_k=stage.top_k,
             max_tokens=stage.max_tokens,
             seed=ctx.row_seed(index),
             stop=tuple(stage.stop) if stage.stop else None,

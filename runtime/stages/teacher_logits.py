@@ -2,9 +2,12 @@
 top-k next-token log-probs on every target token, so training runs without the teacher.
 
 Each row gains three columns: ``topk_ids`` (per target token, the k ids, int32),
-``topk_logprobs`` (their log-probs at temperature 1, float16, descending) and ``topk_target_ids``
+``topk_logprobs`` (their log-probs at temperature 1, descending) and ``topk_target_ids``
 (the target's own token ids, int32), row t describing the teacher's prediction *for* target
-token t. Stored as Arrow ``list<fixed_size_list<int32|float16, k>>``: 6 bytes per entry.
+token t. ``storage`` says how: ``fp16`` (the default) and ``fp32`` store Arrow
+``list<fixed_size_list<int32|float16|float32, k>>`` (6 or 8 bytes per entry);
+``compressed(exact, bits)`` stores one packed byte string per position in ``topk_packed``
+instead (:mod:`kdlang.runtime.logit_codec`), which every reader decodes to the float columns.
 
 A white-box (``hf``) teacher scores ``prompt + target + EOS`` (so the end of the answer is
 distilled too) with its own tokenizer. A black-box (``openai``) teacher returns tokens as
@@ -18,26 +21,29 @@ positions a train learns (:class:`~kdlang.runtime.train.conversation.Conversatio
 ``topk_target_ids`` holds those tokens, and a train spreads the rows back over its own
 rendering, which must have the same tokens there.
 
-Rows are scored in fixed chunks; each finished chunk is committed to the progress folder, so a
-killed run resumes with the chunks it has not finished.
+Rows are scored in fixed chunks (a teacher batch each), saved to the progress folder as they
+finish, and written ``shard_rows`` rows to a file as soon as a shard's chunks are scored
+(:mod:`._logit_shards`): a killed run resumes at the first shard not written, with the chunks
+it had saved, and gives the same bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from kdlang.ir.teacher_logits import TOPK_COLUMNS
 from kdlang.plan import PlanNode, needed
 
-from ..cache import DATA_FILE
 from ..context import StageContext
 from ..errors import RunError
+from ..logit_codec import id_bits
 from ..teachers import TeacherError
 from ..train.models import vocab_digest
+from ._logit_shards import Shards, chunk_path, save_chunk
 
 
 def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
@@ -67,33 +73,33 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     folder = ctx.progress_dir()
     size = teacher.batch_size if white else max(1, getattr(teacher, "concurrency", 8) * 4)
     bounds = [(start, min(len(rows), start + size)) for start in range(0, len(rows), size)]
+    columns = [c for c in (node.columns or {}) if c not in TOPK_COLUMNS]
+    shards = Shards(
+        folder, _base(rows, columns), bounds, stage.shard_rows, stage.top_k, stage.storage,
+        _id_bits(teacher, tokenizer, stage.top_k, white),
+    )  # fmt: skip
     dist = ctx.dist
     mine = [bound for b, bound in enumerate(bounds) if b % dist.world == dist.rank]
     ctx.count(
-        "resumed_rows", sum(end - start for start, end in bounds if _chunk(folder, start).exists())
+        "resumed_rows",
+        sum(
+            end - max(start, shards.covered) if chunk_path(folder, start).exists() else 0
+            for start, end in bounds
+            if shards.needs(start, end)
+        )
+        + shards.covered,
     )
     dist.wait()  # every rank has counted the chunks found before any rank adds one
     ctx.start(sum(end - start for start, end in mine))
     error = None
     try:
         for start, end in mine:
-            chunk = _chunk(folder, start)
-            if not chunk.exists() and conversations is not None:
-                _save_chunk(chunk, scorer.score(start, end))
-            if not chunk.exists():
-                try:
-                    found = teacher.topk_logprobs(
-                        prompts[start:end], targets[start:end], stage.top_k
-                    )
-                except TeacherError as failure:
-                    raise RunError(f"{node.name}: {failure}") from None
-                budgets = [
-                    _budget(teacher, tokenizer, p, t, stage.max_length, white)
-                    for p, t in zip(prompts[start:end], targets[start:end], strict=True)
-                ]
-                _save_chunk(
-                    chunk, [_row(t, b, mapper) for t, b in zip(found, budgets, strict=True)]
-                )
+            chunk = chunk_path(folder, start)
+            if shards.needs(start, end) and not chunk.exists():
+                _score(node, teacher, tokenizer, mapper, stage, prompts, targets, white,
+                       scorer if conversations is not None else None, chunk, start, end)  # fmt: skip
+            if not dist.active:
+                shards.advance()  # a shard is written as soon as its chunks are
             ctx.advance(end - start)
     except RunError as failure:
         if not dist.active:
@@ -110,18 +116,52 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
             raise RunError(errors[0])
         if not dist.is_main:
             return {}
-    scored: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for start, _ in bounds:
-        scored += _load_chunk(_chunk(folder, start))
-    columns = [
-        c for c in (node.columns or {}) if c not in ("topk_ids", "topk_logprobs", "topk_target_ids")
-    ]
-    _write(out, rows, columns, scored, stage.top_k)
-    ctx.stats["target_tokens"] = int(sum(len(t) for _, _, t in scored))
-    manifest = {"rows": len(rows), "top_k": stage.top_k, "vocab_digest": vocab_digest(tokenizer)}
+    shards.advance()
+    ctx.stats["target_tokens"] = shards.publish(out)
+    ctx.stats["shards"] = len(shards.spans)
+    manifest = {
+        "rows": len(rows),
+        "top_k": stage.top_k,
+        "vocab_digest": vocab_digest(tokenizer),
+        "storage": repr(stage.storage),
+        "shards": len(shards.spans),
+    }
     if conversations is not None:
         manifest["conversations"] = True  # scored on the tokens `train_on` picks
     return manifest
+
+
+def _score(node, teacher, tokenizer, mapper, stage, prompts, targets, white, scorer, chunk,
+           start: int, end: int) -> None:  # fmt: skip
+    """Score the rows ``[start, end)`` and save them as the chunk file ``chunk``."""
+    if scorer is not None:
+        save_chunk(chunk, scorer.score(start, end))
+        return
+    try:
+        found = teacher.topk_logprobs(prompts[start:end], targets[start:end], stage.top_k)
+    except TeacherError as failure:
+        raise RunError(f"{node.name}: {failure}") from None
+    budgets = [
+        _budget(teacher, tokenizer, p, t, stage.max_length, white)
+        for p, t in zip(prompts[start:end], targets[start:end], strict=True)
+    ]
+    save_chunk(chunk, [_row(t, b, mapper) for t, b in zip(found, budgets, strict=True)])
+
+
+def _base(rows: list[dict], columns: list[str]) -> pa.Table:
+    """The rows' own columns (one schema for every shard)."""
+    if rows:
+        return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
+    return pa.table({c: pa.array([], pa.string()) for c in columns})
+
+
+def _id_bits(teacher, tokenizer, k: int, white: bool) -> int:
+    """Bits that hold every id the stage can store: the teacher's logits (white-box), else the
+    student's vocabulary and the spare ids of empty slots."""
+    if white:
+        width = teacher.model.get_output_embeddings().out_features
+        return id_bits(max(width, len(tokenizer)))
+    return id_bits(len(tokenizer.get_vocab()) + k)
 
 
 def _conversations(name: str, rows: list[dict], column: str) -> list[list[dict]] | None:
@@ -134,11 +174,6 @@ def _conversations(name: str, rows: list[dict], column: str) -> list[list[dict]]
         raise RunError(f"{name}: row {row + 1}: `{column}` holds no conversation, unlike row "
                        f"{kinds.index(True) + 1}")  # fmt: skip
     return [row[column] for row in rows]
-
-
-def _chunk(folder: Path, start: int) -> Path:
-    """The file of the chunk of rows from ``start`` (the same whichever rank scores it)."""
-    return folder / f"chunk-{start:08d}.npz"
 
 
 def _budget(teacher, tokenizer, prompt: str, target: str, max_length: int, white: bool) -> int:
@@ -163,7 +198,7 @@ def _row(topk, budget: int, mapper) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         ids = np.stack([r[0] for r in rows]) if rows else np.zeros((0, lps.shape[1]), np.int32)
         lps = np.stack([r[1] for r in rows]) if rows else lps
         targets = np.array([mapper.id(t) for t in topk.target_tokens[:budget]], np.int32)
-    return ids, lps.astype(np.float16), targets
+    return ids, lps.astype(np.float32), targets
 
 
 class TokenMapper:
@@ -228,60 +263,3 @@ def _student_tokenizer(ctx: StageContext, node: PlanNode):
             f"{node.name}: the students that read this stage have different vocabularies"
         )
     return tokenizers[0]
-
-
-def _save_chunk(path: Path, rows) -> None:
-    lengths = np.array([len(t) for _, _, t in rows], np.int64)
-    k = rows[0][0].shape[1] if rows else 0
-    arrays = {
-        "lengths": lengths,
-        "ids": np.concatenate([r[0] for r in rows]) if rows else np.zeros((0, k), np.int32),
-        "logprobs": np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, k), np.float16),
-        "targets": np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.int32),
-    }
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _load_chunk(path: Path):
-    with np.load(path) as data:
-        bounds = np.cumsum(data["lengths"])[:-1]
-        ids = np.split(data["ids"], bounds)
-        lps = np.split(data["logprobs"], bounds)
-        targets = np.split(data["targets"], bounds)
-    return list(zip(ids, lps, targets, strict=True))
-
-
-def _nested(arrays: list[np.ndarray], k: int, kind: pa.DataType) -> pa.Array:
-    """One ``[T, k]`` array per row → ``list<fixed_size_list<kind, k>>``."""
-    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0)
-    inner = pa.FixedSizeListArray.from_arrays(
-        pa.array(flat.astype(kind.to_pandas_dtype()), kind), k
-    )
-    offsets = np.concatenate([[0], np.cumsum([a.shape[0] for a in arrays])]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), inner)
-
-
-def _write(out: Path, rows, columns, scored, k: int) -> None:
-    if rows:
-        table = pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows])
-    else:
-        table = pa.table({c: pa.array([], pa.string()) for c in columns})
-    ids, lps, targets = ([s[i] for s in scored] for i in range(3))
-    table = table.append_column("topk_ids", _nested(ids, k, pa.int32()))
-    table = table.append_column("topk_logprobs", _nested(lps, k, pa.float16()))
-    offsets = np.concatenate([[0], np.cumsum([len(t) for t in targets])]).astype(np.int32)
-    flat = np.concatenate(targets).astype(np.int32) if targets else np.zeros(0, np.int32)
-    table = table.append_column(
-        "topk_target_ids", pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    with (
-        pa.OSFile(str(out / DATA_FILE), "wb") as sink,
-        pa.ipc.new_stream(sink, table.schema) as writer,
-    ):
-        writer.write_table(table)

@@ -19,6 +19,7 @@ from torch import nn
 from kdlang.plan import PlanNode
 
 from ..context import StageContext
+from ..train import checkpoint
 from ..train.fsdp import full_state
 from ..train.job import build_job
 from ..train.loop import fit
@@ -58,6 +59,8 @@ def run(node: PlanNode, ctx: StageContext, out: Path) -> dict[str, Any]:
     if (job.folder / "tensorboard").is_dir():
         shutil.copytree(job.folder / "tensorboard", out / "tensorboard")
     plot_curves(records, [t.key for t in job.objective.lines], out / PICTURE)
+    if train.save_total_limit is not None:  # kept checkpoints outlive the run's progress
+        ctx.stats["checkpoints"] = checkpoint.keep_in(job.folder, out)
     last = records[-1] if records else {}
     return {
         "rows": len(job.examples) or len(job.pairs),

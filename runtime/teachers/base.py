@@ -56,8 +56,9 @@ class TeacherRequestError(TeacherError):
 class GenerationRequest:
     """One prompt to complete ``n`` times.
 
-    Sampling contract shared by all backends: ``temperature == 0`` is greedy; otherwise nucleus
-    sampling with ``top_p``. Sample ``i`` of a request with seed ``s`` is drawn with seed
+    Sampling contract shared by all backends: ``temperature == 0`` is greedy; otherwise
+    sampling from the ``top_k`` most likely tokens (``0``: all; of tokens tied at the k-th
+    probability the lower ids) and, of those renormalized, the nucleus of mass ``top_p``. Sample ``i`` of a request with seed ``s`` is drawn with seed
     ``s + i`` (so ``n`` samples equal ``n`` single-sample requests seeded ``s .. s+n-1``).
     Generation ends at EOS, at the first occurrence of any ``stop`` string (the stop string is
     not part of the text), or after ``max_tokens`` tokens. ``top_logprobs > 0`` also returns,
@@ -73,6 +74,7 @@ class GenerationRequest:
     seed: int = 0
     stop: tuple[str, ...] | list[str] | None = None
     top_logprobs: int = 0
+    top_k: int = 0
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -85,6 +87,8 @@ class GenerationRequest:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.top_logprobs < 0:
             raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0: off), got {self.top_k}")
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .base import (
     Teacher,
     TopK,
 )
+from .decode_engine import engine_reason
 from .hf_decode import SequenceSpec, decode_batch, forward_keywords, left_pad, positions
 from .prompts import encode_pair, encode_prompt
 
@@ -59,13 +60,20 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     return DTYPES[dtype]
 
 
+ENGINE_GROUP = 1024
+"""Requests per :meth:`HFTeacher.decode_groups` group when the CUDA decode engine runs."""
+
+
 class HFTeacher(Teacher):
     """A transformers causal LM as teacher.
 
     ``path``: local directory or hub id (``revision`` passed through). ``chat_template``:
     ``"auto"`` uses the tokenizer's template when it has one, ``"none"`` never does, any other
     string is used as the Jinja template. ``batch_size``: sequences per forward batch (a
-    request with ``n`` samples counts ``n``).
+    request with ``n`` samples counts ``n``) when scoring, and when generating off CUDA.
+    ``decode_slots``: sequences the CUDA decode engine keeps in flight (``None``: as many as
+    half the free device memory holds, at most 256), and the rows a stage sends per call
+    (:meth:`rows_per_call`).
     """
 
     white_box = True
@@ -81,6 +89,7 @@ class HFTeacher(Teacher):
         trust_remote_code: bool = False,
         chat_template: str = "auto",
         chat_template_args: dict[str, Any] | None = None,
+        decode_slots: int | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,6 +99,7 @@ class HFTeacher(Teacher):
         self.path = str(path)
         self.revision = revision
         self.batch_size = batch_size
+        self.decode_slots = decode_slots
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(
@@ -136,22 +146,21 @@ class HFTeacher(Teacher):
                     max_tokens=request.max_tokens,
                     stop=tuple(request.stop or ()),
                     top_logprobs=request.top_logprobs,
+                    top_k=request.top_k,
                 )
                 specs.append((index, sample, spec))
         specs.sort(key=lambda item: -len(item[2].prompt_ids))
         results: list[list[Generation | None]] = [[None] * r.n for r in requests]
         remaining = [r.n for r in requests]
-        for start in range(0, len(specs), self.batch_size):
-            chunk = specs[start : start + self.batch_size]
-            outputs = decode_batch(
-                self.model,
-                self.tokenizer,
-                [spec for _, _, spec in chunk],
-                eos_ids=self.eos_ids,
-                pad_id=self.pad_id,
-            )
-            self.stats.calls += 1
-            for (index, sample, _), generation in zip(chunk, outputs, strict=True):
+        # The CUDA decode engine gives the same tokens whatever the batch: all sequences go to
+        # it at once, continuously batched; the per-token loop decodes ``batch_size`` at a time.
+        engine = bool(specs) and engine_reason(self.model, [s for _, _, s in specs]) is None
+        size = len(specs) if engine else self.batch_size
+        for start in range(0, len(specs), size):
+            chunk = specs[start : start + size]
+
+            def done(j: int, generation: Generation, chunk=chunk) -> None:
+                index, sample, _ = chunk[j]
                 results[index][sample] = generation
                 self.stats.prompt_tokens += generation.prompt_tokens
                 self.stats.completion_tokens += generation.completion_tokens
@@ -160,7 +169,24 @@ class HFTeacher(Teacher):
                     self.stats.requests += 1
                     if on_result is not None:
                         on_result(index, list(results[index]))  # type: ignore[arg-type]
+
+            decode_batch(
+                self.model,
+                self.tokenizer,
+                [spec for _, _, spec in chunk],
+                eos_ids=self.eos_ids,
+                pad_id=self.pad_id,
+                slots=self.decode_slots if engine else None,
+                on_done=done,
+            )
+            self.stats.calls += 1
         return [list(r) for r in results]  # type: ignore[misc]
+
+    def rows_per_call(self, samples: int = 1) -> int:
+        """Requests of ``samples`` samples a stage sends per :meth:`generate` call: enough to
+        fill ``decode_slots`` when set (the CUDA engine's slots), else one ``batch_size``
+        batch. Settings only, never free memory: a resumed stage cuts the same chunks."""
+        return max(1, (self.decode_slots or self.batch_size) // max(1, samples))
 
     def decode_groups(self, requests: Sequence[GenerationRequest]) -> list[list[int]]:
         """The request indices :meth:`generate` decodes together, batch by batch, when every
@@ -171,7 +197,15 @@ class HFTeacher(Teacher):
             raise ValueError("decode_groups needs requests of one sample each")
         lengths = [len(self._prompt_ids(r.prompt, r.system)) for r in requests]
         order = sorted(range(len(requests)), key=lambda i: -lengths[i])  # stable, like generate
-        return [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        # The CUDA engine's tokens do not depend on the batch, so any split decodes the same:
+        # groups of ENGINE_GROUP keep its slots busy between two logged chunks.
+        probe = [
+            SequenceSpec([0] * n, seed=0, temperature=0.0, top_p=1.0, max_tokens=r.max_tokens)
+            for n, r in zip(lengths, requests, strict=True)
+        ]
+        engine = bool(probe) and engine_reason(self.model, probe) is None
+        size = ENGINE_GROUP if engine else self.batch_size
+        return [order[s : s + size] for s in range(0, len(order), size)]
 
     # ---------------------------------------------------------------- scoring
 

@@ -303,6 +303,7 @@ class OpenAITeacher(Teacher):
             "top_p": request.top_p,
             self.max_tokens_param: request.max_tokens,
             "seed": seed,
+            **({"extra_body": {"top_k": request.top_k}} if request.top_k else {}),
         }
         if request.stop:
             params["stop"] = list(request.stop)

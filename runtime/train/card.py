@@ -12,6 +12,8 @@ from kdlang.ir.sources import HFModel
 from kdlang.ir.values import Percent, Schedule
 from kdlang.plan import Plan, PlanNode, needed
 
+from . import hub_card
+
 if TYPE_CHECKING:
     from kdlang.ir.training import Export
 
@@ -25,11 +27,9 @@ def model_card(ctx: StageContext, export: Export, *, merged: bool, lora: bool) -
     teacher = ctx.model(train.teacher) if train.teacher else None
     header = recipe.header
     title = header.title if header else recipe.title
-    lines = ["---", "library_name: transformers", "tags:", "- kdlang", "- knowledge-distillation"]
-    hub_id = ctx.hub_id(student) if isinstance(student, HFModel) else None
-    if hub_id is not None:
-        lines.append(f"base_model: {hub_id}")
-    lines += ["---", "", f"# {title}: `{export.train.name}`", ""]
+    base = hub_card.base_model(ctx, student)
+    lines = hub_card.metadata(ctx, export, library="transformers", base=base)
+    lines += ["", f"# {title}: `{export.train.name}`", ""]
     if header is not None and header.description:
         lines += [header.description, ""]
     form = (
@@ -77,6 +77,7 @@ def model_card(ctx: StageContext, export: Export, *, merged: bool, lora: bool) -
         if getattr(loss, "temperature_scale", False):
             extra.append("× T²")
         lines.append(f"| {loss.name} | {describe(loss.weight)} | {', '.join(extra)} |")
+    lines += _during_training(ctx, export.train.name, train)
     evaluations = _evaluations(ctx, export.train.name)
     if evaluations:
         lines += ["", "## Evaluation", "", "| eval | rows | metric | value |", "|---|---|---|---|"]
@@ -84,6 +85,7 @@ def model_card(ctx: StageContext, export: Export, *, merged: bool, lora: bool) -
             for metric, value in (manifest.get("metrics") or {}).items():
                 shown = f"{value:.4f}" if isinstance(value, float) else str(value)
                 lines.append(f"| {name} | {manifest.get('rows')} | {metric} | {shown} |")
+    lines += hub_card.recipe_sections(ctx, export)
     return "\n".join(lines) + "\n"
 
 
@@ -159,3 +161,21 @@ def _evaluations(ctx: StageContext, train_name: str) -> list[tuple[str, dict]]:
             if manifest is not None:
                 found.append((node.name, manifest))
     return found
+
+
+def _during_training(ctx: StageContext, name: str, train) -> list[str]:
+    """The section of the last evaluation on the dev rows during training (``eval_data``)."""
+    from .evaluation import last_evaluation
+    from .metrics import METRICS, read_metrics
+
+    if train.eval_data is None:
+        return []
+    last = last_evaluation(read_metrics(ctx.artifact(name) / METRICS))
+    if not last:
+        return []
+    out = ["", "## Evaluation during training", "", "| dev rows | after step | metric | value |"]
+    out.append("|---|---|---|---|")
+    for key, value in last.items():
+        if key != "step":
+            out.append(f"| {train.eval_data.name} | {last['step'] + 1} | {key} | {value:.4f} |")
+    return out

@@ -5,7 +5,8 @@ position, the number of processes that wrote it), ``weights.pt`` (the trainable 
 optimizer state, both full and keyed by parameter name) and one ``rng-<rank>.pt`` per process
 (Python, NumPy, torch CPU and CUDA generator states). It is written under
 ``ckpt-<step>.tmp``, synced, and renamed into place by rank 0 once every rank has written its
-part; only then are older ones removed. A crash at any moment leaves the previous checkpoint
+part; only then are older ones removed (all but the newest ``save_total_limit``, by default
+one). A crash at any moment leaves the previous checkpoint
 intact, and a half-written ``.tmp`` folder is never read.
 
 **Any number of processes, either strategy.** The weights and optimizer state are full (under
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,10 +81,16 @@ def seed_rng(seed: int, step: int, rank: int) -> None:
 
 
 def save(
-    folder: Path, step: int, state: dict[str, Any], weights: dict[str, Any] | None, dist
+    folder: Path,
+    step: int,
+    state: dict[str, Any],
+    weights: dict[str, Any] | None,
+    dist,
+    keep: int = 1,
 ) -> Path:
     """Commit checkpoint ``step`` (the next step to run). ``state`` and ``weights`` matter on
-    rank 0 only; every rank writes its random-generator states. Collective: all ranks call it."""
+    rank 0 only; every rank writes its random-generator states. Collective: all ranks call it.
+    Of the committed checkpoints, the newest ``keep`` stay (``save_total_limit``)."""
     final = folder / f"{PREFIX}{step:08d}"
     tmp = folder / f"{PREFIX}{step:08d}.tmp"
     if dist.is_main:
@@ -99,8 +107,8 @@ def save(
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
         _fsync_dir(folder)
-        for old in folder.glob(f"{PREFIX}*"):
-            if old != final and not old.name.endswith(".tmp") and _step(old) < step:
+        for old in committed(folder)[:-keep]:
+            if _step(old) < step:
                 shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return final
@@ -108,10 +116,7 @@ def save(
 
 def load_latest(folder: Path, rank: int, world: int = 1) -> Checkpoint | None:
     """The newest committed checkpoint, or ``None``."""
-    found = sorted(
-        (p for p in folder.glob(f"{PREFIX}*") if p.is_dir() and not p.name.endswith(".tmp")),
-        key=_step,
-    )
+    found = committed(folder)
     if not found:
         return None
     latest = found[-1]
@@ -121,6 +126,30 @@ def load_latest(folder: Path, rank: int, world: int = 1) -> Checkpoint | None:
     if state.get("world") == world and rng_file.exists():
         rng = torch.load(rng_file, map_location="cpu", weights_only=False)
     return Checkpoint(folder=latest, step=int(state["step"]), state=state, rng=rng)
+
+
+def keep_in(folder: Path, out: Path) -> list[str]:
+    """Copy the committed checkpoints of the progress folder ``folder`` (the newest
+    ``save_total_limit``) to ``out/checkpoints/``, where they outlive the run: the trained
+    model's artifact. Returns their names."""
+    found = committed(folder)
+    for checkpoint in found:
+        shutil.copytree(checkpoint, out / "checkpoints" / checkpoint.name)
+    return [p.name for p in found]
+
+
+def committed(folder: Path) -> list[Path]:
+    """The committed checkpoints in ``folder``, oldest first: folders named ``ckpt-<8 digits>``
+    holding a ``state.pt``. Nothing else there is ever removed."""
+    found = [
+        p
+        for p in folder.glob(f"{PREFIX}*")
+        if _NAME.fullmatch(p.name) and p.is_dir() and (p / "state.pt").is_file()
+    ]
+    return sorted(found, key=_step)
+
+
+_NAME = re.compile(re.escape(PREFIX) + r"[0-9]{8}")
 
 
 def _step(path: Path) -> int:

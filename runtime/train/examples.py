@@ -76,6 +76,10 @@ class Batch:
     topk_ids: torch.Tensor | None = None
     topk_logprobs: torch.Tensor | None = None
     extra: dict = field(default_factory=dict)
+    position_ids: torch.Tensor | None = None
+    """Set on a packed batch (:mod:`.packing`): one row holding several sequences, each with
+    positions from 0; ``attention_mask`` is then all ones and attention stays within each
+    sequence."""
 
     @property
     def tokens(self) -> int:

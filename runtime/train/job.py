@@ -11,20 +11,23 @@ computes the ``dpo`` reference log-probs with the initial student.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 from kdlang.ir.sources import HFModel
 
-from ..cache import DATA_FILE
+from ..captured import TOKENS, align, read_data
+from ..data import read_arrow
 from ..errors import RunError
+from ..logit_codec import CODEC, PACKED, packed_rows
 from ..losses.dpo import sequence_logprobs
 from . import models as md
+from .evaluation import dev_rows
 from .examples import (
     Example,
     Pair,
@@ -35,6 +38,9 @@ from .examples import (
 )
 from .loop import Job
 from .objective import Models, Objective
+from .packing import resolve_layout
+from .replay import Replay
+from .trackers import tracking_for
 
 if TYPE_CHECKING:
     from kdlang.ir.training import Train
@@ -52,18 +58,21 @@ def build_job(train: Train, ctx: StageContext) -> Job:
     assert isinstance(spec, HFModel)  # a student is an `hf` model (`kdlang check` says so)
     settings = ctx.model_settings(spec)
     device = _device(settings["device"], dist)
+    tracking = tracking_for(train, ctx)  # a tracker's missing package stops it here
+    init = ctx.path(train.span.file, train.init_from) if train.init_from else None
+    shape = {"init": init, "pad_vocab_to": train.pad_vocab_to_multiple, "freeze": train.freeze}
     try:
-        student, tokenizer = md.load_student(settings, spec.lora, device=device, seed=seed)
+        student, tokenizer = md.load_student(settings, spec.lora, device=device, seed=seed, **shape)
     except (OSError, ValueError) as error:  # a missing folder, an unknown hub id...
         raise RunError(f"cannot load the student `{train.student.name}`: {error}") from None
     chat = md.chat_enabled(tokenizer, spec.chat_template)
     student_head = md.head(student)
 
-    rows, topk = read_table(ctx.artifact(train.data.name))
+    rows, topk = read_data(ctx, train, tokenizer, read_table)  # `logits = topk(...)` decoded
     if not rows:
         raise RunError(f"`{train.data.name}` has no rows to train on")
     wants_teacher = any(loss.teacher is not None for loss in train.losses)
-    online = train.teacher is not None and wants_teacher
+    online = train.teacher is not None and (wants_teacher or train.seq_kd)
     teacher_model = teacher_head = None
     if online and train.teacher is not None:
         teacher = ctx.teacher(train.teacher)
@@ -76,6 +85,8 @@ def build_job(train: Train, ctx: StageContext) -> Job:
             raise RunError(f"`{train.data.name}` holds no cached teacher log-probs (topk_ids)")
         _check_cache_vocab(ctx, train, tokenizer, topk, student_head.out_features)
 
+    packing = resolve_layout(train, student, teacher_model)  # before any sharding or compile
+    ctx.stats["packing"] = packing.stats()
     path, reason = md.loss_path(train, student_head.out_features)
     if path == "fused_linear" and not all(
         md.supports_fused(m) for m in (student, teacher_model) if m is not None
@@ -136,28 +147,52 @@ def build_job(train: Train, ctx: StageContext) -> Job:
         sample_batch=spec.batch_size,
         dist=dist,
         strategy=train.strategy,
-        reload=lambda: md.load_student(settings, spec.lora, device=torch.device("cpu"), seed=seed)[
-            0
-        ],
+        reload=lambda: md.load_student(
+            settings, spec.lora, device=torch.device("cpu"), seed=seed, **shape
+        )[0],
+        tracking=tracking,
+        layout=packing,
     )
     if pairs:
         job.reference = reference_logprobs(job)
+    if any(loss.name == "minillm" for loss in train.losses):  # rollouts, lm_data
+        from .minillm import attach
+
+        attach(job, ctx, lambda folder: read_table(folder)[0])
+    if train.eval_data is not None:  # dev rows, tokenized as the training rows are
+        dev, dev_topk = read_table(ctx.artifact(train.eval_data.name))
+        args = spec.chat_template_args
+        job.dev = dev_rows(
+            train.eval_data.name,
+            dev,
+            lambda i, r: _example(
+                i, r, dev_topk, template, tokenizer, chat, train, args, cached_on
+            ),
+            lambda i, r: _pair(i, r, template, tokenizer, chat, train, args),
+            learns_from,
+        )
+        if job.dev.pairs:
+            job.dev.reference = reference_logprobs(replace(job, pairs=job.dev.pairs))
+    if train.replay is not None:
+        job.replay = Replay.of(train.replay)
     return job
 
 
 def read_table(folder: Path) -> tuple[list[dict], dict[str, list[np.ndarray]] | None]:
     """The rows of a data artifact without the top-k columns, and those columns (when present)
     as one ``[T, k]`` array per row (ids int32, log-probs float32, target ids ``[T]``)."""
-    with pa.memory_map(str(folder / DATA_FILE), "r") as source:
-        table = pa.ipc.open_stream(source).read_all()
-    names = [n for n in table.column_names if n not in (TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS)]
-    rows = table.select(names).to_pylist()
-    if TOPK_IDS not in table.column_names:
+    table = read_arrow(folder, decode=False)  # every shard memory-mapped
+    large = (TOPK_IDS, TOPK_LOGPROBS, TOPK_TARGETS, PACKED, CODEC)
+    rows = table.select([n for n in table.column_names if n not in large]).to_pylist()
+    if PACKED in table.column_names:  # compressed: decoded batch by batch, when collated
+        topk: dict[str, list] = dict(packed_rows(table))
+    elif TOPK_IDS not in table.column_names:
         return rows, None
-    topk = {
-        TOPK_IDS: _nested(table.column(TOPK_IDS), np.int32),
-        TOPK_LOGPROBS: _nested(table.column(TOPK_LOGPROBS), np.float32),
-    }
+    else:
+        topk = {
+            TOPK_IDS: _nested(table.column(TOPK_IDS), np.int32),
+            TOPK_LOGPROBS: _nested(table.column(TOPK_LOGPROBS), np.float32),
+        }
     if TOPK_TARGETS in table.column_names:
         column = table.column(TOPK_TARGETS).combine_chunks()
         flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -198,6 +233,8 @@ def _example(
         # Learn exactly the tokens the teacher scored, so row t of the cache is token t.
         target = with_eos(topk[TOPK_TARGETS][index].tolist(), tokenizer.eos_token_id)
         ids, lps = topk[TOPK_IDS][index], topk[TOPK_LOGPROBS][index]
+    elif topk is not None and TOKENS in topk:  # the teacher scored whole sequences
+        ids, lps = align(index, prompt + target, len(prompt), topk)
     prompt, target = truncate(prompt, target, train.max_length)
     return Example(prompt, target, ids, lps, row=index)
 
@@ -251,7 +288,7 @@ def _conversation(index, turns, tokenizer, chat, train, chat_args, topk, cached_
                 max_length=train.max_length,
                 args=chat_args,
             )
-        if train.on_policy != 0.0:
+        if train.on_policy != 0.0 or train.replay is not None or train.seq_kd:
             example.sample_prompt = sampling_prompt(tokenizer, turns, train.max_length, chat_args)
     except (ConversationError, KeyError, TypeError) as error:
         raise RunError(f"row {index + 1}, `{train.target}`: {error}") from None

@@ -5,14 +5,20 @@ For each optimizer step s (resuming at the last checkpoint's step):
 1. settle the losses at s (:meth:`.Objective.at_step`: loss weights, temperatures, β, α, and
    λ) and set the learning rate to ``lr · lr_schedule.factor(s, total)``;
 2. take the step's rows (a pure function of s: :class:`DataOrder`), this process's share of them;
-   with probability λ(s) replace their targets by the student's own samples (GKD);
+   with probability λ(s) replace their targets by the student's own samples (GKD), or as the
+   adaptive schedule draws them (fresh, replayed or the data's; :mod:`.replay`), or by the
+   online teacher's (``seq_kd``);
 3. count what the step's losses are averaged over (target positions, teacher positions, pairs),
    summed over processes;
-4. for each of ``grad_accum`` micro-batches: forward (autocast), the composed loss, backward;
-5. sum gradients over processes (``ddp``; ``fsdp`` reduce-scatters them in the backward passes),
-   clip their norm, AdamW step;
-6. append the step's record to ``metrics.jsonl`` and TensorBoard; every ``checkpoint_every``
-   steps commit a checkpoint (weights, optimizer, RNG states, data position).
+4. for each micro-batch (``grad_accum`` parts of the rows, or as many as a token budget needs;
+   packed or padded: :mod:`.packing`): forward (autocast), the composed loss, backward;
+5. sum gradients over processes (``ddp``: ``DistributedDataParallel``'s all-reduces during the
+   last micro-batch's backward; ``fsdp`` reduce-scatters them in the backward passes), clip
+   their norm, AdamW step;
+6. every ``eval_every`` steps and after the last, the objective on the dev rows
+   (:mod:`.evaluation`, its values in the step's record, the adaptive schedule told);
+7. append the step's record to ``metrics.jsonl`` and TensorBoard; every ``checkpoint_every``
+   steps commit a checkpoint (weights, optimizer, RNG states, data position, replay buffer).
 
 Everything random is either seeded by the step (data order, on-policy draws, samples) or part of
 the checkpoint (the generators dropout uses), so a resumed run continues the same trajectory.
@@ -20,16 +26,20 @@ the checkpoint (the generators dropout uses), so a resumed run continues the sam
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..distributed import Dist
-from . import checkpoint, fsdp
+from ..distributed import Dist, replicate
+from . import checkpoint, dpo_metrics, fsdp
+from .compile import compile_layers, wants_compile
+from .evaluation import DevRows, due, evaluate
 from .examples import (
     DataOrder,
     Example,
@@ -37,9 +47,8 @@ from .examples import (
     collate,
     collate_pairs,
     micro_batches,
-    truncate,
 )
-from .metrics import METRICS, Board, MetricsLog
+from .metrics import METRICS, MetricsLog
 from .models import (
     enable_gradient_checkpointing,
     load_trainable,
@@ -48,7 +57,9 @@ from .models import (
     trainable_state,
 )
 from .objective import Models, Objective
-from .onpolicy import is_on_policy, sample_targets
+from .packing import Layout, micro_plan, pack, pack_pairs, row_sizes
+from .replay import Replay, draw_step
+from .trackers import Trackers, Tracking, open_trackers
 
 
 @dataclass
@@ -80,6 +91,16 @@ class Job:
     reload: Callable[[], nn.Module] | None = None
     """A fresh, unsharded student (its initial weights): where ``fsdp``'s trained weights are
     gathered to be saved."""
+    dev: DevRows | None = None
+    """The dev rows evaluated on (``eval_data``), tokenized as the training rows."""
+    replay: Replay | None = None
+    """The adaptive off-policy schedule's state (``replay = adaptive(...)``)."""
+    minillm: Any = None
+    """MiniLLM's side of a train with ``loss minillm`` (:class:`.minillm.MiniLLM`)."""
+    tracking: Tracking | None = None
+    """Where the records go besides ``metrics.jsonl`` (``report_to``); None: TensorBoard."""
+    layout: Layout = field(default_factory=lambda: Layout(False, None, "padded"))
+    """Packed or padded micro-batches, split by a token budget or ``grad_accum`` (:mod:`.packing`)."""
 
     @property
     def sharded(self) -> bool:
@@ -131,6 +152,8 @@ def fit(job: Job) -> list[dict]:
             load_trainable(trainable, weights["trainable"])
             set_optimizer_state(holder, adamw, weights["optimizer"])
         start = job.resumed_from = saved.step
+        if job.replay is not None:
+            job.replay.load(saved.state.get("replay"))
         if saved.rng is not None:
             checkpoint.set_rng_state(saved.rng)
         else:  # written by another number of processes
@@ -138,13 +161,27 @@ def fit(job: Job) -> list[dict]:
     else:
         torch.manual_seed(job.seed + dist.rank)
     log = MetricsLog(job.folder / METRICS, start=start, write=dist.is_main)
-    board = Board(job.folder / "tensorboard", start=start, write=dist.is_main)
+    board = open_trackers(job.tracking, job.folder, start=start, write=dist.is_main)
     models = replace(job.models, head_call=fsdp.head_call(student) if job.sharded else None)
-    if train.compile:
-        models = replace(models, student=torch.compile(student))
+    if wants_compile(train.compile, job.device.type):  # each decoder layer a compiled region
+        compile_layers(student)
+        if models.teacher is not None:
+            compile_layers(models.teacher)
 
     window: list[dict] = []  # records not yet written
     try:
+        if job.minillm is not None:  # `loss minillm`: rollouts and clipped passes instead
+            from .minillm import Tools
+
+            tools = Tools(models, adamw, params, summed, holder, names, autocast, order)
+            job.minillm.fit(job, tools.started(log, board, window, start))
+            return log.records
+        ddp = None
+        if dist.active and not job.sharded:  # gradients summed by DistributedDataParallel
+            unused = all(line.loss.teacher == "hidden" for line in objective.lines)
+            ddp = replicate(student, job.device, unused=unused)
+            models = replace(models, student=ddp)
+            summed = [p for p in objective.projections.parameters() if p.requires_grad]
         for step in range(start, job.total_steps):
             began = time.perf_counter()
             if job.device.type == "cuda":
@@ -155,66 +192,70 @@ def fit(job: Job) -> list[dict]:
                 group["lr"] = lr
 
             step_rows = order.step_rows(step)
-            rows = dist.shard(step_rows)
-            examples = [job.examples[r] for r in rows] if job.examples else []
+            drawn = draw_step(job, student, step, settled.on_policy, step_rows, autocast)
+            examples, rows, on_policy = drawn.examples, drawn.rows, drawn.on_policy
             pairs = [job.pairs[r] for r in rows] if job.pairs else []
-            on_policy = is_on_policy(job.seed, step, settled.on_policy)
-            if on_policy and job.sharded and job.examples:
-                # Every rank decodes the whole step (the same forwards on every rank), then
-                # keeps its share.
-                everyone = [job.examples[r] for r in step_rows]
-                with autocast():
-                    examples = dist.shard(student_samples(job, student, everyone, step))
-            elif on_policy and examples:
-                with autocast():
-                    examples = student_samples(job, student, examples, step)
             counts = step_counts(examples, pairs, job.online or on_policy, dist, job.device)
 
             student.train()
             parts = {
                 line.key: 0.0 for line in objective.lines if objective.applies(line, on_policy)
             }
-            micros = micro_batches(list(range(len(rows))), train.grad_accum)
+            pair_metrics = dpo_metrics.empty(objective, on_policy)  # records, not loss terms
+            budget, packed = job.layout.budget, job.layout.packed
+            sizes = row_sizes(examples, pairs, len(rows))
+            micros = micro_plan(sizes, budget, packed, train.grad_accum)
             fillers = 0
-            if job.sharded:  # as many forward and backward passes on every rank
-                most = -(-len(step_rows) // dist.world)
+            if job.sharded and budget is None:  # as many forward and backward passes on every rank
+                most = -(-drawn.whole // dist.world)
                 fillers = len(micro_batches(list(range(most)), train.grad_accum)) - len(micros)
-            for micro in micros + [None] * fillers:
-                if micro is None:  # a filler: the step's first row, weighted 0
-                    tokens, batch, reference = filler_inputs(job, step_rows, on_policy)
-                else:
-                    tokens, batch, reference = micro_inputs(
-                        job, micro, rows, examples, pairs, on_policy
-                    )
-                with autocast():
-                    loss, micro_parts = objective.micro_loss(
-                        models, settled, counts, tokens, batch, reference, on_policy
-                    )
-                if micro is None:
-                    if loss.requires_grad:
-                        loss.mul(0.0).backward()
-                    continue
-                if loss.requires_grad:  # a micro-batch with nothing to learn adds nothing
-                    loss.backward()
+            elif job.sharded:
+                fillers = dist.most(len(micros), job.device) - len(micros)
+            elif ddp is not None and not micros:  # every rank's last backward reduces
+                fillers = 1
+            passes = micros + [None] * fillers
+            for index, micro in enumerate(passes):
+                accumulate = ddp is not None and index < len(passes) - 1
+                with ddp.no_sync() if accumulate else contextlib.nullcontext():
+                    if micro is None:  # a filler: the step's first row, weighted 0
+                        tokens, batch, reference = filler_inputs(job, step_rows, on_policy)
+                    else:
+                        tokens, batch, reference = micro_inputs(
+                            job, micro, rows, examples, pairs, on_policy
+                        )
+                    with autocast():
+                        loss, micro_parts = objective.micro_loss(
+                            models, settled, counts, tokens, batch, reference, on_policy,
+                            pair_metrics if micro is not None else None,
+                        )  # fmt: skip
+                    if micro is None:
+                        if loss.requires_grad:
+                            loss.mul(0.0).backward()
+                        continue
+                    if loss.requires_grad:  # a micro-batch with nothing to learn adds nothing
+                        loss.backward()
                 for key, value in micro_parts.items():
-                    parts[key] += float(value)
+                    parts[key] += value.double()  # on the device: read once, after the step
 
             dist.sum_gradients(summed)
             grad_norm = fsdp.clip(params, train.clip) if job.sharded else _clip(params, train.clip)
             adamw.step()
             adamw.zero_grad(set_to_none=True)
 
-            parts = {key: dist.sum(value, job.device) for key, value in parts.items()}
+            summed_values = dist.sum_values({**parts, **pair_metrics}, job.device)  # one all-reduce
+            parts = {key: summed_values[key] for key in parts}
             weights = settled.weights
             record = {
                 "step": step,
                 "loss": sum(weights[key] * value for key, value in parts.items()),
                 **parts,
+                **{key: summed_values[key] for key in pair_metrics},
                 **settled.metrics(),  # written from the settled losses, for the record only
                 "lr": lr,
                 "grad_norm": grad_norm,
                 "tokens": counts["tokens"],
                 "on_policy_batch": on_policy,
+                **({"batch_source": drawn.source} if job.replay is not None else {}),
                 **order.position(step),
                 "seconds": round(time.perf_counter() - began, 4),
             }
@@ -222,21 +263,30 @@ def fit(job: Job) -> list[dict]:
                 record["gpu_memory_gib"] = round(
                     torch.cuda.max_memory_allocated(job.device) / 2**30, 3
                 )
-            window.append(record)
             done = step + 1
+            if job.dev is not None and due(train, done, job.total_steps):
+                record.update(evaluate(job, models, step, autocast))
+                if job.replay is not None:
+                    job.replay.observe(record["eval/loss"])
+                    record["replay_threshold"] = job.replay.threshold
+            window.append(record)
             saving = done % train.checkpoint_every == 0 and done < job.total_steps
             if done % train.log_every == 0 or done == job.total_steps or saving:
                 write_window(job, log, board, window)
             if saving:
                 weights = trainable_weights(job, holder, adamw, names)
-                checkpoint.save(job.folder, done, {"data": order.position(done)}, weights, dist)
+                state = {"data": order.position(done)}
+                if job.replay is not None:
+                    state["replay"] = job.replay.state()
+                keep = train.save_total_limit or 1
+                checkpoint.save(job.folder, done, state, weights, dist, keep=keep)
     finally:
         log.close()
         board.close()
     return log.records
 
 
-def write_window(job: Job, log: MetricsLog, board: Board, window: list[dict]) -> None:
+def write_window(job: Job, log: MetricsLog, board: Trackers, window: list[dict]) -> None:
     """Write the records of the steps since the last write (every ``log_every`` steps, before
     each checkpoint and at the end) to ``metrics.jsonl`` and TensorBoard, and show them."""
     log.extend(window)
@@ -281,33 +331,17 @@ def filler_inputs(job: Job, step_rows: list[int], on_policy: bool):
     return micro_inputs(job, [0], row, examples, pairs, on_policy)
 
 
-def student_samples(job: Job, student: nn.Module, examples: list[Example], step: int):
-    """The step's examples with targets sampled from the student (then truncated)."""
-    train = job.train
-    sampled = sample_targets(
-        student,
-        job.tokenizer,
-        [e.for_sampling() for e in examples],
-        seed=job.seed,
-        step=step,
-        temperature=train.sample_temperature,
-        top_p=train.sample_top_p,
-        max_new_tokens=train.max_new_tokens,
-        batch_size=job.sample_batch,
-    )
-    return [e.with_target(truncate(e.prompt, e.target, train.max_length)[1]) for e in sampled]
-
-
 def micro_inputs(job: Job, micro: list[int], rows, examples, pairs, on_policy: bool):
     """``(tokens, pairs, reference)`` of one micro-batch (positions ``micro`` of the step's
     rows) on the device; ``None`` for what the step does not use."""
     tokens = batch = reference = None
+    glue, glue_pairs = (pack, pack_pairs) if job.layout.packed else (collate, collate_pairs)
     if examples:
         everywhere = job.online or on_policy
-        tokens = collate([examples[i] for i in micro], job.pad_id, kd_everywhere=everywhere)
+        tokens = glue([examples[i] for i in micro], job.pad_id, kd_everywhere=everywhere)
         tokens = tokens.to(job.device)
     if pairs:
-        batch = collate_pairs([pairs[i] for i in micro], job.pad_id).to(job.device)
+        batch = glue_pairs([pairs[i] for i in micro], job.pad_id).to(job.device)
         picked = job.reference[[rows[i] for i in micro]].to(job.device)
         reference = torch.cat([picked[:, 0], picked[:, 1]])
     return tokens, batch, reference
@@ -315,14 +349,18 @@ def micro_inputs(job: Job, micro: list[int], rows, examples, pairs, on_policy: b
 
 def step_counts(examples, pairs, online: bool, dist: Dist, device) -> dict[str, int]:
     """What each loss of the step is averaged over, summed over processes: target positions,
-    positions with a teacher distribution, and pairs."""
+    positions with a teacher distribution, pairs, sequences, and sequences with a teacher
+    position (``reduction = batchmean``, ``sequence_mean``)."""
     tokens = sum(e.tokens for e in examples)
-    kd = tokens if online else sum(_cached_rows(e) for e in examples)
-    return {
-        "tokens": int(dist.sum(tokens, device)),
-        "kd_tokens": int(dist.sum(kd, device)),
-        "pairs": int(dist.sum(len(pairs), device)),
+    per_row = [e.tokens if online else _cached_rows(e) for e in examples]
+    counts = {
+        "tokens": tokens,
+        "kd_tokens": sum(per_row),
+        "pairs": len(pairs),
+        "sequences": len(examples),
+        "kd_sequences": sum(1 for n in per_row if n > 0),
     }
+    return {key: int(value) for key, value in dist.sum_values(counts, device).items()}
 
 
 def _cached_rows(example: Example) -> int:

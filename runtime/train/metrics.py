@@ -6,7 +6,8 @@ end the file holds every step exactly once; the artifact gets a copy. Each recor
 ``loss`` (the weighted total), one entry per ``loss`` line (its unweighted step mean, by
 ``LossLine.key``), every scheduled value as the step settled it (``weight/<key>``,
 ``temperature/<key>``, ..., ``on_policy``: ``StepLosses.metrics``), ``lr``,
-``grad_norm``, ``tokens``, ``on_policy_batch`` and the data position.
+``grad_norm``, ``tokens``, ``on_policy_batch`` and the data position; a step evaluated on dev
+rows (``eval_every``) also has ``eval/loss`` and ``eval/<key>`` (:mod:`.evaluation`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ TIMINGS = "timings.jsonl"
 (which does not cover this file) is the same."""
 TIMING_KEYS = ("seconds", "gpu_memory_gib")
 PICTURE = "loss_curves.png"
+EVAL = "eval/"
+"""The prefix of an evaluation's values in its step's record (:mod:`.evaluation`)."""
 
 
 class MetricsLog:
@@ -126,7 +129,14 @@ def schedule_lines(records: list[dict[str, Any]]) -> tuple[list[str], dict[str, 
     """The scheduled values worth a curve (they change over the run) and the constant ones
     (key -> value, said in the legend instead of drawn on top of each other). A value that is
     never recorded is left out."""
-    keys = sorted({k for r in records for k in r if "/" in k or k == "on_policy"})
+    keys = sorted(
+        {
+            k
+            for r in records
+            for k in r
+            if ("/" in k and not k.startswith(EVAL)) or k in ("on_policy", "replay_threshold")
+        }
+    )
     moving, constant = [], {}
     for key in keys:
         seen = {r[key] for r in records if r.get(key) is not None}
@@ -163,7 +173,12 @@ def plot_curves(records: list[dict[str, Any]], keys: list[str], path: Path) -> N
             label="total (weighted)" if key == "loss" else key,
             linewidth=width,
         )
-    values = [r.get("loss") for r in records]
+        dev = [(r["step"], r[EVAL + key]) for r in records if r.get(EVAL + key) is not None]
+        if dev:  # evaluations on the dev rows: points in the curve's colour
+            xs, ys = zip(*dev, strict=True)
+            label = "total (weighted)" if key == "loss" else key
+            losses.plot(xs, ys, "o--", color=line.get_color(), label=f"{label}, dev", markersize=4)
+    values = [r.get(k) for r in records for k in ("loss", EVAL + "loss") if k in r]
     if values and all(v is not None and v > 0 for v in values):
         losses.set_yscale("log")
     losses.set_ylabel("loss")

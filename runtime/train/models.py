@@ -14,16 +14,31 @@ from torch import nn
 from ..errors import RunError
 
 
-def load_student(settings: dict[str, Any], lora=None, *, device: torch.device, seed: int):
+def load_student(
+    settings: dict[str, Any],
+    lora=None,
+    *,
+    device: torch.device,
+    seed: int,
+    init=None,
+    pad_vocab_to: int | None = None,
+    freeze: list[str] | None = None,
+):
     """``(model, tokenizer)`` of a student from the settings of its ``hf`` model
     (:meth:`kdlang.runtime.context.StageContext.model_settings`).
 
     Weights load in float32 unless the model declares another dtype (``auto`` trains fp32
     master weights; bf16 arithmetic comes from autocast). With ``lora`` the base weights are
-    frozen and peft adapters are added (initialised from ``seed``)."""
+    frozen and peft adapters are added (initialised from ``seed``). ``init`` (``init_from``, a
+    folder): the weights start from it (:func:`.init_from.start_from`). ``pad_vocab_to``: the
+    embeddings are padded to a multiple of it before LoRA; ``freeze``: those modules' weights
+    are not trained (:mod:`.student_setup`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..teachers.hf import DTYPES, _dtype_kw
+    from .init_from import kind_of_start, start_from
+    from .student_setup import freeze as freeze_modules
+    from .student_setup import pad_vocab
 
     dtype = torch.float32 if settings.get("dtype", "auto") == "auto" else DTYPES[settings["dtype"]]
     common = {
@@ -31,11 +46,21 @@ def load_student(settings: dict[str, Any], lora=None, *, device: torch.device, s
         "trust_remote_code": settings.get("trust_remote_code", False),
     }
     tokenizer = AutoTokenizer.from_pretrained(settings["path"], **common)
-    model = AutoModelForCausalLM.from_pretrained(settings["path"], **common, **_dtype_kw(dtype))
+    start = kind_of_start(init) if init is not None else None
+    weights = str(init) if start == "model" else settings["path"]
+    model = AutoModelForCausalLM.from_pretrained(weights, **common, **_dtype_kw(dtype))
     stored = _stored_dtype(settings["path"], common)
     model.kdlang_save_dtype = stored if stored in (torch.bfloat16, torch.float16) else dtype
+    if start == "model":
+        start_from(model, init, "model", settings["path"], common)
+    if pad_vocab_to is not None:
+        pad_vocab(model, tokenizer, pad_vocab_to, seed)
     if lora is not None:
         model = add_lora(model, lora, seed)
+    if start in ("checkpoint", "adapter"):
+        model = start_from(model, init, start, settings["path"], common)
+    if freeze:
+        freeze_modules(model, freeze)
     return model.to(device), tokenizer
 
 
@@ -71,18 +96,38 @@ def save_student(model: nn.Module, tokenizer, out) -> dict[str, str]:
 
 def add_lora(model: nn.Module, lora, seed: int) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters (``r``, ``alpha``, ``dropout``,
-    ``target_modules``; peft picks the modules of known architectures when none are named)."""
+    ``target_modules``; peft picks the modules of known architectures when none are named;
+    ``all_linear``: every linear layer but the output head), DoRA's magnitudes with ``dora``,
+    and full trainable copies of ``modules_to_save``. A module name peft cannot find is a
+    :class:`RunError` naming the student's modules that come near."""
     from peft import LoraConfig, get_peft_model
 
+    targets = "all-linear" if lora.target_modules == "all_linear" else lora.target_modules
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
+        target_modules=targets,
+        use_dora=lora.dora,
+        modules_to_save=lora.modules_to_save,
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as error:  # a target module the model does not have
+        from .student_setup import unknown_module
+
+        missing = [t for t in (lora.modules_to_save or []) if not _has(model, t)]
+        if isinstance(lora.target_modules, list):
+            missing = [t for t in lora.target_modules if not _has(model, t)] + missing
+        if missing:
+            raise unknown_module(model, "lora", missing[0]) from None
+        raise RunError(f"lora: {error}") from None
+
+
+def _has(model: nn.Module, name: str) -> bool:
+    return any(n == name or n.endswith("." + name) for n, _ in model.named_modules())
 
 
 def chat_enabled(tokenizer, chat_template: str) -> bool:

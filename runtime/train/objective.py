@@ -6,7 +6,8 @@
 ``count_i`` the number of positions (pairs, for a loss learning from pairs) it counts in the
 whole step, so summing micro-batches (and processes) gives the step's mean. A divergence with
 ``temperature_scale`` is multiplied by T²; its ``reduction`` picks count_i (``token_mean``: its
-teacher positions; ``sum``: 1; ``topk_entries``: teacher positions × the cached k), and its
+teacher positions; ``sum``: 1; ``topk_entries``: teacher positions × the cached k;
+``batchmean`` and ``sequence_mean``: :mod:`.reductions`), and its
 ``topk_mass`` what a cached top-k teacher does with the mass its ids miss.
 
 Each loss is its own descriptor (``kdlang.ir.training``): what it learns from (target tokens or
@@ -36,6 +37,7 @@ from torch import nn
 
 from ..losses import dpo, head, hidden, sft
 from ..losses.divergence_sums import divergence_sum, fused_divergence_sum
+from . import dpo_metrics, packing, reductions
 from .examples import IGNORE, Batch
 
 if TYPE_CHECKING:
@@ -205,12 +207,14 @@ class Objective:
         pairs: Batch | None = None,
         reference: torch.Tensor | None = None,
         on_policy: bool = False,
+        metrics: dict | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``(loss, parts)``: the micro-batch's share of the step loss, and each line's share
         of its step mean (detached) keyed by ``LossLine.key``. ``step``: the losses settled at
         the step (:meth:`at_step`). ``counts``: ``tokens`` (target positions), ``kd_tokens``
         (positions with a teacher distribution) and ``pairs`` of the whole step.
-        ``reference``: the reference log-probs of ``pairs`` (``[2P]``)."""
+        ``reference``: the reference log-probs of ``pairs`` (``[2P]``). ``metrics``: where a
+        ``dpo`` line adds its share of the step's rewards and log-probs (:mod:`.dpo_metrics`)."""
         lines = [line for line in step.lines if self.applies(line, on_policy)]
         parts: dict[str, torch.Tensor] = {}
         if tokens is not None and tokens.labels.numel() and self.uses_tokens:
@@ -225,6 +229,10 @@ class Objective:
                 settled: Any = line.loss
                 value = dpo.dpo_sum(policy, reference, settled.beta)
                 parts[line.key] = value / max(counts["pairs"], 1)
+                if metrics is not None:  # records only, not the loss
+                    dpo_metrics.add(
+                        metrics, line.key, policy, reference, settled.beta, counts["pairs"]
+                    )
         weights = step.weights
         loss = sum(
             (weights[key] * value for key, value in parts.items()),
@@ -252,7 +260,7 @@ class Objective:
                     loss, models, batch, s_logits, s_states, t_logits, t_states
                 )
                 scale = loss.temperature**2 if loss.temperature_scale else 1.0
-                parts[line.key] = value * scale / self._denominator(loss, n_kd, batch)
+                parts[line.key] = value * scale / reductions.denominator(loss, counts, batch)
             elif loss.teacher == "hidden":
                 counted = batch.kd_labels != IGNORE
                 per_layer = [
@@ -279,16 +287,6 @@ class Objective:
                 parts[line.key] = sft.sft_sum(s_logits, batch.labels) / n_tokens
         return parts
 
-    def _denominator(self, loss, n_kd: int, batch: Batch) -> float:
-        """What the step's sum of a divergence is divided by, by its ``reduction``: the step's
-        teacher positions (``token_mean``), 1 (``sum``), or those positions times the cached
-        k (``topk_entries``, axolotl's count of kept entries)."""
-        if loss.reduction == "sum":
-            return 1.0
-        if loss.reduction == "topk_entries" and batch.topk_ids is not None:
-            return float(n_kd * batch.topk_ids.shape[-1])
-        return float(n_kd)
-
     def _divergence(self, loss, models, batch, s_logits, s_states, t_logits, t_states):
         """Σ of the divergence ``loss`` (settled) over the micro-batch's teacher positions."""
         settings = {
@@ -297,6 +295,8 @@ class Objective:
             "backend": self.backend,
             **loss.kernel_options(),
         }
+        fused_online = self.teacher == "online" and self.path == "fused_linear"
+        settings.update(reductions.divergence_settings(loss, batch, gathered=fused_online))
         labels = batch.kd_labels
         width = self.width
         if self.teacher == "online":
@@ -319,9 +319,12 @@ class Objective:
         settings["topk_mass"] = loss.topk_mass
         topk = (batch.topk_ids, batch.topk_logprobs)
         if self.path == "fused_linear":
+            weights = settings.pop("position_weights", None)
+            more = () if weights is None else (weights,)
 
-            def rows(z, lab, ids, lps):
-                return divergence_sum(z, lab, teacher_topk=(ids, lps), **settings)
+            def rows(z, lab, ids, lps, *w):
+                extra = {"position_weights": w[0]} if w else {}
+                return divergence_sum(z, lab, teacher_topk=(ids, lps), **settings, **extra)
 
             return models.with_head(
                 head.chunked_head_sum,
@@ -330,12 +333,15 @@ class Objective:
                 labels,
                 rows,
                 *topk,
+                *more,
                 width=width,
             )
         return divergence_sum(s_logits, labels, teacher_topk=topk, **settings)
 
     def _pair_logprobs(self, student: nn.Module, pairs: Batch) -> torch.Tensor:
         logits, _ = forward(student, pairs, logits=True, states=False)
+        if pairs.position_ids is not None:
+            return packing.sequence_logprobs(logits, pairs)
         return dpo.sequence_logprobs(logits, pairs.labels)
 
 
@@ -350,6 +356,9 @@ def forward(model: nn.Module, batch: Batch, *, logits: bool, states: bool):
     the head runs on the last position only (``logits_to_keep=1``) and the head's input comes
     back as the last hidden state (alone, unless ``states``), for the fused-linear path."""
     kwargs: dict[str, Any] = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    if batch.position_ids is not None:  # packed (.packing): the positions delimit the sequences
+        kwargs = {"input_ids": batch.input_ids, "position_ids": batch.position_ids}
+        kwargs["use_cache"] = False  # a cache would turn transformers' packed masks off
     if states or not logits:
         kwargs["output_hidden_states"] = True
     if not logits:

@@ -155,7 +155,7 @@ def test_overrides_reach_declarations_of_imported_files(project: Path):
             # each divergence takes its own options only: beta is jsd's
             "distill.loss.forward_kl.beta=0.25",
             "override path `distill.loss.forward_kl.beta`: loss `forward_kl` has no setting `beta`",
-            "settings: weight, temperature, temperature_scale, topk_mass, reduction",
+            "settings: weight, temperature, temperature_scale, topk_mass, reduction, infinite_logits",
         ),
         ("solve.text=1", "override path `solve.text`: `solve` has no settings to override", None),
     ],

@@ -59,6 +59,7 @@ def test_hf_model_defaults():
         "dtype": "auto",
         "device": "auto",
         "batch_size": 16,
+        "decode_slots": None,
         "lora": None,
         "trust_remote_code": False,
         "chat_template": "auto",
@@ -83,6 +84,8 @@ def test_lora_is_a_nested_node():
         "alpha": 16.0,
         "dropout": 0.0,
         "target_modules": None,
+        "dora": False,
+        "modules_to_save": None,
         "merge": True,
     }
     source = 'model s = hf("x", lora = lora(r = 16, alpha = 32, target_modules = ["q_proj", "v_proj"], merge = false))'
@@ -157,6 +160,7 @@ def test_file_datasets():
         "role_key": None,
         "content_key": None,
         "roles": None,
+        "logits": None,
     }
     assert isinstance(b, CsvData) and b.columns == ["question", "answer"]  # bare names are names
     assert (c.kind, c.path, c.limit) == ("parquet", "data/x.parquet", 100)
@@ -221,6 +225,7 @@ def test_label_stage_defaults_and_bare_column_names():
         "answer": None,
         "temperature": 1.0,
         "top_p": 1.0,
+        "top_k": 0,
         "max_tokens": 256,
         "stop": None,
     }
@@ -415,15 +420,36 @@ def test_train_values_and_defaults():
         "on_policy": 0.0,
         "sample_temperature": 1.0,
         "sample_top_p": 1.0,
+        "sample_top_k": 0,
         "max_new_tokens": 128,
         "loss_path": "auto",
         "precision": "auto",
-        "compile": False,
+        "compile": "auto",
         "gradient_checkpointing": False,
         "strategy": "ddp",
         "checkpoint_every": 200,
         "log_every": 10,
         "seed": None,
+        # the settings groups Train mixes in
+        "packing": "auto",
+        "tokens_per_micro_batch": None,
+        "report_to": ["tensorboard"],
+        "tracker_project": None,
+        "save_total_limit": None,
+        "init_from": None,
+        "freeze": [],
+        "pad_vocab_to_multiple": None,
+        "teacher_mix": 0.0,
+        "ppo_epochs": 4,
+        "lm_data": None,
+        "lm_weight": 1.0,
+        "lm_text": "text",
+        "eval_data": None,
+        "eval_every": None,
+        "replay": None,
+        "seq_kd": False,
+        "num_generations": 1,
+        "sample_batch": None,
     }
     assert losses == [
         {"name": "sft", "weight": 0.5},
@@ -441,6 +467,7 @@ def test_train_values_and_defaults():
             "temperature_scale": False,
             "topk_mass": "renormalize",
             "reduction": "token_mean",
+            "infinite_logits": "keep",
         },
     ]
     assert train.lr_schedule == LRSchedule(kind="cosine", warmup=Percent(fraction=0.05))
@@ -577,6 +604,11 @@ def test_export():
         "path": "runs/student",
         "merge_lora": True,
         "card": True,
+        "private": False,
+        "revision": None,
+        "token": None,
+        "license": None,
+        "tags": [],
     }
     assert (second.train.name, second.merge_lora, second.card) == ("other", False, False)
 

@@ -50,11 +50,31 @@ def test_unknown_loss_option_names_the_loss():
 @pytest.mark.parametrize(
     ("loss", "option", "known"),
     [
-        ("forward_kl", "beta = 0.9", "temperature, temperature_scale, topk_mass, reduction"),
-        ("forward_kl", "alpha = 0.7", "temperature, temperature_scale, topk_mass, reduction"),
-        ("tvd", "beta = 0.5", "temperature, temperature_scale, topk_mass, reduction"),
-        ("jsd", "alpha = 0.2", "temperature, temperature_scale, topk_mass, reduction, beta"),
-        ("skew_kl", "beta = 0.2", "temperature, temperature_scale, topk_mass, reduction, alpha"),
+        (
+            "forward_kl",
+            "beta = 0.9",
+            "temperature, temperature_scale, topk_mass, reduction, infinite_logits",
+        ),
+        (
+            "forward_kl",
+            "alpha = 0.7",
+            "temperature, temperature_scale, topk_mass, reduction, infinite_logits",
+        ),
+        (
+            "tvd",
+            "beta = 0.5",
+            "temperature, temperature_scale, topk_mass, reduction, infinite_logits",
+        ),
+        (
+            "jsd",
+            "alpha = 0.2",
+            "temperature, temperature_scale, topk_mass, reduction, infinite_logits, beta",
+        ),
+        (
+            "skew_kl",
+            "beta = 0.2",
+            "temperature, temperature_scale, topk_mass, reduction, infinite_logits, alpha",
+        ),
         ("sft", "temperature = 2", None),
     ],
 )

@@ -120,7 +120,9 @@ def test_row_contents(text):
     assert hf["`lora`"][:2] == ["`lora(...)`", "`null`"]
     openai = _table(text, '`openai("model", ...)`')
     assert openai["`api_key`"][0] == '`env("NAME")`'
-    assert openai["`base_url`"][0] == 'string or `env("NAME")`'
+    assert openai["`base_url`"][0] == (
+        'string or `env("NAME")` or list of (string or `env("NAME")`), at least 1'
+    )
     evaluate = _table(text, "`evaluate(model, data)`")
     assert list(evaluate)[:2] == ["`model` (positional 1)", "`data` (positional 2)"]
     decontaminate = _table(text, "`decontaminate COLUMN against DATASET [by ngram(n = N)]`")
@@ -150,7 +152,8 @@ def test_default_texts():
     fields = Train.model_fields
     assert reference.default_text(fields["data"]) == "*required*"
     assert reference.default_text(fields["teacher"]) == "`null`"
-    assert reference.default_text(fields["compile"]) == "`false`"
+    assert reference.default_text(fields["compile"]) == "`auto`"
+    assert reference.default_text(fields["gradient_checkpointing"]) == "`false`"
     assert reference.default_text(fields["lr"]) == "`0.0001`"
     assert reference.default_text(HFModel.model_fields["dtype"]) == "`auto`"
 

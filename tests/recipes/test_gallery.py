@@ -373,7 +373,7 @@ def check_run(run: Run) -> None:
             for column, (low, high) in scales.items():
                 assert all(low <= r[column] <= high for r in run.rows(planned.name)), column
         elif op in ("map", "explode", "select"):
-            assert 0 < node["rows_out"], planned.name
+            assert node["rows_out"] > 0, planned.name
         elif op == "pairs":
             made = run.rows(planned.name)
             groups = {r[decl.group] for r in run.rows(decl.input.name)}
@@ -609,6 +609,28 @@ def test_minillm_reverse_kl_runs_end_to_end(tmp_path, random_pair):
     assert all(m["reverse_kl"] >= 0.0 and m["sft"] > 0.0 for m in run.metrics("mode_seeking"))
 
 
+def test_minillm_runs_end_to_end(tmp_path, random_pair):
+    run = run_gallery(
+        "minillm.kd",
+        tmp_path,
+        random_pair,
+        [
+            *FLOAT32_TEACHER,
+            "instructions.limit=3",
+            "responses.max_tokens=12",
+            "policy_gradient.max_steps=2",
+            "policy_gradient.batch=2",
+            "policy_gradient.max_new_tokens=8",
+            "policy_gradient.ppo_epochs=2",
+        ],
+    )
+    metrics = run.metrics("policy_gradient")
+    assert [(m["rollout"], m["ppo_pass"]) for m in metrics] == [(0, 0), (0, 1)]
+    for m in metrics:
+        assert m["minillm/single_step"] >= 0.0 and m["lm"] > 0.0
+        assert m["importance_weight"] > 0.0 and 0.0 <= m["clip_fraction"] <= 1.0
+
+
 def test_gkd_on_policy_runs_end_to_end(tmp_path, random_pair):
     run = run_gallery(
         "gkd_on_policy.kd",
@@ -651,6 +673,32 @@ def test_distillm_skew_kl_runs_end_to_end(tmp_path, primed_pair, random_pair):
     metrics = run.metrics("skew")
     assert metrics[0]["alpha/skew_kl"] == pytest.approx(0.3)
     assert all(math.isfinite(m["skew_kl"]) for m in metrics)
+
+
+def test_distillm_adaptive_runs_end_to_end(tmp_path, random_pair):
+    run = run_gallery(
+        "distillm_adaptive.kd",
+        tmp_path,
+        random_pair,
+        [
+            *FLOAT32_TEACHER,
+            "problems.limit=4",
+            "heldout.limit=2",
+            "solutions.max_tokens=12",
+            "dev_solutions.max_tokens=12",
+            "adaptive.max_steps=2",
+            "adaptive.batch=2",
+            "adaptive.eval_every=1",
+            "adaptive.max_new_tokens=8",
+        ],
+    )
+    metrics = run.metrics("adaptive")
+    # an empty buffer is filled first: a draw under the threshold (0.5) samples fresh
+    assert {m["batch_source"] for m in metrics} <= {"fresh", "data"}
+    assert [m["replay_threshold"] for m in metrics] == [0.5, 0.5] or metrics[1][
+        "replay_threshold"
+    ] == pytest.approx(0.6)  # the second evaluation may have risen by more than 0.1
+    assert all(math.isfinite(m["eval/loss"]) and m["eval/skew_kl"] >= 0.0 for m in metrics)
 
 
 def test_star_self_knowledge_runs_end_to_end(tmp_path, primed_pair):

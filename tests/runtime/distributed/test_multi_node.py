@@ -63,7 +63,7 @@ def _nodes(recipe: Path, port: int, caches: tuple[str | None, str | None] = (Non
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
         )
     return [(p, *p.communicate(timeout=240)) for p in started]
 
@@ -90,7 +90,7 @@ def test_a_node_that_does_not_see_the_cache_stops_every_rank_with_a_clear_error(
     recipe = write_recipe(tmp_path, 'dataset qs = inline([{q: "a"}])\n')
     caches = (str(tmp_path / "cache-a"), str(tmp_path / "cache-b"))
     outcomes = _nodes(recipe, _port(), caches)
-    for process, _, err in outcomes:
+    for process, _, _ in outcomes:
         assert process.returncode != 0
     _, _, err0 = outcomes[0]
     assert "is not shared by every process (rank 1 cannot see rank 0's files)" in err0
