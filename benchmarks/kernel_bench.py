@@ -367,7 +367,7 @@ def main(argv=None) -> int:
     if args.command == "test":
         import pytest
 
-        return pytest.main(["-p", "no:cacheprovider", "-p", "benchmarks.kernels", *rest])
+        return pytest.main(["-p", "no:cacheprovider", "-p", "benchmarks.kernel_bench", *rest])
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True

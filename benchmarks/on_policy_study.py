@@ -215,6 +215,7 @@ def methods(steps: int) -> dict[str, str]:
     return {
         "sft": "loss sft weight 1.0",
         "forward_kl": "loss forward_kl weight 1.0 temperature 1.0",
+        "jsd_offpolicy": "loss jsd(beta = 0.5) weight 1.0 temperature 1.0",  # GKD at λ = 0
         "gkd_0.5": f"on_policy = 0.5  {sample}\n  loss jsd(beta = 0.5) weight 1.0 temperature 1.0",
         "gkd_1": f"on_policy = 1.0  {sample}\n  loss jsd(beta = 0.5) weight 1.0 temperature 1.0",
         "minillm": f"on_policy = 1  {sample}\n  teacher_mix = 0.2  ppo_epochs = 4\n"
@@ -372,16 +373,9 @@ def main() -> None:
             said = results[-1].get("exact", results[-1].get("error"))
             print(f"  {method} seed {seed}: {said} ({results[-1].get('seconds')} s)", flush=True)
     table = summarise(results)
-    document = {
-        "assets": info,
-        "steps": args.steps,
-        "batch": BATCH,
-        "lr": LR,
-        "methods": {m: methods(args.steps)[m] for m in args.methods},
-        "results": results,
-        "table": table,
-        "seconds": round(time.monotonic() - began, 1),
-    }
+    lines = {m: methods(args.steps)[m] for m in args.methods}
+    document = dict(assets=info, steps=args.steps, batch=BATCH, lr=LR, methods=lines)
+    document.update(results=results, table=table, seconds=round(time.monotonic() - began, 1))
     (args.out / "on-policy-study.json").write_text(json.dumps(document, indent=1) + "\n")
     picture(results, table, args.out / "images" / "on_policy_study.png")
     late = f"positions {digits() // 2 + 1}-{digits()}"

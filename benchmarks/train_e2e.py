@@ -68,7 +68,12 @@ def parse_args() -> argparse.Namespace:
         help="comma-separated peer scripts (anchors_train.py is the weaker set)",
     )
     parser.add_argument("--peer-timeout", type=float, default=420, help="seconds per peer script")
-    parser.add_argument("--step-bodies", choices=("eager", "compiled", "both"), default="both")
+    parser.add_argument(
+        "--step-bodies",
+        choices=("eager", "compiled", "both", "none"),
+        default="both",
+        help="bodies of the step timed alone (none: not timed)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--small", action="store_true", help="tiny models, 128 tokens a row")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
@@ -272,8 +277,9 @@ def main() -> None:
         for variant in args.variants:
             rows.append(run_kdlang(args, env, work, variant))
             print(f"  kdlang run {variant}: {rows[-1].get('error', 'ok')}", flush=True)
-        rows += run_step_alone(args, env)
-        print("  step alone: done", flush=True)
+        if args.step_bodies != "none":
+            rows += run_step_alone(args, env)
+            print("  step alone: done", flush=True)
         if args.device == "cuda":
             rows += run_peers(args, env)
         document = {

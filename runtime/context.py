@@ -287,6 +287,7 @@ class StageContext:
                 "device": device,
                 "batch_size": model.batch_size,
                 "decode_slots": model.decode_slots,
+                "attention": model.attention,
                 "chat_template": model.chat_template,
                 "chat_template_args": model.chat_template_args,
             }

@@ -29,7 +29,8 @@ class PackingSettings(BaseModel):
         "auto",
         description="Concatenate a micro-batch's rows into one sequence (position ids restart at "
         "each row, attention stays within it) instead of padding them: `auto` packs when the "
-        "student (and the online teacher) keep packed rows apart, `true` requires it, `false` pads.",
+        "student (and the online teacher) keep packed rows apart and attend with flash_attention_2/3 "
+        "or flex_attention (no dense mask), `true` wherever they keep rows apart, `false` pads.",
     )
     tokens_per_micro_batch: int | None = Field(
         None,

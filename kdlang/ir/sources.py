@@ -86,6 +86,17 @@ class HFModel(Node):
         None, description="Train LoRA adapters instead of all weights (students)."
     )
     trust_remote_code: bool = Field(False, description="Allow the model's own code from the hub.")
+    attention: Annotated[
+        Literal[
+            "auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"
+        ],
+        Symbol,
+    ] = Field(
+        "auto",
+        description="The attention kernel transformers runs (`attn_implementation`; auto: its "
+        "default, sdpa where supported). flash_attention_2/3 and flex_attention run packed rows "
+        "as separate sequences, so a train's `packing = auto` packs with them.",
+    )
     chat_template: Annotated[Literal["auto", "none"], Symbol] | str = Field(
         "auto",
         description="auto: apply the tokenizer's chat template when it has one; none: plain text; "

@@ -73,7 +73,8 @@ class HFTeacher(Teacher):
     request with ``n`` samples counts ``n``) when scoring, and when generating off CUDA.
     ``decode_slots``: sequences the CUDA decode engine keeps in flight (``None``: as many as
     half the free device memory holds, at most 256), and the rows a stage sends per call
-    (:meth:`rows_per_call`).
+    (:meth:`rows_per_call`). ``attention``: transformers' ``attn_implementation`` (``auto``:
+    its default).
     """
 
     white_box = True
@@ -90,6 +91,7 @@ class HFTeacher(Teacher):
         chat_template: str = "auto",
         chat_template_args: dict[str, Any] | None = None,
         decode_slots: int | None = None,
+        attention: str = "auto",
     ) -> None:
         super().__init__()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,6 +112,7 @@ class HFTeacher(Teacher):
             revision=revision,
             trust_remote_code=trust_remote_code,
             **_dtype_kw(self.dtype),
+            **attention_kw(attention),
         )
         self.model.to(self.device).eval()
         _, self._keeps_logits = forward_keywords(self.model)
@@ -306,6 +309,12 @@ class HFTeacher(Teacher):
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, **extra: Any) -> torch.Tensor:
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), **extra)
         return out.logits
+
+
+def attention_kw(attention: str) -> dict[str, str]:
+    """``from_pretrained``'s ``attn_implementation`` for a model's ``attention`` setting (none
+    for ``auto``: transformers' own default)."""
+    return {} if attention in ("auto", None) else {"attn_implementation": attention}
 
 
 def _dtype_kw(dtype: torch.dtype) -> dict[str, torch.dtype]:

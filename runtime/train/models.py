@@ -35,7 +35,7 @@ def load_student(
     are not trained (:mod:`.student_setup`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ..teachers.hf import DTYPES, _dtype_kw
+    from ..teachers.hf import DTYPES, _dtype_kw, attention_kw
     from .init_from import kind_of_start, start_from
     from .student_setup import freeze as freeze_modules
     from .student_setup import pad_vocab
@@ -48,7 +48,9 @@ def load_student(
     tokenizer = AutoTokenizer.from_pretrained(settings["path"], **common)
     start = kind_of_start(init) if init is not None else None
     weights = str(init) if start == "model" else settings["path"]
-    model = AutoModelForCausalLM.from_pretrained(weights, **common, **_dtype_kw(dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        weights, **common, **_dtype_kw(dtype), **attention_kw(settings.get("attention", "auto"))
+    )
     stored = _stored_dtype(settings["path"], common)
     model.kdlang_save_dtype = stored if stored in (torch.bfloat16, torch.float16) else dtype
     if start == "model":

@@ -62,6 +62,7 @@ def test_hf_model_defaults():
         "decode_slots": None,
         "lora": None,
         "trust_remote_code": False,
+        "attention": "auto",
         "chat_template": "auto",
         "chat_template_args": None,
     }

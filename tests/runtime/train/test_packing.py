@@ -247,8 +247,22 @@ def test_row_sizes_count_examples_and_pairs():
 def test_llama_packs_and_the_layout_follows_the_setting(setup):
     _, student, teacher, _ = setup
     assert packs_apart(student) is None
-    auto = resolve_layout(train_node([loss("sft")], batch=8, grad_accum=2), student, teacher)
-    assert auto.packed and auto.budget == 4 * 512  # ceil(8 / 2) x max_length
+    on = train_node([loss("sft")], batch=8, grad_accum=2, packing=True)
+    packed = resolve_layout(on, student, teacher)
+    assert packed.packed and packed.budget == 4 * 512  # ceil(8 / 2) x max_length
+    # auto packs only where attention takes packed rows as separate sequences (no N x N mask)
+    auto = train_node([loss("sft")], batch=8, grad_accum=2)
+    assert student.config._attn_implementation == "sdpa"
+    assert not resolve_layout(auto, student, teacher).packed
+    for model in (student, teacher):
+        model.config._attn_implementation = "flex_attention"
+    try:
+        assert resolve_layout(auto, student, teacher) == packed.__class__(
+            True, 4 * 512, "packing = auto: the models pack"
+        )
+    finally:
+        for model in (student, teacher):
+            model.config._attn_implementation = "sdpa"
     off = resolve_layout(train_node([loss("sft")], packing=False), student, None)
     assert not off.packed and off.budget is None
     budget = train_node([loss("sft")], packing=False, tokens_per_micro_batch=300)

@@ -85,28 +85,47 @@ train distill {
 """
 
 
-def test_kdlang_run_packs_by_default_and_matches_padded(tmp_path, tiny_pair):
+def test_kdlang_run_packs_where_asked_and_matches_padded(tmp_path, tiny_pair):
     from tests.runtime.train.support import metrics, models, node, run_recipe, write_recipe
 
     runs = {}
     for name, setting in [
         ("auto", ""),
+        ("on", "packing = true"),
         ("off", "packing = false"),
-        ("budget", "tokens_per_micro_batch = 40"),
+        ("budget", "packing = true  tokens_per_micro_batch = 40"),
     ]:
         body = models(tiny_pair) + RECIPE.replace("PACKING", setting)
         runs[name] = run_recipe(write_recipe(tmp_path / name, body))
     stats = {name: node(report, "distill")["stats"]["packing"] for name, report in runs.items()}
-    assert stats["auto"] == {
-        "packed": True,
-        "budget": 4 * 512,
-        "reason": "packing = auto: the models pack",
-    }
+    # the tiny models attend with sdpa: a packed micro-batch would need a dense mask
+    assert stats["auto"]["packed"] is False and stats["auto"]["budget"] is None
+    assert stats["auto"]["reason"].startswith("padded: the student's `sdpa` attention")
+    assert stats["on"] == {"packed": True, "budget": 4 * 512, "reason": "packing = true"}
     assert stats["off"] == {"packed": False, "budget": None, "reason": "packing = false"}
     assert stats["budget"]["packed"] and stats["budget"]["budget"] == 40
     padded = metrics(runs["off"], "distill")
-    for name in ("auto", "budget"):
+    for name in ("auto", "on", "budget"):
         for found, expected in zip(metrics(runs[name], "distill"), padded, strict=True):
             assert found["tokens"] == expected["tokens"]
             for key in ("loss", "sft", "forward_kl", "grad_norm"):
                 assert found[key] == pytest.approx(expected[key], rel=1e-5), (name, key)
+
+
+def test_the_attention_setting_reaches_the_models_and_decides_auto_packing(tiny_pair):
+    import torch
+    from kdlang.runtime.teachers.hf import HFTeacher
+    from kdlang.runtime.train.models import load_student
+    from kdlang.runtime.train.packing import resolve_layout
+
+    from tests.runtime.train.support import loss, train_node
+
+    teacher = HFTeacher(tiny_pair.teacher, device="cpu", attention="flex_attention")
+    settings = {"path": str(tiny_pair.student), "attention": "flex_attention"}
+    student, _ = load_student(settings, device=torch.device("cpu"), seed=0)
+    assert teacher.model.config._attn_implementation == "flex_attention"
+    assert student.config._attn_implementation == "flex_attention"
+    layout = resolve_layout(train_node([loss("sft")]), student, teacher.model)
+    assert layout.packed and layout.reason == "packing = auto: the models pack"
+    eager, _ = load_student({**settings, "attention": "eager"}, device=torch.device("cpu"), seed=0)
+    assert not resolve_layout(train_node([loss("sft")]), eager, None).packed
