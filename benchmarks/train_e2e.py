@@ -276,7 +276,12 @@ def main() -> None:
         rows = []
         for variant in args.variants:
             rows.append(run_kdlang(args, env, work, variant))
-            print(f"  kdlang run {variant}: {rows[-1].get('error', 'ok')}", flush=True)
+            done = rows[-1]
+            said = done.get("error") or (
+                f"{done['tokens_per_s']:,.0f} tokens/s, {done['step_ms']:.1f} ms a step, "
+                f"peak {done.get('peak_gib') or float('nan'):.2f} GiB"
+            )
+            print(f"  kdlang run {variant}: {said}", flush=True)  # kept if the peers run late
         if args.step_bodies != "none":
             rows += run_step_alone(args, env)
             print("  step alone: done", flush=True)
